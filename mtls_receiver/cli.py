@@ -1,0 +1,206 @@
+"""The ``mtls-receiver`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import Config, load_config
+from .devcerts import dev_config_text, make_dev_certs
+from .efi_certs import fetch_efi_chain
+from .errors import ReceiverError
+from .probe import probe, sample_pix
+from .server import Receiver, serve_forever
+from .store import open_store
+from .tls import create_ssl_context, read_certificates
+
+__all__ = ["main"]
+
+EXIT_FAILURE, EXIT_CONFIG = 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ReceiverError as exc:
+        print(f"mtls-receiver: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtls-receiver", description="Webhook receiver for Brazilian PSPs (Efí mTLS).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the receiver")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="TOML configuration file")
+    source.add_argument("--dev", action="store_true", help="embedded default: dev certificates, SQLite, port 8443")
+    serve.add_argument("--state-dir", type=Path, default=None, help="with --dev: where certificates and inbox live")
+    serve.add_argument("--port", type=int, default=None, help="with --dev: port to listen on (default 8443)")
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check-config", help="validate a configuration and print a summary")
+    check.add_argument("--config", type=Path, required=True)
+    check.set_defaults(func=_check_config)
+
+    dev = commands.add_parser("dev-certs", help="write throwaway certificates and a config.toml into DIR")
+    dev.add_argument("directory", type=Path, metavar="DIR")
+    dev.add_argument("--port", type=int, default=8443)
+    dev.set_defaults(func=_dev_certs)
+
+    events = commands.add_parser("events", help="inspect the inbox").add_subparsers(dest="events", required=True)
+    listing = events.add_parser("list", help="list stored events, newest first")
+    listing.add_argument("--config", type=Path, required=True)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(func=_events_list)
+
+    check_url = commands.add_parser("probe", help="check a receiver URL the way Efí does at registration")
+    check_url.add_argument("url")
+    check_url.add_argument("--ca", type=Path, help="CA bundle that signed the server certificate (default: public CAs)")
+    check_url.add_argument("--cert", type=Path, help="client certificate PEM (with its key, or see --key)")
+    check_url.add_argument("--key", type=Path, help="client private key, if not inside --cert")
+    check_url.add_argument("--pix-key", help="chave to put in the sample Pix (for routes with pix_keys)")
+    check_url.add_argument("--timeout", type=float, default=15.0)
+    check_url.set_defaults(func=_probe)
+
+    certs = commands.add_parser("certs", help="certificate helpers").add_subparsers(dest="certs", required=True)
+    fetch = certs.add_parser("fetch-efi", help="download Efí's webhook CA chain into DIR")
+    fetch.add_argument("directory", type=Path, metavar="DIR")
+    fetch.add_argument("--sandbox", action="store_true", help="the sandbox (homologação) chain")
+    fetch.set_defaults(func=_fetch_efi)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.dev:
+        directory = args.state_dir or _default_state_dir()
+        config = load_config(_ensure_dev_config(directory, args.port))
+        announce = _announce_dev
+    else:
+        config = load_config(args.config)
+        announce = None
+    asyncio.run(serve_forever(config, announce))
+    return 0
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "mtls-receiver" / "dev"
+
+
+def _ensure_dev_config(directory: Path, port: int | None) -> Path:
+    config = directory / "config.toml"
+    if not config.exists():
+        make_dev_certs(directory, 8443 if port is None else port)
+        print(f"made dev certificates in {directory}", file=sys.stderr)
+    elif port is not None:
+        config.write_text(dev_config_text(port), encoding="utf-8")
+    return config
+
+
+def _announce_dev(receiver: Receiver) -> None:
+    directory = receiver.config.source.parent
+    url = f"https://localhost:{receiver.port()}{receiver.config.routes[0].path}"
+    body = json.dumps(sample_pix(), separators=(",", ":"))
+    print(
+        f"\nmtls-receiver (dev) is listening on {url}  (certificates and inbox in {directory})\n"
+        f"Send a sample Pix with the Efí-like dev client certificate:\n\n"
+        f"  curl --cacert {directory / 'server-ca.pem'} --cert {directory / 'client.pem'} \\\n"
+        f"       -H 'Content-Type: application/json' --data '{body}' {url}/pix\n\n"
+        f"Then: mtls-receiver events list --config {receiver.config.source}\n",
+        flush=True,
+    )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    for listener in config.listeners:
+        create_ssl_context(listener, str(config.source))  # proves cert, key and CA bundle load together
+    _print_summary(config)
+    return 0
+
+
+def _print_summary(config: Config) -> None:
+    print(f"{config.source}: OK")
+    for listener in config.listeners:
+        print(f"listener {listener.name!r} on {listener.address}: client certs {listener.client_certs}, TLS >= {listener.min_tls}")
+        for cert in read_certificates(listener.cert):
+            print(f"  server cert  {cert.line()}")
+        if listener.client_ca is not None and listener.client_certs != "none":
+            for cert in read_certificates(listener.client_ca):
+                print(f"  client CA    {cert.line()}")
+    for route in config.routes:
+        keys = f", pix_keys: {', '.join(route.pix_keys)}" if route.pix_keys else ""
+        print(f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{keys}")
+    print(f"store: SQLite {config.store.path}")
+
+
+def _dev_certs(args: argparse.Namespace) -> int:
+    certs = make_dev_certs(args.directory, args.port)
+    print(f"wrote dev certificates and {certs.config} into {certs.directory}")
+    print(f"run: mtls-receiver serve --config {certs.config}")
+    return 0
+
+
+def _events_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+
+    async def fetch() -> list:  # type: ignore[type-arg]
+        store = open_store(config.store)
+        await store.open()
+        try:
+            return await store.list_events(args.limit)
+        finally:
+            await store.close()
+
+    for event in asyncio.run(fetch()):
+        if args.json:
+            print(json.dumps({
+                "id": event.id, "provider": event.provider, "route": event.route, "kind": event.kind,
+                "dedup_key": event.dedup_key, "received_at": event.received_at, "peer": event.peer,
+                "client_subject": event.client.subject if event.client else None,
+                "client_fingerprint": event.client.fingerprint if event.client else None,
+                "payload": event.payload,
+            }, ensure_ascii=False))
+        else:
+            client = event.client.subject if event.client else "-"
+            print(f"{event.received_at}  {event.id}  {event.provider}/{event.kind}  {event.route}  {event.dedup_key}  {client}")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    results = asyncio.run(probe(args.url, args.ca, args.cert, args.key, args.pix_key, args.timeout))
+    for result in results:
+        print(result.line())
+    return EXIT_FAILURE if any(result.ok is False for result in results) else 0
+
+
+def _fetch_efi(args: argparse.Namespace) -> int:
+    target = fetch_efi_chain(args.directory, sandbox=args.sandbox)
+    print(f"wrote {target}")
+    for cert in read_certificates(target):
+        print(f"  {cert.line()}")
+    print(f'point a listener at it: client_ca = "{target}"')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The TOML configuration, loaded into frozen dataclasses and validated up front.
+
+Every problem is reported as a :class:`ConfigError` naming the file, the key
+(``listeners[0].cert``) and what is wrong, before anything listens.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "CLIENT_CERT_POLICIES",
+    "Config",
+    "ListenerConfig",
+    "RouteConfig",
+    "StoreConfig",
+    "load_config",
+    "parse_config",
+]
+
+CLIENT_CERT_POLICIES = ("required", "optional", "none")
+TLS_VERSIONS = ("1.2", "1.3")
+PROVIDER_MODES: dict[str, tuple[str, ...]] = {"efi": ("mtls",)}
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One TLS socket: where it listens, what it presents, whom it trusts."""
+
+    name: str
+    host: str
+    port: int
+    cert: Path
+    key: Path
+    client_certs: str = "required"
+    client_ca: Path | None = None
+    min_tls: str = "1.2"
+    key_password: str | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """A webhook path on a listener, served by one provider's verifier."""
+
+    path: str
+    listener: str
+    provider: str
+    mode: str
+    pix_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where events and audit rows go (SQLite file by default)."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    listeners: tuple[ListenerConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    store: StoreConfig
+
+    def listener(self, name: str) -> ListenerConfig:
+        return next(item for item in self.listeners if item.name == name)
+
+    def routes_for(self, listener: str) -> tuple[RouteConfig, ...]:
+        return tuple(route for route in self.routes if route.listener == listener)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML file; raise ConfigError naming what is wrong."""
+    source = Path(path)
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(source), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(source), "", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(source), "", f"not valid TOML: {exc}") from None
+    return parse_config(raw, source)
+
+
+def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
+    """Validate an already-parsed TOML document; paths are relative to ``source``."""
+    reader = _Reader(source)
+    reader.only_keys(raw, "", {"listeners", "routes", "store"})
+    listeners = tuple(
+        _listener(reader, item, f"listeners[{i}]")
+        for i, item in enumerate(reader.table_list(raw, "listeners", required=True))
+    )
+    _unique(reader, [lst.name for lst in listeners], "listeners", "name")
+    routes = tuple(
+        _route(reader, item, f"routes[{i}]", {lst.name: lst for lst in listeners})
+        for i, item in enumerate(reader.table_list(raw, "routes", required=True))
+    )
+    _unique(reader, [f"{r.listener} {r.path}" for r in routes], "routes", "path (per listener)")
+    store_raw = reader.table(raw, "store")
+    reader.only_keys(store_raw, "store", {"path"})
+    store = StoreConfig(path=reader.path(store_raw, "store", "path", default="inbox.db"))
+    return Config(source=source, listeners=listeners, routes=routes, store=store)
+
+
+def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConfig:
+    reader.only_keys(
+        raw, key,
+        {"name", "address", "cert", "key", "key_password", "client_certs", "client_ca", "min_tls"},
+    )
+    host, port = _address(reader, raw, key)
+    policy = reader.choice(raw, key, "client_certs", CLIENT_CERT_POLICIES, default="required")
+    client_ca = reader.path(raw, key, "client_ca", must_exist=True, default=None)
+    if policy != "none" and client_ca is None:
+        reader.fail(f"{key}.client_ca", f"required when client_certs = {policy!r}")
+    return ListenerConfig(
+        name=reader.string(raw, key, "name", default="default"),
+        host=host,
+        port=port,
+        cert=reader.path(raw, key, "cert", must_exist=True),
+        key=reader.path(raw, key, "key", must_exist=True),
+        client_certs=policy,
+        client_ca=client_ca,
+        min_tls=reader.choice(raw, key, "min_tls", TLS_VERSIONS, default="1.2"),
+        key_password=reader.secret(raw, key, "key_password"),
+    )
+
+
+def _route(
+    reader: _Reader, raw: Mapping[str, Any], key: str, listeners: Mapping[str, ListenerConfig]
+) -> RouteConfig:
+    reader.only_keys(raw, key, {"path", "listener", "provider", "mode", "pix_keys"})
+    path = reader.string(raw, key, "path")
+    if not path.startswith("/") or "?" in path or "#" in path:
+        reader.fail(f"{key}.path", f"must be a URL path starting with '/' (no query): {path!r}")
+    path = path.rstrip("/") or "/"
+    default_listener = listeners["default"].name if "default" in listeners else None
+    if default_listener is None and len(listeners) == 1:
+        default_listener = next(iter(listeners))
+    listener = reader.string(raw, key, "listener", default=default_listener)
+    if listener not in listeners:
+        reader.fail(f"{key}.listener", f"no listener named {listener!r} (have: {', '.join(listeners)})")
+    provider = reader.choice(raw, key, "provider", tuple(PROVIDER_MODES))
+    mode = reader.choice(raw, key, "mode", PROVIDER_MODES[provider], default=PROVIDER_MODES[provider][0])
+    if provider == "efi" and mode == "mtls" and listeners[listener].client_certs == "none":
+        reader.fail(
+            f"{key}.mode",
+            f"efi mode 'mtls' needs client certificates, but listener {listener!r} has client_certs = 'none'",
+        )
+    return RouteConfig(
+        path=path,
+        listener=listener,
+        provider=provider,
+        mode=mode,
+        pix_keys=tuple(reader.string_list(raw, key, "pix_keys")),
+    )
+
+
+def _address(reader: _Reader, raw: Mapping[str, Any], key: str) -> tuple[str, int]:
+    text = reader.string(raw, key, "address")
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        reader.fail(f"{key}.address", f"expected 'host:port' (e.g. '0.0.0.0:443' or '[::]:443'), got {text!r}")
+    return host, int(port_text)
+
+
+def _unique(reader: _Reader, values: list[str], key: str, what: str) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            reader.fail(f"{key}[{i}]", f"duplicate {what}: {value!r}")
+        seen.add(value)
+
+
+_MISSING: Any = object()
+
+
+class _Reader:
+    """Typed accessors over raw TOML tables that fail with file/key/problem."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> Any:
+        raise ConfigError(str(self.source), key, problem)
+
+    def only_keys(self, raw: Mapping[str, Any], key: str, allowed: set[str]) -> None:
+        for name in raw:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                self.fail(where, f"unknown key (allowed here: {', '.join(sorted(allowed))})")
+
+    def _get(self, raw: Mapping[str, Any], key: str, name: str, default: Any) -> Any:
+        if name in raw:
+            return raw[name]
+        if default is _MISSING:
+            self.fail(f"{key}.{name}" if key else name, "missing")
+        return default
+
+    def _typed(self, raw: Mapping[str, Any], key: str, name: str, kind: type, label: str, default: Any) -> Any:
+        value = self._get(raw, key, name, default)
+        if value is not default and not isinstance(value, kind):
+            self.fail(f"{key}.{name}" if key else name, f"must be {label}, got {type(value).__name__}")
+        return value
+
+    def string(self, raw: Mapping[str, Any], key: str, name: str, default: Any = _MISSING) -> Any:
+        return self._typed(raw, key, name, str, "a string", default)
+
+    def string_list(self, raw: Mapping[str, Any], key: str, name: str) -> list[str]:
+        value = self._typed(raw, key, name, list, "a list of strings", [])
+        if not all(isinstance(item, str) for item in value):
+            self.fail(f"{key}.{name}", "must be a list of strings")
+        return value
+
+    def table(self, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        return self._typed(raw, "", name, dict, "a table", {})
+
+    def table_list(self, raw: Mapping[str, Any], name: str, required: bool = False) -> list[Mapping[str, Any]]:
+        value = self._typed(raw, "", name, list, f"an array of tables ([[{name}]])", _MISSING if required else [])
+        if required and not value:
+            self.fail(name, f"at least one [[{name}]] table is needed")
+        if not all(isinstance(item, dict) for item in value):
+            self.fail(name, f"must be an array of tables ([[{name}]])")
+        return value
+
+    def choice(
+        self, raw: Mapping[str, Any], key: str, name: str, allowed: tuple[str, ...], default: Any = _MISSING
+    ) -> Any:
+        value = self.string(raw, key, name, default)
+        if value not in allowed:
+            self.fail(f"{key}.{name}", f"must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+
+    def path(
+        self, raw: Mapping[str, Any], key: str, name: str, must_exist: bool = False, default: Any = _MISSING
+    ) -> Any:
+        value = self.string(raw, key, name, default)
+        if value is None:
+            return None
+        resolved = (self.source.parent / Path(value).expanduser()).resolve()
+        if must_exist and not resolved.is_file():
+            self.fail(f"{key}.{name}", f"file not found: {resolved}")
+        return resolved
+
+    def secret(self, raw: Mapping[str, Any], key: str, name: str) -> str | None:
+        """A secret comes from ``{ env = "VAR" }`` or ``{ file = "path" }``, never inline."""
+        if name not in raw:
+            return None
+        where, value = f"{key}.{name}", raw[name]
+        if isinstance(value, str):
+            self.fail(where, 'secrets are not accepted inline; use { env = "VAR" } or { file = "/path" }')
+        if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"env", "file"}:
+            self.fail(where, 'must be { env = "VAR" } or { file = "/path" }')
+        ((kind, ref),) = value.items()
+        if not isinstance(ref, str) or not ref:
+            self.fail(f"{where}.{kind}", "must be a non-empty string")
+        if kind == "env":
+            secret = os.environ.get(ref, "")
+            if not secret:
+                self.fail(f"{where}.env", f"environment variable {ref} is not set or empty")
+            return secret
+        path = (self.source.parent / Path(ref).expanduser()).resolve()
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            self.fail(f"{where}.file", f"cannot read secret file {path}: {exc.strerror or exc}")
+        if not secret:
+            self.fail(f"{where}.file", f"secret file {path} is empty")
+        return secret

@@ -1,0 +1,89 @@
+"""Throwaway certificates for a laptop: a server, an Efí-like client chain, a foreign client.
+
+The Efí-like chain mirrors Efí's real one (a root plus an intermediate with
+``pathlen:0``, the client certificate under the intermediate), so the depth
+and chain handling tested locally is the one production needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+__all__ = ["DevCerts", "make_dev_certs", "dev_config_text"]
+
+
+@dataclass(frozen=True)
+class DevCerts:
+    directory: Path
+    server_ca: Path
+    server_cert: Path
+    server_key: Path
+    client_ca: Path
+    client: Path
+    foreign_client: Path
+    config: Path
+
+
+def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
+    """Write the PEM files and a ready ``config.toml`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    server_ca = trustme.CA(organization_name="mtls-receiver dev server CA")
+    server = server_ca.issue_cert("localhost", "127.0.0.1", "::1")
+    efi_root = trustme.CA(organization_name="Efi-like dev root CA")
+    efi_intermediate = efi_root.create_child_ca()
+    client = efi_intermediate.issue_cert(common_name="efi-like dev client", organization_name="Efi-like dev")
+    foreign = trustme.CA(organization_name="Foreign dev CA").issue_cert(common_name="foreign dev client")
+
+    certs = DevCerts(
+        directory=directory,
+        server_ca=directory / "server-ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_ca=directory / "client-ca.pem",
+        client=directory / "client.pem",
+        foreign_client=directory / "foreign-client.pem",
+        config=directory / "config.toml",
+    )
+    server_ca.cert_pem.write_to_path(str(certs.server_ca))
+    certs.server_cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
+    _write_private(certs.server_key, server.private_key_pem.bytes())
+    certs.client_ca.write_bytes(efi_root.cert_pem.bytes() + efi_intermediate.cert_pem.bytes())
+    _write_private(certs.client, client.private_key_and_cert_chain_pem.bytes())
+    _write_private(certs.foreign_client, foreign.private_key_and_cert_chain_pem.bytes())
+    certs.config.write_text(dev_config_text(port), encoding="utf-8")
+    return certs
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Key material is written 0600 from the start, never world-readable even briefly."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def dev_config_text(port: int) -> str:
+    return f"""\
+# Made by `mtls-receiver dev-certs`: throwaway certificates for local testing only.
+# Paths are relative to this file.
+
+[[listeners]]
+name = "dev"
+address = "127.0.0.1:{port}"
+cert = "server.pem"          # server certificate chain (PEM)
+key = "server.key"
+client_certs = "required"    # mutual TLS, as Efí expects
+client_ca = "client-ca.pem"  # the Efí-like root + intermediate
+
+[[routes]]
+path = "/webhook"
+provider = "efi"
+mode = "mtls"
+
+[store]
+path = "inbox.db"
+"""

@@ -1,0 +1,37 @@
+"""One exception hierarchy for the whole package.
+
+Every error the receiver raises on purpose derives from :class:`ReceiverError`,
+so callers (the CLI, the server) can tell expected failures from bugs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ReceiverError", "ConfigError", "Refusal", "StoreUnavailable"]
+
+
+class ReceiverError(Exception):
+    """Base class of every error this package raises deliberately."""
+
+
+class ConfigError(ReceiverError):
+    """A configuration file is invalid; the message names file, key and problem."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        super().__init__(f"{file}: {key}: {problem}" if key else f"{file}: {problem}")
+
+
+class Refusal(ReceiverError):
+    """A request is refused: carries the HTTP status to answer and a one-line reason.
+
+    Like h11's ``status_hint``, the status travels with the error so the pure
+    verification code never has to know about the web framework.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status, self.reason = status, reason
+        super().__init__(f"{status}: {reason}")
+
+
+class StoreUnavailable(ReceiverError):
+    """The event store could not commit; the sender must retry (answered 503)."""

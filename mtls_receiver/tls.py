@@ -1,0 +1,103 @@
+"""The TLS policy, in one place: server contexts, client identities, certificate summaries."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from .config import ListenerConfig
+from .errors import ConfigError
+
+__all__ = [
+    "CertSummary",
+    "ClientIdentity",
+    "client_identity",
+    "create_ssl_context",
+    "read_certificates",
+]
+
+_VERIFY_MODES = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+}
+_MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def create_ssl_context(listener: ListenerConfig, config_file: str = "<config>") -> ssl.SSLContext:
+    """Build the server context for one listener.
+
+    OpenSSL's default verify depth (100) already covers Efí's root +
+    intermediate + leaf chain. Session tickets are off so a resumed session
+    can never skip client-certificate verification.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _MIN_VERSIONS[listener.min_tls]
+    ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    key = f"listeners[{listener.name}]"
+    try:
+        ctx.load_cert_chain(listener.cert, listener.key, password=listener.key_password)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(config_file, f"{key}.cert/key", f"cannot load server certificate and key: {exc}") from None
+    ctx.verify_mode = _VERIFY_MODES[listener.client_certs]
+    if listener.client_ca is not None and listener.client_certs != "none":
+        try:
+            ctx.load_verify_locations(cafile=listener.client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(config_file, f"{key}.client_ca", f"cannot load CA bundle: {exc}") from None
+    return ctx
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """Who the verified client certificate says the sender is."""
+
+    subject: str
+    issuer: str
+    fingerprint: str  # SHA-256 of the DER certificate, lowercase hex
+
+    @property
+    def short(self) -> str:
+        return f"subject={self.subject!r} sha256={self.fingerprint}"
+
+
+@functools.lru_cache(maxsize=256)
+def client_identity(der: bytes) -> ClientIdentity:
+    """Subject, issuer and fingerprint of a DER certificate (cached: senders reuse one cert)."""
+    cert = x509.load_der_x509_certificate(der)
+    return ClientIdentity(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        fingerprint=hashlib.sha256(der).hexdigest(),
+    )
+
+
+@dataclass(frozen=True)
+class CertSummary:
+    subject: str
+    issuer: str
+    not_before: datetime
+    not_after: datetime
+
+    def line(self) -> str:
+        return f"{self.subject} (issuer {self.issuer}; valid {self.not_before:%Y-%m-%d} to {self.not_after:%Y-%m-%d})"
+
+
+def read_certificates(path: Path) -> list[CertSummary]:
+    """Every certificate in a PEM file, for summaries (check-config, certs fetch-efi)."""
+    certs = x509.load_pem_x509_certificates(path.read_bytes())
+    return [
+        CertSummary(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+        )
+        for cert in certs
+    ]
