@@ -133,7 +133,7 @@ def _announce_dev(receiver: Receiver) -> None:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for listener in config.listeners:
-        create_ssl_context(listener, str(config.source))  # proves cert, key and CA bundle load together
+        create_ssl_context(listener, str(config.source), config.listener_key(listener.name))  # proves cert, key and CA bundle load together
     _print_summary(config)
     return 0
 

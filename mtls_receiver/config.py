@@ -74,8 +74,9 @@ class Config:
     routes: tuple[RouteConfig, ...]
     store: StoreConfig
 
-    def listener(self, name: str) -> ListenerConfig:
-        return next(item for item in self.listeners if item.name == name)
+    def listener_key(self, name: str) -> str:
+        """The config key of a listener, ``listeners[N]``, for error messages."""
+        return f"listeners[{[item.name for item in self.listeners].index(name)}]"
 
     def routes_for(self, listener: str) -> tuple[RouteConfig, ...]:
         return tuple(route for route in self.routes if route.listener == listener)
@@ -173,7 +174,7 @@ def _address(reader: _Reader, raw: Mapping[str, Any], key: str) -> tuple[str, in
     host, sep, port_text = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) < 65536:
         reader.fail(f"{key}.address", f"expected 'host:port' (e.g. '0.0.0.0:443' or '[::]:443'), got {text!r}")
     return host, int(port_text)
 

@@ -38,7 +38,11 @@ class Receiver:
         self._runners: list[web.AppRunner] = []
 
     async def start(self) -> None:
-        contexts = {lst.name: create_ssl_context(lst, str(self.config.source)) for lst in self.config.listeners}
+        config = self.config
+        contexts = {
+            lst.name: create_ssl_context(lst, str(config.source), config.listener_key(lst.name))
+            for lst in config.listeners
+        }
         await self.store.open()
         try:
             for listener in self.config.listeners:
@@ -54,7 +58,9 @@ class Receiver:
         self._runners.append(runner)
         site = web.TCPSite(runner, listener.host, listener.port, ssl_context=context, backlog=1024)
         await site.start()
-        log.info("listening on https://%s (%s, client certs %s)", listener.address, listener.name, listener.client_certs)
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        log.info("listening on https://%s (%s, client certs %s)", shown, listener.name, listener.client_certs)
 
     def port(self, listener: str | None = None) -> int:
         """The bound port of a listener (useful when the config asked for port 0)."""
@@ -71,12 +77,12 @@ class Receiver:
 def _build_app(listener: ListenerConfig, routes: tuple[RouteConfig, ...], store: Store) -> web.Application:
     app = web.Application()
     for route in routes:
-        handler = _RouteHandler(listener, route, store)
+        handler = _RouteHandler(listener, route, store).handle
         base = "" if route.path == "/" else route.path
         if base:
             app.router.add_route("*", base, handler)
         app.router.add_route("*", base + "/{tail:.*}", handler)
-    app.router.add_route("*", "/{anything:.*}", _RouteHandler(listener, _NO_ROUTE, store))
+    app.router.add_route("*", "/{anything:.*}", _RouteHandler(listener, _NO_ROUTE, store).handle)
     return app
 
 
@@ -87,7 +93,7 @@ class _RouteHandler:
         self.listener, self.route, self.store = listener, route, store
         self.verify = verifier_for(route.provider)
 
-    async def __call__(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         peer = _peer(request)
         verdict: Verdict | None = None
         try:

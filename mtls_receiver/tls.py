@@ -30,7 +30,9 @@ _VERIFY_MODES = {
 _MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def create_ssl_context(listener: ListenerConfig, config_file: str = "<config>") -> ssl.SSLContext:
+def create_ssl_context(
+    listener: ListenerConfig, config_file: str = "<config>", key: str = "listeners[?]"
+) -> ssl.SSLContext:
     """Build the server context for one listener.
 
     OpenSSL's default verify depth (100) already covers Efí's root +
@@ -40,7 +42,6 @@ def create_ssl_context(listener: ListenerConfig, config_file: str = "<config>") 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _MIN_VERSIONS[listener.min_tls]
     ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    key = f"listeners[{listener.name}]"
     try:
         ctx.load_cert_chain(listener.cert, listener.key, password=listener.key_password)
     except (ssl.SSLError, OSError) as exc:

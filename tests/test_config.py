@@ -1,0 +1,239 @@
+"""Config loading (load_config) and the check-config command, against real throwaway certificates."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from mtls_receiver.cli import main
+from mtls_receiver.config import load_config
+from mtls_receiver.devcerts import DevCerts, make_dev_certs
+from mtls_receiver.errors import ConfigError
+
+PORT = 8443
+ENV_VAR = "MTLS_RECEIVER_TEST_KEY_PASSWORD"
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> DevCerts:
+    return make_dev_certs(tmp_path, PORT)
+
+
+def base_doc() -> dict[str, Any]:
+    """The dev config as a dict, to be altered one key at a time."""
+    return {
+        "listeners": [{
+            "name": "dev",
+            "address": f"127.0.0.1:{PORT}",
+            "cert": "server.pem",
+            "key": "server.key",
+            "client_certs": "required",
+            "client_ca": "client-ca.pem",
+        }],
+        "routes": [{"path": "/webhook", "provider": "efi", "mode": "mtls"}],
+        "store": {"path": "inbox.db"},
+    }
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml_value, value)) + "]"
+    return json.dumps(value)  # strings; JSON escapes are valid TOML basic-string escapes
+
+
+def write_config(directory: Path, doc: dict[str, Any] | str, name: str = "test.toml") -> Path:
+    """Write TOML text, or a dict of top-level tables / arrays of tables, next to the dev certs."""
+    if isinstance(doc, str):
+        text = doc
+    else:
+        lines = []
+        for table, value in doc.items():
+            header = f"[[{table}]]" if isinstance(value, list) else f"[{table}]"
+            for item in value if isinstance(value, list) else [value]:
+                lines.append(header)
+                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+        text = "\n".join(lines) + "\n"
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.file == str(path)
+    return info.value
+
+
+# --- what loads ---------------------------------------------------------------------------------
+
+
+def test_dev_config_loads_with_defaults_and_paths_relative_to_the_file(
+    dev: DevCerts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative paths must not depend on the working directory
+    config = load_config(dev.config)
+    base = tmp_path.resolve()
+
+    (listener,) = config.listeners
+    assert (listener.name, listener.host, listener.port) == ("dev", "127.0.0.1", PORT)
+    assert listener.address == f"127.0.0.1:{PORT}"
+    assert (listener.cert, listener.key, listener.client_ca) == (
+        base / "server.pem", base / "server.key", base / "client-ca.pem"
+    )
+    assert (listener.client_certs, listener.min_tls, listener.key_password) == ("required", "1.2", None)
+
+    (route,) = config.routes
+    assert (route.path, route.listener, route.provider, route.mode, route.pix_keys) == (
+        "/webhook", "dev", "efi", "mtls", ()
+    )
+    assert config.store.path == base / "inbox.db"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    error = config_error(tmp_path / "absent.toml")
+    assert (error.key, error.problem) == ("", "file not found")
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    error = config_error(write_config(tmp_path, '[[listeners]\nname = "dev"\n'))
+    assert error.key == ""
+    assert error.problem.startswith("not valid TOML")
+
+
+def _set(table: str, key: str, value: Any, index: int = 0) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        doc[table][index][key] = value
+    return change
+
+
+def _delete(table: str, key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda doc: doc[table][0].pop(key)
+
+
+def _duplicate_route(doc: dict[str, Any]) -> None:
+    doc["routes"].append({"path": "/webhook/", "provider": "efi"})  # same path once normalised
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        pytest.param(_set("listeners", "client_cert", "required"), "listeners[0].client_cert",
+                     "unknown key (allowed here:", id="unknown-key-typo"),
+        pytest.param(_set("listeners", "address", "localhost"), "listeners[0].address",
+                     "expected 'host:port'", id="address-without-port"),
+        pytest.param(_set("listeners", "address", "127.0.0.1:70000"), "listeners[0].address",
+                     "got '127.0.0.1:70000'", id="address-port-out-of-range"),
+        pytest.param(_set("listeners", "client_certs", "sometimes"), "listeners[0].client_certs",
+                     "must be one of 'required', 'optional', 'none', got 'sometimes'", id="client-certs-policy"),
+        pytest.param(_delete("listeners", "client_ca"), "listeners[0].client_ca",
+                     "required when client_certs = 'required'", id="client-ca-missing"),
+        pytest.param(_set("listeners", "cert", "missing.pem"), "listeners[0].cert",
+                     "file not found: ", id="cert-not-found"),
+        pytest.param(_set("routes", "path", "webhook"), "routes[0].path",
+                     "must be a URL path starting with '/'", id="route-path-relative"),
+        pytest.param(_set("routes", "listener", "public"), "routes[0].listener",
+                     "no listener named 'public' (have: dev)", id="route-unknown-listener"),
+        pytest.param(_set("routes", "provider", "stripe"), "routes[0].provider",
+                     "must be one of 'efi', got 'stripe'", id="unknown-provider"),
+        pytest.param(_set("listeners", "client_certs", "none"), "routes[0].mode",
+                     "needs client certificates, but listener 'dev' has client_certs = 'none'",
+                     id="efi-mtls-without-client-certs"),
+        pytest.param(_duplicate_route, "routes[1]", "duplicate path (per listener): 'dev /webhook'",
+                     id="duplicate-route-path"),
+        pytest.param(_set("listeners", "key_password", "hunter2"), "listeners[0].key_password",
+                     "secrets are not accepted inline", id="inline-secret"),
+        pytest.param(_set("listeners", "key_password", {"env": ENV_VAR}), "listeners[0].key_password.env",
+                     f"environment variable {ENV_VAR} is not set or empty", id="env-secret-unset"),
+    ],
+)
+def test_error_names_file_key_and_problem(
+    dev: DevCerts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[dict[str, Any]], None], key: str, problem: str,
+) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    doc = base_doc()
+    change(doc)
+    error = config_error(write_config(tmp_path, doc))
+    assert error.key == key
+    assert problem in error.problem
+    assert str(error) == f"{error.file}: {key}: {error.problem}"
+    assert "hunter2" not in str(error)  # a refused inline secret is never echoed
+
+
+def test_cert_not_found_names_the_resolved_path(dev: DevCerts, tmp_path: Path) -> None:
+    doc = base_doc()
+    doc["listeners"][0]["cert"] = "missing.pem"
+    error = config_error(write_config(tmp_path, doc))
+    assert error.problem == f"file not found: {(tmp_path / 'missing.pem').resolve()}"
+
+
+def test_key_password_from_env(dev: DevCerts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "s3cret")
+    doc = base_doc()
+    doc["listeners"][0]["key_password"] = {"env": ENV_VAR}
+    (listener,) = load_config(write_config(tmp_path, doc)).listeners
+    assert listener.key_password == "s3cret"
+    assert "s3cret" not in repr(listener)
+
+
+def test_key_password_from_file_is_stripped(dev: DevCerts, tmp_path: Path) -> None:
+    (tmp_path / "key-password").write_text("  s3cret\n", encoding="utf-8")
+    doc = base_doc()
+    doc["listeners"][0]["key_password"] = {"file": "key-password"}  # relative to the config file
+    (listener,) = load_config(write_config(tmp_path, doc)).listeners
+    assert listener.key_password == "s3cret"
+
+
+# --- check-config -------------------------------------------------------------------------------
+
+
+def test_check_config_prints_summary(dev: DevCerts, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(dev.config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+
+    assert out[0] == f"{dev.config}: OK"
+    assert f"listener 'dev' on 127.0.0.1:{PORT}: client certs required, TLS >= 1.2" in out
+    chain = x509.load_pem_x509_certificates(dev.client_ca.read_bytes())
+    ca_lines = [line.strip() for line in out if line.strip().startswith("client CA")]
+    assert len(ca_lines) == len(chain) == 2  # root + intermediate
+    root = chain[0].subject.rfc4514_string()
+    for line, cert in zip(ca_lines, chain):
+        assert line.startswith(f"client CA    {cert.subject.rfc4514_string()} (issuer {root}; ")
+        assert line.endswith(
+            f"valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})"
+        )
+    assert "route /webhook on 'dev': provider efi, mode mtls" in out
+    assert out[-1] == f"store: SQLite {dev.directory.resolve() / 'inbox.db'}"
+
+
+@pytest.mark.parametrize(
+    ("listener_change", "message"),
+    [
+        pytest.param({"client_certs": "sometimes"}, "listeners[0].client_certs: must be one of",
+                     id="invalid-config"),
+        pytest.param({"key": "client.pem"}, "cannot load server certificate and key",
+                     id="key-does-not-match-cert"),
+    ],
+)
+def test_check_config_fails_with_message(
+    dev: DevCerts, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    listener_change: dict[str, str], message: str,
+) -> None:
+    doc = base_doc()
+    doc["listeners"][0].update(listener_change)
+    path = write_config(tmp_path, doc)
+    assert main(["check-config", "--config", str(path)]) != 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"mtls-receiver: {path}: ")
+    assert message in captured.err

@@ -1,0 +1,108 @@
+"""The SQLite inbox: durability settings, dedup, group commit, audit rows, and failing closed."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import Pki, client_context, https_post, pix
+from mtls_receiver.events import AuditRecord, NewEvent
+from mtls_receiver.server import Receiver
+from mtls_receiver.store.sqlite import SQLiteStore
+
+
+def audit(status: int = 200) -> AuditRecord:
+    return AuditRecord("2026-11-23T00:00:00.000+00:00", "main", "/webhook", "POST", "/webhook/pix",
+                       "127.0.0.1", status, "test")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "inbox.db")
+    await store.open()
+    yield store  # type: ignore[misc]
+    await store.close()
+
+
+async def test_wal_and_synchronous_full(store: SQLiteStore) -> None:
+    assert store._db is not None
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+async def test_dedup_by_provider_and_key(store: SQLiteStore) -> None:
+    first = await store.record("efi", "/webhook", [NewEvent("pix", "E1", {"n": 1})], audit())
+    again = await store.record("efi", "/webhook", [NewEvent("pix", "E1", {"n": 2})], audit())
+    other = await store.record("infi", "/infi", [NewEvent("pix", "E1", {"n": 3})], audit())
+    assert (len(first.stored), first.duplicates) == (1, 0)
+    assert (again.stored, again.duplicates) == ((), 1)
+    assert len(other.stored) == 1
+    events = await store.list_events()
+    assert [(e.provider, e.payload["n"]) for e in events] == [("infi", 3), ("efi", 1)]
+    assert len(await store.list_audit()) == 3
+
+
+async def test_concurrent_writes_share_commits(store: SQLiteStore) -> None:
+    writes = [store.record("efi", "/webhook", [NewEvent("pix", f"E{i}", {})], audit()) for i in range(60)]
+    receipts = await asyncio.gather(*writes)
+    assert all(len(r.stored) == 1 for r in receipts)
+    assert len(await store.list_events(limit=100)) == 60
+    assert store.commits < 60  # group commit: one transaction served several requests
+
+
+async def test_rows_survive_reopen(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "inbox.db")
+    await store.open()
+    await store.record("efi", "/webhook", [NewEvent("pix", "E1", {"valor": "1.00"})], audit())
+    await store.close()
+    with sqlite3.connect(tmp_path / "inbox.db") as db:
+        assert db.execute("SELECT dedup_key, payload FROM events").fetchall() == [("E1", '{"valor":"1.00"}')]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+async def test_same_pix_twice_is_one_event(receiver: Receiver, pki: Pki) -> None:
+    body = {"pix": [pix("E1803615022211340s08793XPJ")]}
+    for _ in range(2):
+        answer = await https_post(receiver.port(), "/webhook/pix", body, client_context(pki, pki.client))
+        assert answer.status == 200
+    assert [e.dedup_key for e in await receiver.store.list_events()] == ["E1803615022211340s08793XPJ"]
+    assert [a.status for a in await receiver.store.list_audit()] == [200, 200]
+
+
+async def test_multi_item_notification_is_one_event_per_item(receiver: Receiver, pki: Pki) -> None:
+    body = {"pix": [pix("EA"), pix("EB"), pix("EC"), pix("EA")]}
+    answer = await https_post(receiver.port(), "/webhook/pix", body, client_context(pki, pki.client))
+    assert answer.status == 200
+    assert sorted(e.dedup_key for e in await receiver.store.list_events()) == ["EA", "EB", "EC"]
+
+
+async def test_refund_progress_is_a_new_event(receiver: Receiver, pki: Pki) -> None:
+    def refund(status: str) -> dict[str, object]:
+        return {"pix": [pix("E1", devolucoes=[{"id": "D1", "rtrId": "D" * 32, "valor": "1.00", "status": status}])]}
+
+    for status in ("EM_PROCESSAMENTO", "EM_PROCESSAMENTO", "DEVOLVIDO"):
+        await https_post(receiver.port(), "/webhook/pix", refund(status), client_context(pki, pki.client))
+    assert sorted(e.dedup_key for e in await receiver.store.list_events()) == [
+        "E1|D1:DEVOLVIDO", "E1|D1:EM_PROCESSAMENTO"]
+
+
+async def test_locked_database_answers_503_not_200(write_config, pki: Pki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Nothing acknowledged unstored: when the commit cannot happen the sender is told to retry."""
+    config = write_config()
+    receiver = Receiver(config, store=SQLiteStore(config.store.path, busy_timeout_ms=200))
+    await receiver.start()
+    blocker = sqlite3.connect(config.store.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client))
+        assert answer.status == 503
+        blocker.execute("ROLLBACK")
+        answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client))
+        assert answer.status == 200
+        assert [e.dedup_key for e in await receiver.store.list_events()] == ["E1"]
+    finally:
+        blocker.close()
+        await receiver.stop()
