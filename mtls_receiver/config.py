@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .addresses import Network, parse_networks
 from .errors import ConfigError
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
 
 CLIENT_CERT_POLICIES = ("required", "optional", "none")
 TLS_VERSIONS = ("1.2", "1.3")
-PROVIDER_MODES: dict[str, tuple[str, ...]] = {"efi": ("mtls",)}
+PROVIDER_MODES: dict[str, tuple[str, ...]] = {"efi": ("mtls", "skip-mtls")}
+EFI_SENDER_IPS = ("34.193.116.226/32",)  # Efí staff: deliveries come only from this address
+MIN_HMAC_SECRET_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class ListenerConfig:
     client_ca: Path | None = None
     min_tls: str = "1.2"
     key_password: str | None = field(default=None, repr=False)
+    trusted_proxies: tuple[Network, ...] = ()
+    proxy_protocol: bool = False
 
     @property
     def address(self) -> str:
@@ -58,6 +63,8 @@ class RouteConfig:
     provider: str
     mode: str
     pix_keys: tuple[str, ...] = ()
+    allow_ips: tuple[Network, ...] = ()  # empty: any address
+    hmac_secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -119,13 +126,18 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
 def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConfig:
     reader.only_keys(
         raw, key,
-        {"name", "address", "cert", "key", "key_password", "client_certs", "client_ca", "min_tls"},
+        {"name", "address", "cert", "key", "key_password", "client_certs", "client_ca", "min_tls",
+         "trusted_proxies", "proxy_protocol"},
     )
     host, port = _address(reader, raw, key)
     policy = reader.choice(raw, key, "client_certs", CLIENT_CERT_POLICIES, default="required")
     client_ca = reader.path(raw, key, "client_ca", must_exist=True, default=None)
     if policy != "none" and client_ca is None:
         reader.fail(f"{key}.client_ca", f"required when client_certs = {policy!r}")
+    trusted_proxies = reader.networks(raw, key, "trusted_proxies", default=())
+    proxy_protocol = reader.boolean(raw, key, "proxy_protocol", default=False)
+    if proxy_protocol and not trusted_proxies:
+        reader.fail(f"{key}.proxy_protocol", "needs trusted_proxies: the addresses of the load balancers allowed to send it")
     return ListenerConfig(
         name=reader.string(raw, key, "name", default="default"),
         host=host,
@@ -136,13 +148,15 @@ def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConf
         client_ca=client_ca,
         min_tls=reader.choice(raw, key, "min_tls", TLS_VERSIONS, default="1.2"),
         key_password=reader.secret(raw, key, "key_password"),
+        trusted_proxies=trusted_proxies,
+        proxy_protocol=proxy_protocol,
     )
 
 
 def _route(
     reader: _Reader, raw: Mapping[str, Any], key: str, listeners: Mapping[str, ListenerConfig]
 ) -> RouteConfig:
-    reader.only_keys(raw, key, {"path", "listener", "provider", "mode", "pix_keys"})
+    reader.only_keys(raw, key, {"path", "listener", "provider", "mode", "pix_keys", "allow_ips", "hmac_secrets"})
     path = reader.string(raw, key, "path")
     if not path.startswith("/") or "?" in path or "#" in path:
         reader.fail(f"{key}.path", f"must be a URL path starting with '/' (no query): {path!r}")
@@ -160,12 +174,21 @@ def _route(
             f"{key}.mode",
             f"efi mode 'mtls' needs client certificates, but listener {listener!r} has client_certs = 'none'",
         )
+    skip_mtls = mode == "skip-mtls"
+    secrets = reader.secret_list(raw, key, "hmac_secrets")
+    if skip_mtls and not secrets:
+        reader.fail(f"{key}.hmac_secrets", "skip-mtls needs at least one secret (make one: mtls-receiver efi hmac-url URL)")
+    for i, secret in enumerate(secrets):
+        if len(secret) < MIN_HMAC_SECRET_LENGTH:
+            reader.fail(f"{key}.hmac_secrets[{i}]", f"too short: use at least {MIN_HMAC_SECRET_LENGTH} random characters")
     return RouteConfig(
         path=path,
         listener=listener,
         provider=provider,
         mode=mode,
         pix_keys=tuple(reader.string_list(raw, key, "pix_keys")),
+        allow_ips=reader.networks(raw, key, "allow_ips", default=parse_networks(EFI_SENDER_IPS) if skip_mtls else ()),
+        hmac_secrets=tuple(secrets),
     )
 
 
@@ -257,11 +280,29 @@ class _Reader:
             self.fail(f"{key}.{name}", f"file not found: {resolved}")
         return resolved
 
+    def boolean(self, raw: Mapping[str, Any], key: str, name: str, default: bool) -> bool:
+        return bool(self._typed(raw, key, name, bool, "true or false", default))
+
+    def networks(
+        self, raw: Mapping[str, Any], key: str, name: str, default: tuple[Network, ...]
+    ) -> tuple[Network, ...]:
+        if name not in raw:
+            return default
+        items = self.string_list(raw, key, name)
+        try:
+            return parse_networks(items)
+        except ValueError as exc:
+            return self.fail(f"{key}.{name}", f"not an IP address or CIDR: {exc}")
+
     def secret(self, raw: Mapping[str, Any], key: str, name: str) -> str | None:
         """A secret comes from ``{ env = "VAR" }`` or ``{ file = "path" }``, never inline."""
-        if name not in raw:
-            return None
-        where, value = f"{key}.{name}", raw[name]
+        return self._resolve_secret(raw[name], f"{key}.{name}") if name in raw else None
+
+    def secret_list(self, raw: Mapping[str, Any], key: str, name: str) -> list[str]:
+        value = self._typed(raw, key, name, list, 'a list like [{ env = "VAR" }, { file = "/path" }]', [])
+        return [self._resolve_secret(item, f"{key}.{name}[{i}]") for i, item in enumerate(value)]
+
+    def _resolve_secret(self, value: Any, where: str) -> str:
         if isinstance(value, str):
             self.fail(where, 'secrets are not accepted inline; use { env = "VAR" } or { file = "/path" }')
         if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"env", "file"}:

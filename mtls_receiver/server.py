@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 from aiohttp import web
 
+from .addresses import client_address
 from .config import Config, ListenerConfig, RouteConfig
 from .errors import Refusal, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
+from .listener import TLSListener
 from .providers import verifier_for
 from .store import Receipt, Store, open_store
-from .tls import client_identity, create_ssl_context
+from .tls import ClientIdentity, client_identity, create_ssl_context
 
 __all__ = ["Receiver", "serve_forever", "utc_now"]
 
@@ -30,12 +31,13 @@ def utc_now() -> str:
 
 
 class Receiver:
-    """Everything ``serve`` runs: the store plus one TLS site per listener."""
+    """Everything ``serve`` runs: the store plus one TLS listener and aiohttp app per listener."""
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         self.store = store or open_store(config.store)
         self._runners: list[web.AppRunner] = []
+        self._listeners: dict[str, TLSListener] = {}
 
     async def start(self) -> None:
         config = self.config
@@ -45,60 +47,62 @@ class Receiver:
         }
         await self.store.open()
         try:
-            for listener in self.config.listeners:
+            for listener in config.listeners:
                 await self._start_listener(listener, contexts[listener.name])
         except BaseException:
             await self.stop()
             raise
 
-    async def _start_listener(self, listener: ListenerConfig, context: ssl.SSLContext) -> None:
-        app = _build_app(listener, self.config.routes_for(listener.name), self.store)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    async def _start_listener(self, config: ListenerConfig, context: object) -> None:
+        runner = web.AppRunner(web.Application(), access_log=None, handle_signals=False)
+        tls = TLSListener(config, context, lambda: runner.server())  # type: ignore[arg-type, misc]
+        _add_routes(runner.app, tls, self.config.routes_for(config.name), self.store)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, listener.host, listener.port, ssl_context=context, backlog=1024)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        log.info("listening on https://%s (%s, client certs %s)", shown, listener.name, listener.client_certs)
+        await tls.start()
+        self._listeners[config.name] = tls
+        log.info("listening on https://%s (%s, client certs %s)", tls.shown_address, config.name, config.client_certs)
 
     def port(self, listener: str | None = None) -> int:
         """The bound port of a listener (useful when the config asked for port 0)."""
-        index = 0 if listener is None else [lst.name for lst in self.config.listeners].index(listener)
-        return int(self._runners[index].addresses[0][1])
+        name = listener or self.config.listeners[0].name
+        return self._listeners[name].port
 
     async def stop(self) -> None:
+        for tls in self._listeners.values():
+            await tls.stop()
+        self._listeners.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
         await self.store.close()
 
 
-def _build_app(listener: ListenerConfig, routes: tuple[RouteConfig, ...], store: Store) -> web.Application:
-    app = web.Application()
+def _add_routes(app: web.Application, tls: TLSListener, routes: tuple[RouteConfig, ...], store: Store) -> None:
     for route in routes:
-        handler = _RouteHandler(listener, route, store).handle
+        handler = _RouteHandler(tls, route, store).handle
         base = "" if route.path == "/" else route.path
         if base:
             app.router.add_route("*", base, handler)
         app.router.add_route("*", base + "/{tail:.*}", handler)
-    app.router.add_route("*", "/{anything:.*}", _RouteHandler(listener, _NO_ROUTE, store).handle)
-    return app
+    app.router.add_route("*", "/{anything:.*}", _RouteHandler(tls, _NO_ROUTE, store).handle)
 
 
 class _RouteHandler:
     """Reads the request, runs the route's verifier, stores, then answers."""
 
-    def __init__(self, listener: ListenerConfig, route: RouteConfig, store: Store) -> None:
-        self.listener, self.route, self.store = listener, route, store
+    def __init__(self, tls: TLSListener, route: RouteConfig, store: Store) -> None:
+        self.tls, self.listener, self.route, self.store = tls, tls.config, route, store
         self.verify = verifier_for(route.provider)
 
     async def handle(self, request: web.Request) -> web.Response:
-        peer = _peer(request)
+        identity, transport_peer = self._transport_facts(request)
+        peer = Peer(transport_peer, identity)
         verdict: Verdict | None = None
         try:
             if self.route is _NO_ROUTE:
                 raise Refusal(404, "not found")
+            peer = Peer(client_address(transport_peer, request.headers, self.listener.trusted_proxies), identity)
             body = await request.read()
             verdict = self.verify(self.route, _incoming(request, body, peer))
             status, reason = verdict.status, f"accepted {verdict.kind}"
@@ -108,7 +112,7 @@ class _RouteHandler:
             status, reason = exc.status, exc.reason
         audit = AuditRecord(
             at=utc_now(), listener=self.listener.name, route=self.route.path, method=request.method,
-            path=request.path, peer=peer.address, status=status, reason=reason, client=peer.identity,
+            path=request.path, peer=peer.address, status=status, reason=reason, client=identity,
         )
         try:
             receipt = await self.store.record(
@@ -117,25 +121,21 @@ class _RouteHandler:
         except StoreUnavailable as exc:
             log.error("route=%s status=503 reason=%r peer=%s", self.route.path, f"store unavailable: {exc}", peer.address)
             return web.Response(status=503, text="store unavailable, retry later\n", headers={"Retry-After": "5"})
-        _log_request(audit, verdict, receipt)
+        _log_request(audit, verdict, receipt, transport_peer)
         if verdict is None:
             return web.Response(status=status, text=reason + "\n")
         return web.Response(status=verdict.status, body=verdict.body, content_type="text/plain")
 
-
-def _peer(request: web.Request) -> Peer:
-    transport = request.transport
-    address = "unknown"
-    identity = None
-    if transport is not None:
-        peername = transport.get_extra_info("peername")
-        if peername:
-            address = str(peername[0])
+    def _transport_facts(self, request: web.Request) -> tuple[ClientIdentity | None, str]:
+        """The verified client certificate, and the peer address (the PROXY header's, if one came)."""
+        transport = request.transport
+        if transport is None:
+            return None, "unknown"
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if der:
-            identity = client_identity(der)
-    return Peer(address=address, identity=identity)
+        peername = transport.get_extra_info("peername")
+        address = self.tls.source_address(transport) or (str(peername[0]) if peername else "unknown")
+        return (client_identity(der) if der else None), address
 
 
 def _incoming(request: web.Request, body: bytes, peer: Peer) -> IncomingRequest:
@@ -149,18 +149,19 @@ def _incoming(request: web.Request, body: bytes, peer: Peer) -> IncomingRequest:
     )
 
 
-def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt) -> None:
+def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:
     client = audit.client.short if audit.client else "client=none"
+    via = f" via={transport_peer}" if transport_peer != audit.peer else ""
     if verdict is None:
         log.warning(
-            "refused route=%s %s %s status=%d reason=%r peer=%s %s",
-            audit.route, audit.method, audit.path, audit.status, audit.reason, audit.peer, client,
+            "refused route=%s %s %s status=%d reason=%r peer=%s%s %s",
+            audit.route, audit.method, audit.path, audit.status, audit.reason, audit.peer, via, client,
         )
     else:
         log.info(
-            "accepted route=%s %s %s status=%d kind=%s stored=%d duplicates=%d peer=%s %s",
+            "accepted route=%s %s %s status=%d kind=%s stored=%d duplicates=%d peer=%s%s %s",
             audit.route, audit.method, audit.path, audit.status, verdict.kind,
-            len(receipt.stored), receipt.duplicates, audit.peer, client,
+            len(receipt.stored), receipt.duplicates, audit.peer, via, client,
         )
 
 

@@ -51,7 +51,8 @@ def test_probe_passes_against_dev_server_and_event_is_listed(dev_server) -> None
     assert server.terminate() == 0  # SIGTERM stops it cleanly
     log = "".join(server.output)
     assert "accepted route=/webhook POST /webhook/pix status=200 kind=pix stored=1" in log
-    assert "refused" not in log  # the no-certificate probe never reached HTTP
+    assert "refused listener=dev TLS handshake peer=127.0.0.1 reason='PEER_DID_NOT_RETURN_A_CERTIFICATE'" in log
+    assert "refused route=" not in log  # the no-certificate probe never reached HTTP
 
 
 def test_probe_with_query_url_appends_suffix_to_the_string(dev_server) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,117 @@
+"""A TLS listening socket whose handshakes we drive ourselves.
+
+aiohttp's sites hand the socket to ``loop.create_server``, which hides the
+handshake. Accepting here lets us read a PROXY protocol header *before* TLS,
+bound the handshake time, log every refused handshake with its reason, and
+remember the real client address for the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import weakref
+from collections.abc import Callable
+
+from .addresses import canonical_ip, in_networks
+from .config import ListenerConfig
+from .proxy_protocol import ProxyProtocolError, read_header
+
+__all__ = ["TLSListener"]
+
+log = logging.getLogger("mtls_receiver")
+
+HANDSHAKE_TIMEOUT = 10.0  # seconds for the PROXY header plus the TLS handshake
+
+
+class TLSListener:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        context: ssl.SSLContext,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+    ) -> None:
+        self.config = config
+        self.context = context
+        self._factory = protocol_factory
+        self._socket: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._sources: weakref.WeakKeyDictionary[asyncio.BaseTransport, str] = weakref.WeakKeyDictionary()
+
+    async def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        self._socket = socket.create_server((self.config.host, self.config.port), family=family, backlog=1024)
+        self._socket.setblocking(False)
+        self._accepting = asyncio.create_task(self._accept_loop(self._socket), name=f"accept-{self.config.name}")
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None, "listener not started"
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def shown_address(self) -> str:
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def source_address(self, transport: asyncio.BaseTransport) -> str | None:
+        """The client address a PROXY header gave for this connection, if any."""
+        return self._sources.get(transport)
+
+    async def stop(self) -> None:
+        """Stop accepting and abandon handshakes in progress; established connections are aiohttp's."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for task in list(self._handshakes):
+            task.cancel()
+        await asyncio.gather(*self._handshakes, *(t for t in [self._accepting] if t), return_exceptions=True)
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    async def _accept_loop(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(listening)
+            except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
+                log.error("listener=%s accept failed: %s", self.config.name, exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._handshake(conn, str(address[0])))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket, peer: str) -> None:
+        loop = asyncio.get_running_loop()
+        peer = canonical_ip(peer)
+        step = "PROXY header"
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                source = await self._proxy_source(conn, peer) if self.config.proxy_protocol else None
+                step = "TLS handshake"
+                transport, _ = await loop.connect_accepted_socket(
+                    self._factory, conn, ssl=self.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+                )
+        except (OSError, ProxyProtocolError, TimeoutError) as exc:
+            conn.close()
+            reason = f"timed out after {HANDSHAKE_TIMEOUT:g}s" if isinstance(exc, TimeoutError) else _reason(exc)
+            log.warning("refused listener=%s %s peer=%s reason=%r", self.config.name, step, peer, reason)
+            return
+        if source is not None:
+            self._sources[transport] = source
+
+    async def _proxy_source(self, conn: socket.socket, peer: str) -> str | None:
+        if not in_networks(peer, self.config.trusted_proxies):
+            raise ProxyProtocolError("PROXY header from a peer that is not a trusted proxy")
+        header = await read_header(conn)
+        return canonical_ip(header.source) if header.source else None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason
+    return str(exc) or type(exc).__name__
