@@ -7,16 +7,20 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import __version__
-from .config import Config, load_config
+from .config import MIN_HMAC_SECRET_LENGTH, Config, load_config
 from .devcerts import dev_config_text, make_dev_certs
 from .efi_certs import fetch_efi_chain
 from .errors import ReceiverError
+from .files import write_private
 from .probe import probe, sample_pix
+from .providers.efi import registration_url
 from .server import Receiver, serve_forever
 from .store import open_store
 from .tls import create_ssl_context, read_certificates
@@ -80,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     check_url.add_argument("--pix-key", help="chave to put in the sample Pix (for routes with pix_keys)")
     check_url.add_argument("--timeout", type=float, default=15.0)
     check_url.set_defaults(func=_probe)
+
+    efi = commands.add_parser("efi", help="Efí helpers").add_subparsers(dest="efi", required=True)
+    hmac_url = efi.add_parser("hmac-url", help="make a skip-mTLS secret and print the URL to register")
+    hmac_url.add_argument("base_url", metavar="BASE_URL", help="e.g. https://pix.example.com.br/webhook")
+    hmac_url.add_argument("--secret-file", type=Path,
+                          help="use the secret in FILE, or write a new one there (mode 0600) if FILE does not exist")
+    hmac_url.set_defaults(func=_efi_hmac_url)
 
     certs = commands.add_parser("certs", help="certificate helpers").add_subparsers(dest="certs", required=True)
     fetch = certs.add_parser("fetch-efi", help="download Efí's webhook CA chain into DIR")
@@ -191,6 +202,28 @@ def _probe(args: argparse.Namespace) -> int:
     for result in results:
         print(result.line())
     return EXIT_FAILURE if any(result.ok is False for result in results) else 0
+
+
+def _efi_hmac_url(args: argparse.Namespace) -> int:
+    file: Path | None = args.secret_file
+    if file is not None and file.exists():
+        secret = file.read_text(encoding="utf-8").strip()
+        if len(secret) < MIN_HMAC_SECRET_LENGTH:
+            raise ReceiverError(f"{file}: the secret is shorter than {MIN_HMAC_SECRET_LENGTH} characters")
+    else:
+        secret = secrets.token_urlsafe(32)
+        if file is not None:
+            write_private(file, secret.encode() + b"\n")
+    reference = f'{{ file = "{file.resolve()}" }}' if file else '{ env = "EFI_WEBHOOK_HMAC" }'
+    path = urlsplit(args.base_url).path.rstrip("/") or "/"
+    print(f"Register this URL with Efí (PUT /v2/webhook/:chave, header x-skip-mtls-checking: true):\n\n"
+          f"  {registration_url(args.base_url, secret)}\n")
+    if file is None:
+        print(f"Keep the secret out of the config file, e.g. export EFI_WEBHOOK_HMAC='{secret}'\n")
+    print("Add to the config (on a listener with client_certs = \"optional\", or \"none\" behind a proxy):\n\n"
+          f'[[routes]]\npath = "{path}"\nprovider = "efi"\nmode = "skip-mtls"\n'
+          f'allow_ips = ["34.193.116.226/32"]   # Efí\'s sender address\nhmac_secrets = [{reference}]')
+    return 0
 
 
 def _fetch_efi(args: argparse.Namespace) -> int:

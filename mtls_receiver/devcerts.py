@@ -7,11 +7,12 @@ and chain handling tested locally is the one production needs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+
+from .files import write_private
 
 __all__ = ["DevCerts", "make_dev_certs", "dev_config_text"]
 
@@ -50,20 +51,12 @@ def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
     )
     server_ca.cert_pem.write_to_path(str(certs.server_ca))
     certs.server_cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
-    _write_private(certs.server_key, server.private_key_pem.bytes())
+    write_private(certs.server_key, server.private_key_pem.bytes())
     certs.client_ca.write_bytes(efi_root.cert_pem.bytes() + efi_intermediate.cert_pem.bytes())
-    _write_private(certs.client, client.private_key_and_cert_chain_pem.bytes())
-    _write_private(certs.foreign_client, foreign.private_key_and_cert_chain_pem.bytes())
+    write_private(certs.client, client.private_key_and_cert_chain_pem.bytes())
+    write_private(certs.foreign_client, foreign.private_key_and_cert_chain_pem.bytes())
     certs.config.write_text(dev_config_text(port), encoding="utf-8")
     return certs
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Key material is written 0600 from the start, never world-readable even briefly."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, 0o600)
 
 
 def dev_config_text(port: int) -> str:

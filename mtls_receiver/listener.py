@@ -42,8 +42,12 @@ class TLSListener:
         self._sources: weakref.WeakKeyDictionary[asyncio.BaseTransport, str] = weakref.WeakKeyDictionary()
 
     async def start(self) -> None:
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        self._socket = socket.create_server((self.config.host, self.config.port), family=family, backlog=1024)
+        host = self.config.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        dualstack = host == "::" and socket.has_dualstack_ipv6()  # "[::]:443" also takes IPv4, as ::ffff:a.b.c.d
+        self._socket = socket.create_server(
+            (host, self.config.port), family=family, backlog=1024, dualstack_ipv6=dualstack
+        )
         self._socket.setblocking(False)
         self._accepting = asyncio.create_task(self._accept_loop(self._socket), name=f"accept-{self.config.name}")
 

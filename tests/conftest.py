@@ -77,13 +77,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def config_text(pki: Pki, *, client_certs: str = "required", port: int = 0, routes: str | None = None,
-                store: str = "inbox.db", min_tls: str = "1.2") -> str:
+                store: str = "inbox.db", min_tls: str = "1.2", host: str = "127.0.0.1",
+                listener_extra: str = "") -> str:
     """A config as a user writes it; routes default to one Efí mTLS route at /webhook."""
     routes = routes if routes is not None else '[[routes]]\npath = "/webhook"\nprovider = "efi"\nmode = "mtls"\n'
     return (
-        f'[[listeners]]\nname = "main"\naddress = "127.0.0.1:{port}"\n'
+        f'[[listeners]]\nname = "main"\naddress = "{host}:{port}"\n'
         f'cert = "{pki.server_cert}"\nkey = "{pki.server_key}"\n'
-        f'client_certs = "{client_certs}"\nclient_ca = "{pki.client_ca}"\nmin_tls = "{min_tls}"\n\n'
+        f'client_certs = "{client_certs}"\nclient_ca = "{pki.client_ca}"\nmin_tls = "{min_tls}"\n{listener_extra}\n'
         f"{routes}\n[store]\npath = \"{store}\"\n"
     )
 
@@ -165,6 +166,7 @@ def pix(e2e: str, valor: str = "10.00", **extra: object) -> dict[str, object]:
 
 
 PYTHON = sys.executable
+REFUSED = (ssl.SSLError, ConnectionResetError, BrokenPipeError)  # what a client sees of a refused handshake
 
 
 class ServerProcess:

@@ -48,20 +48,20 @@ def refusal(route: RouteConfig, req: IncomingRequest) -> Refusal:
         ("/webhook", "other=/pix", "test"),  # only ignorar carries the suffix
     ],
 )
-def test_classify(path: str, query: str, kind: str) -> None:
-    assert efi.classify("/webhook", path, query) == kind
+def test_target_kind(path: str, query: str, kind: str) -> None:
+    assert efi.target("/webhook", path, query).kind == kind
 
 
 @pytest.mark.parametrize("path", ["/webhook/pixx", "/webhook/pix/extra", "/webhookpix", "/other"])
-def test_classify_unknown_is_404(path: str) -> None:
+def test_unknown_target_is_404(path: str) -> None:
     with pytest.raises(Refusal) as caught:
-        efi.classify("/webhook", path, "")
+        efi.target("/webhook", path, "")
     assert caught.value.status == 404
 
 
 def test_root_route() -> None:
-    assert efi.classify("/", "/pix", "") == "pix"
-    assert efi.classify("/", "/", "") == "test"
+    assert efi.target("/", "/pix", "").kind == "pix"
+    assert efi.target("/", "/", "").kind == "test"
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b'{"evento": "teste_webhook"}', b"[]"])

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context, https_post, pix
+from conftest import REFUSED, Pki, client_context, https_post, pix
 from mtls_receiver.server import Receiver
-
-REFUSED = (ssl.SSLError, ConnectionResetError, BrokenPipeError)
 
 
 async def assert_refused(receiver: Receiver, context: ssl.SSLContext) -> None:

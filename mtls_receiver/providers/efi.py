@@ -1,67 +1,104 @@
-"""Efí (Pix) webhooks: which notification a request is, and whether its body is valid.
+"""Efí (Pix) webhooks: which notification a request is, who sent it, and whether its body is valid.
 
 Efí appends ``/pix`` (``/rec``, ``/cobr``) to the registered URL *string*, so
 the suffix lands in the path (``P/pix``) or at the end of a query value
-(``P?ignorar=/pix``). The registration test notification hits ``P`` itself.
+(``P?ignorar=/pix``, ``P?hmac=S/pix``). The registration test notification hits
+``P`` itself. Mode ``mtls`` trusts the verified client certificate; mode
+``skip-mtls`` (no certificate required) needs the sender's IP in the allowlist
+and the secret ``hmac`` query value Efí was registered with.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
+from ..addresses import in_networks
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Verdict
 
-__all__ = ["KINDS", "classify", "parse_notification", "verify"]
+__all__ = ["KINDS", "Target", "check_sender", "parse_notification", "registration_url", "target", "verify"]
 
 #: suffix Efí appends -> (kind, body list key)
 KINDS: dict[str, str] = {"pix": "pix", "rec": "recs", "cobr": "cobsr"}
 _VALOR = re.compile(r"\d{1,10}\.\d{2}")
-_QUERY_SUFFIX_KEYS = ("ignorar",)
+_SUFFIX_CARRIERS = ("ignorar", "hmac")  # query values Efí's suffix can land on
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request URL means: the notification kind, and the ``hmac`` value without the suffix."""
+
+    kind: str
+    hmac: str | None = None
 
 
 def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
-    """Accept or refuse one request to an Efí route (mode ``mtls``)."""
-    kind = classify(route.path, request.path, request.query_string)
+    """Accept or refuse one request to an Efí route."""
+    where = target(route.path, request.path, request.query_string)
     if request.method != "POST":
         raise Refusal(405, f"method {request.method} not allowed; Efí sends POST")
-    if request.peer.identity is None:
-        raise Refusal(403, "a verified client certificate is required on this route")
-    if kind == "test":
+    check_sender(route, request, where.hmac)
+    if where.kind == "test":
         return Verdict(kind="test")
-    events = parse_notification(kind, request.body)
+    events = parse_notification(where.kind, request.body)
     _check_pix_keys(route, events)
-    return Verdict(kind=kind, events=events)
+    return Verdict(kind=where.kind, events=events)
 
 
-def classify(route_path: str, path: str, query_string: str) -> str:
+def target(route_path: str, path: str, query_string: str) -> Target:
     """``test`` for the base path, else the suffix's kind; Refusal(404) for anything else."""
     base = "" if route_path == "/" else route_path
     if path != base and not path.startswith(base + "/"):
         raise Refusal(404, "not found")
+    query_kind, secret = _parse_query(query_string)
     tail = path[len(base):].strip("/")
-    if tail:
-        if tail not in KINDS:
-            raise Refusal(404, f"unknown suffix /{tail} (Efí sends /pix, /rec, /cobr)")
-        return tail
-    return _query_suffix(query_string) or "test"
+    if tail and tail not in KINDS:
+        raise Refusal(404, f"unknown suffix /{tail} (Efí sends /pix, /rec, /cobr)")
+    return Target(kind=tail or query_kind or "test", hmac=secret)
 
 
-def _query_suffix(query_string: str) -> str | None:
-    """The kind appended to a query value (``?ignorar=/pix``), if any."""
-    if not query_string:
-        return None
+def _parse_query(query_string: str) -> tuple[str | None, str | None]:
+    """The kind appended to a query value (``ignorar=/pix``, ``hmac=S/pix``) and the hmac secret."""
+    kind = secret = None
     for name, value in parse_qsl(query_string, keep_blank_values=True):
-        if name in _QUERY_SUFFIX_KEYS:
-            for suffix in KINDS:
-                if value.endswith("/" + suffix):
-                    return suffix
-    return None
+        if name not in _SUFFIX_CARRIERS:
+            continue
+        suffix = next((s for s in KINDS if value.endswith("/" + s)), None)
+        if suffix is not None:
+            kind = kind or suffix
+            value = value[: -len(suffix) - 1]
+        if name == "hmac" and secret is None:
+            secret = value
+    return kind, secret
+
+
+def check_sender(route: RouteConfig, request: IncomingRequest, presented_hmac: str | None) -> None:
+    """Is this Efí? Each failed check names itself in the refusal; secrets are never echoed."""
+    address = request.peer.address
+    if route.allow_ips and not in_networks(address, route.allow_ips):
+        raise Refusal(403, f"allowlist: client address {address} is not allowed on this route")
+    if route.mode == "mtls" and request.peer.identity is None:
+        raise Refusal(403, "certificate: a verified client certificate is required on this route")
+    if route.hmac_secrets:
+        if not presented_hmac:
+            raise Refusal(401, "hmac: the URL has no hmac query value")
+        if not _matches_any(presented_hmac, route.hmac_secrets):
+            raise Refusal(401, "hmac: the URL's hmac value does not match")
+
+
+def _matches_any(presented: str, secrets: tuple[str, ...]) -> bool:
+    """Constant-time against every configured secret (rotation), without stopping at a match."""
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(presented.encode(), secret.encode())
+    return matched
 
 
 def parse_notification(kind: str, body: bytes) -> tuple[NewEvent, ...]:
@@ -125,3 +162,9 @@ def _check_pix_keys(route: RouteConfig, events: tuple[NewEvent, ...]) -> None:
     foreign = sorted({str(e.payload.get("chave")) for e in events if e.payload.get("chave") not in route.pix_keys})
     if foreign:
         raise Refusal(403, f"pix key not accepted on this route: {', '.join(foreign)}")
+
+
+def registration_url(base_url: str, secret: str) -> str:
+    """The URL to register for skip-mTLS: Efí appends ``/pix`` after ``ignorar=``, leaving hmac intact."""
+    separator = "&" if "?" in base_url else "?"
+    return f"{base_url}{separator}hmac={quote(secret, safe='')}&ignorar="
