@@ -154,6 +154,18 @@ def _duplicate_route(doc: dict[str, Any]) -> None:
                      "secrets are not accepted inline", id="inline-secret"),
         pytest.param(_set("listeners", "key_password", {"env": ENV_VAR}), "listeners[0].key_password.env",
                      f"environment variable {ENV_VAR} is not set or empty", id="env-secret-unset"),
+        pytest.param(_set("listeners", "proxy_protocol", True), "listeners[0].proxy_protocol",
+                     "needs trusted_proxies", id="proxy-protocol-without-trusted-proxies"),
+        pytest.param(_set("listeners", "proxy_protocol", "yes"), "listeners[0].proxy_protocol",
+                     "must be true or false, got str", id="proxy-protocol-not-bool"),
+        pytest.param(_set("listeners", "trusted_proxies", ["10.0.0.0/33"]), "listeners[0].trusted_proxies",
+                     "not an IP address or CIDR", id="bad-cidr"),
+        pytest.param(_set("routes", "mode", "skip-mtls"), "routes[0].hmac_secrets",
+                     "skip-mtls needs at least one secret", id="skip-mtls-without-secret"),
+        pytest.param(_set("routes", "hmac_secrets", ["inline-secret-value"]), "routes[0].hmac_secrets[0]",
+                     "secrets are not accepted inline", id="inline-hmac-secret"),
+        pytest.param(_set("routes", "allow_ips", ["34.193.116.226/32", "efi"]), "routes[0].allow_ips",
+                     "not an IP address or CIDR", id="bad-allowlist"),
     ],
 )
 def test_error_names_file_key_and_problem(
@@ -184,6 +196,18 @@ def test_key_password_from_env(dev: DevCerts, tmp_path: Path, monkeypatch: pytes
     (listener,) = load_config(write_config(tmp_path, doc)).listeners
     assert listener.key_password == "s3cret"
     assert "s3cret" not in repr(listener)
+
+
+def test_skip_mtls_route_defaults_and_short_secret(dev: DevCerts, tmp_path: Path) -> None:
+    (tmp_path / "hmac").write_text("a-long-enough-random-secret\n", encoding="utf-8")
+    doc = base_doc()
+    doc["routes"][0].update(mode="skip-mtls", hmac_secrets=[{"file": "hmac"}])
+    (route,) = load_config(write_config(tmp_path, doc)).routes
+    assert [str(n) for n in route.allow_ips] == ["34.193.116.226/32"]  # Efí's sender by default
+    assert route.hmac_secrets == ("a-long-enough-random-secret",) and "random" not in repr(route)
+    (tmp_path / "hmac").write_text("short\n", encoding="utf-8")
+    error = config_error(write_config(tmp_path, doc))
+    assert error.key == "routes[0].hmac_secrets[0]" and "too short" in error.problem
 
 
 def test_key_password_from_file_is_stripped(dev: DevCerts, tmp_path: Path) -> None:
