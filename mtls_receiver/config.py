@@ -15,6 +15,7 @@ from typing import Any
 
 from .addresses import Network, parse_networks
 from .errors import ConfigError
+from .signatures import SIGNED_PARTS, SignatureScheme, decode_secret
 
 __all__ = [
     "CLIENT_CERT_POLICIES",
@@ -28,8 +29,21 @@ __all__ = [
 
 CLIENT_CERT_POLICIES = ("required", "optional", "none")
 TLS_VERSIONS = ("1.2", "1.3")
-PROVIDER_MODES: dict[str, tuple[str, ...]] = {"efi": ("mtls", "skip-mtls")}
+PROVIDER_MODES: dict[str, tuple[str, ...]] = {
+    "efi": ("mtls", "skip-mtls"),
+    "infi": ("hmac",),
+    "pomelo": ("notifications", "authorizations"),
+    "firebanking": ("hmac",),
+    "hmac": ("hmac",),
+}
 EFI_SENDER_IPS = ("34.193.116.226/32",)  # Efí staff: deliveries come only from this address
+POMELO_SENDER_IPS = {
+    "production": ("34.206.159.176/32", "52.0.20.124/32", "35.84.78.117/32", "52.43.46.111/32"),
+    "staging": ("34.226.254.178/32", "44.198.3.59/32", "34.223.185.46/32", "100.20.205.117/32"),
+}
+FIREBANKING_FAMILIES = ("pix", "bankslip", "card", "onboarding")
+DEFAULT_TIMEOUT_BODY = '{"status":"REJECTED","status_detail":"SYSTEM_ERROR","message":"no answer in time"}'
+
 MIN_HMAC_SECRET_LENGTH = 16
 
 
@@ -62,9 +76,27 @@ class RouteConfig:
     listener: str
     provider: str
     mode: str
-    pix_keys: tuple[str, ...] = ()
     allow_ips: tuple[Network, ...] = ()  # empty: any address
-    hmac_secrets: tuple[str, ...] = field(default=(), repr=False)
+    tolerance: int | None = None  # timestamp tolerance in seconds; None: the provider's default
+    pix_keys: tuple[str, ...] = ()  # efi
+    hmac_secrets: tuple[str, ...] = field(default=(), repr=False)  # efi: the URL's hmac value
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # infi, firebanking, hmac: signing secrets
+    api_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # pomelo: (api key, api secret)
+    families: tuple[str, ...] = ()  # firebanking
+    signature: SignatureScheme | None = None  # hmac: how the sender signs
+    dedup: tuple[str, ...] = ()  # hmac: JSON pointers or "header:Name", joined into the dedup key
+    event: str | None = None  # hmac: JSON pointer or "header:Name" naming the event type
+    relay: RelayConfig | None = None  # pomelo authorizations: the application that answers
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Where synchronous requests are answered, and what to answer when the application is late."""
+
+    url: str
+    deadline: float = 2.5
+    timeout_status: int = 200
+    timeout_body: str = DEFAULT_TIMEOUT_BODY
 
 
 @dataclass(frozen=True)
@@ -153,42 +185,166 @@ def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConf
     )
 
 
+_COMMON_ROUTE_KEYS = {"path", "listener", "provider", "mode", "allow_ips", "tolerance"}
+_PROVIDER_ROUTE_KEYS = {
+    "efi": {"pix_keys", "hmac_secrets"},
+    "infi": {"secrets"},
+    "firebanking": {"secrets", "families"},
+    "pomelo": {"api_keys", "environment", "app_url", "deadline", "timeout_status", "timeout_body"},
+    "hmac": {"secrets", "signature", "dedup", "event"},
+}
+
+
 def _route(
     reader: _Reader, raw: Mapping[str, Any], key: str, listeners: Mapping[str, ListenerConfig]
 ) -> RouteConfig:
-    reader.only_keys(raw, key, {"path", "listener", "provider", "mode", "pix_keys", "allow_ips", "hmac_secrets"})
+    provider = reader.choice(raw, key, "provider", tuple(PROVIDER_MODES))
+    reader.only_keys(raw, key, _COMMON_ROUTE_KEYS | _PROVIDER_ROUTE_KEYS[provider])
     path = reader.string(raw, key, "path")
     if not path.startswith("/") or "?" in path or "#" in path:
         reader.fail(f"{key}.path", f"must be a URL path starting with '/' (no query): {path!r}")
-    path = path.rstrip("/") or "/"
     default_listener = listeners["default"].name if "default" in listeners else None
     if default_listener is None and len(listeners) == 1:
         default_listener = next(iter(listeners))
     listener = reader.string(raw, key, "listener", default=default_listener)
     if listener not in listeners:
         reader.fail(f"{key}.listener", f"no listener named {listener!r} (have: {', '.join(listeners)})")
-    provider = reader.choice(raw, key, "provider", tuple(PROVIDER_MODES))
     mode = reader.choice(raw, key, "mode", PROVIDER_MODES[provider], default=PROVIDER_MODES[provider][0])
-    if provider == "efi" and mode == "mtls" and listeners[listener].client_certs == "none":
+    tolerance = reader.integer(raw, key, "tolerance", default=None, minimum=1)
+    common = dict(path=path.rstrip("/") or "/", listener=listener, provider=provider, mode=mode, tolerance=tolerance)
+    build = {"efi": _efi_route, "pomelo": _pomelo_route, "hmac": _generic_route}.get(provider, _signed_route)
+    return build(reader, raw, key, common, listeners[listener])
+
+
+def _efi_route(
+    reader: _Reader, raw: Mapping[str, Any], key: str, common: dict[str, Any], listener: ListenerConfig
+) -> RouteConfig:
+    mode = common["mode"]
+    if mode == "mtls" and listener.client_certs == "none":
         reader.fail(
             f"{key}.mode",
-            f"efi mode 'mtls' needs client certificates, but listener {listener!r} has client_certs = 'none'",
+            f"efi mode 'mtls' needs client certificates, but listener {listener.name!r} has client_certs = 'none'",
         )
-    skip_mtls = mode == "skip-mtls"
     secrets = reader.secret_list(raw, key, "hmac_secrets")
-    if skip_mtls and not secrets:
+    if mode == "skip-mtls" and not secrets:
         reader.fail(f"{key}.hmac_secrets", "skip-mtls needs at least one secret (make one: mtls-receiver efi hmac-url URL)")
     for i, secret in enumerate(secrets):
         if len(secret) < MIN_HMAC_SECRET_LENGTH:
             reader.fail(f"{key}.hmac_secrets[{i}]", f"too short: use at least {MIN_HMAC_SECRET_LENGTH} random characters")
+    default_ips = parse_networks(EFI_SENDER_IPS) if mode == "skip-mtls" else ()
     return RouteConfig(
-        path=path,
-        listener=listener,
-        provider=provider,
-        mode=mode,
+        **common,
+        allow_ips=reader.networks(raw, key, "allow_ips", default=default_ips),
         pix_keys=tuple(reader.string_list(raw, key, "pix_keys")),
-        allow_ips=reader.networks(raw, key, "allow_ips", default=parse_networks(EFI_SENDER_IPS) if skip_mtls else ()),
         hmac_secrets=tuple(secrets),
+    )
+
+
+def _signing_secrets(reader: _Reader, raw: Mapping[str, Any], key: str, encoding: str = "utf-8") -> tuple[str, ...]:
+    secrets = reader.secret_list(raw, key, "secrets")
+    if not secrets:
+        reader.fail(f"{key}.secrets", 'at least one signing secret is needed, e.g. [{ env = "WEBHOOK_SECRET" }]')
+    for i, secret in enumerate(secrets):
+        try:
+            decode_secret(secret, encoding)
+        except ValueError:
+            reader.fail(f"{key}.secrets[{i}]", "not valid base64 (signature.secret_encoding = 'base64')")
+    return tuple(secrets)
+
+
+def _signed_route(
+    reader: _Reader, raw: Mapping[str, Any], key: str, common: dict[str, Any], listener: ListenerConfig
+) -> RouteConfig:
+    """INFI and FireBanking: a preset signature, secrets, and (FireBanking) event families."""
+    families = tuple(reader.string_list(raw, key, "families"))
+    for family in families:
+        if family not in FIREBANKING_FAMILIES:
+            reader.fail(f"{key}.families", f"unknown family {family!r} (have: {', '.join(FIREBANKING_FAMILIES)})")
+    return RouteConfig(
+        **common,
+        allow_ips=reader.networks(raw, key, "allow_ips", default=()),
+        secrets=_signing_secrets(reader, raw, key),
+        families=families,
+    )
+
+
+def _pomelo_route(
+    reader: _Reader, raw: Mapping[str, Any], key: str, common: dict[str, Any], listener: ListenerConfig
+) -> RouteConfig:
+    environment = reader.choice(raw, key, "environment", tuple(POMELO_SENDER_IPS), default="production")
+    pairs = []
+    for i, item in enumerate(reader.table_list_at(raw, key, "api_keys")):
+        where = f"{key}.api_keys[{i}]"
+        reader.only_keys(item, where, {"key", "secret"})
+        api_key = reader.string(item, where, "key")
+        secret = reader.secret(item, where, "secret")
+        try:
+            decode_secret(secret or "", "base64")
+        except ValueError:
+            reader.fail(f"{where}.secret", "Pomelo's api-secret must be base64")
+        pairs.append((api_key, secret or ""))
+    if not pairs:
+        reader.fail(f"{key}.api_keys", 'at least one pair is needed: [{ key = "...", secret = { env = "..." } }]')
+    relay = None
+    if common["mode"] == "authorizations":
+        relay = RelayConfig(
+            url=reader.string(raw, key, "app_url"),
+            deadline=reader.number(raw, key, "deadline", default=RelayConfig.deadline, minimum=0.1),
+            timeout_status=reader.integer(raw, key, "timeout_status", default=200, minimum=200),
+            timeout_body=reader.string(raw, key, "timeout_body", default=DEFAULT_TIMEOUT_BODY),
+        )
+    else:
+        for name in ("app_url", "deadline", "timeout_status", "timeout_body"):
+            if name in raw:
+                reader.fail(f"{key}.{name}", "only for mode = 'authorizations'")
+    return RouteConfig(
+        **common,
+        allow_ips=reader.networks(raw, key, "allow_ips", default=parse_networks(POMELO_SENDER_IPS[environment])),
+        api_keys=tuple(pairs),
+        relay=relay,
+    )
+
+
+def _generic_route(
+    reader: _Reader, raw: Mapping[str, Any], key: str, common: dict[str, Any], listener: ListenerConfig
+) -> RouteConfig:
+    where = f"{key}.signature"
+    table = raw.get("signature")
+    if not isinstance(table, dict):
+        reader.fail(where, "a [routes.signature] table is needed (header, prefix, encoding, signed, ...)")
+    reader.only_keys(table, where, {"header", "prefix", "encoding", "secret_encoding", "signed", "separator",
+                                    "timestamp_header", "timestamp_required"})
+    signed = tuple(reader.string_list(table, where, "signed") or ["body"])
+    for part in signed:
+        if part not in SIGNED_PARTS:
+            reader.fail(f"{where}.signed", f"unknown part {part!r} (have: {', '.join(SIGNED_PARTS)})")
+    timestamp_header = reader.string(table, where, "timestamp_header", default=None)
+    if "timestamp" in signed and timestamp_header is None:
+        reader.fail(f"{where}.timestamp_header", "needed when the timestamp is signed")
+    scheme = SignatureScheme(
+        header=reader.string(table, where, "header"),
+        prefix=reader.string(table, where, "prefix", default=""),
+        encoding=reader.choice(table, where, "encoding", ("hex", "base64"), default="hex"),
+        secret_encoding=reader.choice(table, where, "secret_encoding", ("utf-8", "base64"), default="utf-8"),
+        signed=signed,
+        separator=reader.string(table, where, "separator", default=""),
+        timestamp_header=timestamp_header,
+        timestamp_required=reader.boolean(table, where, "timestamp_required", default=timestamp_header is not None),
+        tolerance=common["tolerance"] or 300,
+    )
+    dedup = tuple(reader.string_list(raw, key, "dedup"))
+    event = reader.string(raw, key, "event", default=None)
+    for i, field_ref in enumerate((*dedup, *([event] if event else []))):
+        if not (field_ref.startswith("/") or field_ref.startswith("header:")):
+            reader.fail(f"{key}.{'dedup' if i < len(dedup) else 'event'}",
+                        f"{field_ref!r}: use a JSON pointer like '/data/id' or 'header:X-Event-Id'")
+    return RouteConfig(
+        **common,
+        allow_ips=reader.networks(raw, key, "allow_ips", default=()),
+        secrets=_signing_secrets(reader, raw, key, scheme.secret_encoding),
+        signature=scheme,
+        dedup=dedup,
+        event=event,
     )
 
 
@@ -279,6 +435,26 @@ class _Reader:
         if must_exist and not resolved.is_file():
             self.fail(f"{key}.{name}", f"file not found: {resolved}")
         return resolved
+
+    def integer(self, raw: Mapping[str, Any], key: str, name: str, default: Any, minimum: int) -> Any:
+        value = self._get(raw, key, name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(f"{key}.{name}", f"must be a whole number >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, raw: Mapping[str, Any], key: str, name: str, default: float, minimum: float) -> float:
+        value = self._get(raw, key, name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            self.fail(f"{key}.{name}", f"must be a number >= {minimum}, got {value!r}")
+        return float(value)
+
+    def table_list_at(self, raw: Mapping[str, Any], key: str, name: str) -> list[Mapping[str, Any]]:
+        value = self._typed(raw, key, name, list, "a list of tables", [])
+        if not all(isinstance(item, dict) for item in value):
+            self.fail(f"{key}.{name}", "must be a list of tables")
+        return value
 
     def boolean(self, raw: Mapping[str, Any], key: str, name: str, default: bool) -> bool:
         return bool(self._typed(raw, key, name, bool, "true or false", default))

@@ -6,12 +6,16 @@ raises :class:`~mtls_receiver.errors.Refusal`; nothing here touches a socket.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .tls import ClientIdentity
 
-__all__ = ["AuditRecord", "IncomingRequest", "NewEvent", "Peer", "StoredEvent", "Verdict"]
+__all__ = [
+    "AuditRecord", "Claim", "IncomingRequest", "NewEvent", "Peer", "Relay", "StoredAnswer", "StoredEvent", "Verdict",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,20 @@ class IncomingRequest:
     headers: dict[str, str]
     body: bytes
     peer: Peer
+    now: float = field(default_factory=time.time)  # unix seconds, for timestamp checks
+    raw_target: str = ""  # the request target exactly as sent (path and query, still percent-encoded)
+
+    def header(self, name: str) -> str | None:
+        """A header's value, whatever its case on the wire."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers.items() if key.lower() == wanted), None)
+
+    @property
+    def path_qs(self) -> str:
+        """Path and query as the sender wrote them (what signatures such as Pomelo's cover)."""
+        if self.raw_target:
+            return self.raw_target
+        return f"{self.path}?{self.query_string}" if self.query_string else self.path
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,14 @@ class NewEvent:
 
 
 @dataclass(frozen=True)
+class Relay:
+    """A synchronous request: the application answers it, the receiver signs that answer."""
+
+    idempotency_key: str
+    sign: Callable[[bytes, float], dict[str, str]] = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """An accepted request: the events to store and the answer to send once they are durable."""
 
@@ -49,6 +75,7 @@ class Verdict:
     events: tuple[NewEvent, ...] = ()
     status: int = 200
     body: bytes = b"200"
+    relay: Relay | None = None
 
 
 @dataclass(frozen=True)
@@ -77,3 +104,20 @@ class StoredEvent:
     received_at: str
     peer: str
     client: ClientIdentity | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The answer given to a synchronous request, kept so a repeat gets the same one."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the store knows of an idempotency key: ``new`` (now ours), ``in_progress`` or ``done``."""
+
+    state: str
+    answer: StoredAnswer | None = None

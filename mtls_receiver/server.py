@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+import aiohttp
 from aiohttp import web
 
 from .addresses import client_address
@@ -16,6 +18,7 @@ from .errors import Refusal, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
 from .listener import TLSListener
 from .providers import verifier_for
+from .relay import Relayer
 from .store import Receipt, Store, open_store
 from .tls import ClientIdentity, client_identity, create_ssl_context
 
@@ -38,6 +41,7 @@ class Receiver:
         self.store = store or open_store(config.store)
         self._runners: list[web.AppRunner] = []
         self._listeners: dict[str, TLSListener] = {}
+        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -46,6 +50,7 @@ class Receiver:
             for lst in config.listeners
         }
         await self.store.open()
+        self._session = aiohttp.ClientSession()
         try:
             for listener in config.listeners:
                 await self._start_listener(listener, contexts[listener.name])
@@ -56,7 +61,9 @@ class Receiver:
     async def _start_listener(self, config: ListenerConfig, context: object) -> None:
         runner = web.AppRunner(web.Application(), access_log=None, handle_signals=False)
         tls = TLSListener(config, context, lambda: runner.server())  # type: ignore[arg-type, misc]
-        _add_routes(runner.app, tls, self.config.routes_for(config.name), self.store)
+        assert self._session is not None
+        relayer = Relayer(self.store, self._session)
+        _add_routes(runner.app, tls, self.config.routes_for(config.name), self.store, relayer)
         await runner.setup()
         self._runners.append(runner)
         await tls.start()
@@ -75,24 +82,29 @@ class Receiver:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         await self.store.close()
 
 
-def _add_routes(app: web.Application, tls: TLSListener, routes: tuple[RouteConfig, ...], store: Store) -> None:
+def _add_routes(
+    app: web.Application, tls: TLSListener, routes: tuple[RouteConfig, ...], store: Store, relayer: Relayer
+) -> None:
     for route in routes:
-        handler = _RouteHandler(tls, route, store).handle
+        handler = _RouteHandler(tls, route, store, relayer).handle
         base = "" if route.path == "/" else route.path
         if base:
             app.router.add_route("*", base, handler)
         app.router.add_route("*", base + "/{tail:.*}", handler)
-    app.router.add_route("*", "/{anything:.*}", _RouteHandler(tls, _NO_ROUTE, store).handle)
+    app.router.add_route("*", "/{anything:.*}", _RouteHandler(tls, _NO_ROUTE, store, relayer).handle)
 
 
 class _RouteHandler:
     """Reads the request, runs the route's verifier, stores, then answers."""
 
-    def __init__(self, tls: TLSListener, route: RouteConfig, store: Store) -> None:
-        self.tls, self.listener, self.route, self.store = tls, tls.config, route, store
+    def __init__(self, tls: TLSListener, route: RouteConfig, store: Store, relayer: Relayer) -> None:
+        self.tls, self.listener, self.route, self.store, self.relayer = tls, tls.config, route, store, relayer
         self.verify = verifier_for(route.provider)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -103,13 +115,17 @@ class _RouteHandler:
             if self.route is _NO_ROUTE:
                 raise Refusal(404, "not found")
             peer = Peer(client_address(transport_peer, request.headers, self.listener.trusted_proxies), identity)
-            body = await request.read()
-            verdict = self.verify(self.route, _incoming(request, body, peer))
-            status, reason = verdict.status, f"accepted {verdict.kind}"
+            incoming = _incoming(request, await request.read(), peer)
+            verdict = self.verify(self.route, incoming)
+            status, reason, answer = await self._answer(incoming, verdict)
         except Refusal as refusal:
             status, reason = refusal.status, refusal.reason
+            answer = web.Response(status=status, text=reason + "\n")
         except web.HTTPException as exc:  # raised by aiohttp itself, e.g. 413 body too large
             status, reason = exc.status, exc.reason
+            answer = web.Response(status=status, text=reason + "\n")
+        except StoreUnavailable as exc:
+            return _unavailable(self.route, peer, exc)
         audit = AuditRecord(
             at=utc_now(), listener=self.listener.name, route=self.route.path, method=request.method,
             path=request.path, peer=peer.address, status=status, reason=reason, client=identity,
@@ -119,12 +135,17 @@ class _RouteHandler:
                 self.route.provider, self.route.path, verdict.events if verdict else (), audit
             )
         except StoreUnavailable as exc:
-            log.error("route=%s status=503 reason=%r peer=%s", self.route.path, f"store unavailable: {exc}", peer.address)
-            return web.Response(status=503, text="store unavailable, retry later\n", headers={"Retry-After": "5"})
+            return _unavailable(self.route, peer, exc)
         _log_request(audit, verdict, receipt, transport_peer)
-        if verdict is None:
-            return web.Response(status=status, text=reason + "\n")
-        return web.Response(status=verdict.status, body=verdict.body, content_type="text/plain")
+        return answer
+
+    async def _answer(self, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, web.Response]:
+        """The response for an accepted request; a relayed one is answered by the application."""
+        if verdict.relay is None:
+            response = web.Response(status=verdict.status, body=verdict.body, content_type="text/plain")
+            return verdict.status, f"accepted {verdict.kind}", response
+        relayed = await self.relayer.answer(self.route, incoming, verdict.relay)
+        return relayed.status, relayed.reason, web.Response(status=relayed.status, body=relayed.body, headers=relayed.headers)
 
     def _transport_facts(self, request: web.Request) -> tuple[ClientIdentity | None, str]:
         """The verified client certificate, and the peer address (the PROXY header's, if one came)."""
@@ -146,7 +167,15 @@ def _incoming(request: web.Request, body: bytes, peer: Peer) -> IncomingRequest:
         headers=dict(request.headers),
         body=body,
         peer=peer,
+        now=time.time(),
+        raw_target=request.raw_path,
     )
+
+
+def _unavailable(route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> web.Response:
+    """Nothing is acknowledged unless stored: the sender is told to retry."""
+    log.error("route=%s status=503 reason=%r peer=%s", route.path, f"store unavailable: {exc}", peer.address)
+    return web.Response(status=503, text="store unavailable, retry later\n", headers={"Retry-After": "5"})
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:

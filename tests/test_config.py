@@ -144,7 +144,7 @@ def _duplicate_route(doc: dict[str, Any]) -> None:
         pytest.param(_set("routes", "listener", "public"), "routes[0].listener",
                      "no listener named 'public' (have: dev)", id="route-unknown-listener"),
         pytest.param(_set("routes", "provider", "stripe"), "routes[0].provider",
-                     "must be one of 'efi', got 'stripe'", id="unknown-provider"),
+                     "must be one of 'efi', 'infi', 'pomelo', 'firebanking', 'hmac', got 'stripe'", id="unknown-provider"),
         pytest.param(_set("listeners", "client_certs", "none"), "routes[0].mode",
                      "needs client certificates, but listener 'dev' has client_certs = 'none'",
                      id="efi-mtls-without-client-certs"),

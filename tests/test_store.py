@@ -11,7 +11,7 @@ import pytest
 from conftest import Pki, client_context, https_post, pix
 from mtls_receiver.events import AuditRecord, NewEvent
 from mtls_receiver.server import Receiver
-from mtls_receiver.store.sqlite import SQLiteStore
+from mtls_receiver.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
 def audit(status: int = 200) -> AuditRecord:
@@ -60,7 +60,7 @@ async def test_rows_survive_reopen(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(tmp_path / "inbox.db") as db:
         assert db.execute("SELECT dedup_key, payload FROM events").fetchall() == [("E1", '{"valor":"1.00"}')]
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
 
 
 async def test_same_pix_twice_is_one_event(receiver: Receiver, pki: Pki) -> None:

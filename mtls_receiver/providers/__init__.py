@@ -7,13 +7,19 @@ from collections.abc import Callable
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, Verdict
-from . import efi
+from . import efi, firebanking, generic, infi, pomelo
 
 __all__ = ["Verifier", "verifier_for"]
 
 Verifier = Callable[[RouteConfig, IncomingRequest], Verdict]
 
-_VERIFIERS: dict[str, Verifier] = {"efi": efi.verify}
+_VERIFIERS: dict[str, Verifier] = {
+    "efi": efi.verify,
+    "infi": infi.verify,
+    "pomelo": pomelo.verify,
+    "firebanking": firebanking.verify,
+    "hmac": generic.verify,
+}
 
 
 def _refuse_everything(route: RouteConfig, request: IncomingRequest) -> Verdict:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from ..addresses import in_networks
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Verdict
+from .common import check_allowlist
 
 __all__ = ["KINDS", "Target", "check_sender", "parse_notification", "registration_url", "target", "verify"]
 
@@ -81,9 +81,7 @@ def _parse_query(query_string: str) -> tuple[str | None, str | None]:
 
 def check_sender(route: RouteConfig, request: IncomingRequest, presented_hmac: str | None) -> None:
     """Is this Efí? Each failed check names itself in the refusal; secrets are never echoed."""
-    address = request.peer.address
-    if route.allow_ips and not in_networks(address, route.allow_ips):
-        raise Refusal(403, f"allowlist: client address {address} is not allowed on this route")
+    check_allowlist(route, request)
     if route.mode == "mtls" and request.peer.identity is None:
         raise Refusal(403, "certificate: a verified client certificate is required on this route")
     if route.hmac_secrets:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import StoreConfig
-from ..events import AuditRecord, NewEvent, StoredEvent
+from ..events import AuditRecord, Claim, NewEvent, StoredAnswer, StoredEvent
 
 __all__ = ["Receipt", "Store", "open_store"]
 
@@ -40,6 +40,18 @@ class Store(Protocol):
 
         The events carry the audit row's time, peer and client identity.
         """
+        ...
+
+    async def claim_request(self, route: str, key: str, now: float, stale_after: float) -> Claim:
+        """Take an idempotency key for a synchronous request, or say who has it / what was answered.
+
+        A key left ``in_progress`` for longer than ``stale_after`` seconds (its process
+        died) is taken over.
+        """
+        ...
+
+    async def finish_request(self, route: str, key: str, answer: StoredAnswer, now: float) -> None:
+        """Durably keep the answer given for a key (kept for at least an hour)."""
         ...
 
     async def list_events(self, limit: int = 50) -> list[StoredEvent]: ...

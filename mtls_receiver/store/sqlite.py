@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
-from ..events import AuditRecord, NewEvent, StoredEvent
+from ..events import AuditRecord, Claim, NewEvent, StoredAnswer, StoredEvent
 from ..tls import ClientIdentity
 from . import Receipt
 
@@ -26,7 +26,8 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -56,6 +57,17 @@ CREATE TABLE IF NOT EXISTS audit (
     client_subject TEXT,
     client_issuer TEXT,
     client_fingerprint TEXT
+);
+CREATE TABLE IF NOT EXISTS requests (
+    route TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status INTEGER,
+    content_type TEXT,
+    body BLOB,
+    PRIMARY KEY (route, key)
 );
 """
 
@@ -142,15 +154,8 @@ class SQLiteStore:
 
     def _commit(self, batch: list[_Write]) -> list[Receipt]:
         """One transaction, one fsync, for every write queued since the last commit."""
-        db = self._require_db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            receipts = [self._insert(db, write) for write in batch]
-            db.execute("COMMIT")
-            self.commits += 1
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        receipts: list[Receipt] = self._transaction(lambda db: [self._insert(db, write) for write in batch])
+        self.commits += 1
         return receipts
 
     def _insert(self, db: sqlite3.Connection, write: _Write) -> Receipt:
@@ -181,6 +186,48 @@ class SQLiteStore:
         if self._db is None:
             raise StoreUnavailable("store is not open")
         return self._db
+
+    async def claim_request(self, route: str, key: str, now: float, stale_after: float) -> Claim:
+        return await self._run(self._transaction, self._claim, route, key, now, stale_after)
+
+    async def finish_request(self, route: str, key: str, answer: StoredAnswer, now: float) -> None:
+        await self._run(self._transaction, self._finish, route, key, answer, now)
+
+    def _transaction(self, fn: Any, *args: Any) -> Any:
+        db = self._require_db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db, *args)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return result
+
+    @staticmethod
+    def _claim(db: sqlite3.Connection, route: str, key: str, now: float, stale_after: float) -> Claim:
+        db.execute("DELETE FROM requests WHERE finished_at < ?", (now - ANSWER_RETENTION,))
+        row = db.execute(
+            "SELECT state, started_at, status, content_type, body FROM requests WHERE route = ? AND key = ?",
+            (route, key),
+        ).fetchone()
+        if row is not None and row[0] == "done":
+            return Claim("done", StoredAnswer(status=row[2], content_type=row[3], body=bytes(row[4])))
+        if row is not None and row[1] > now - stale_after:
+            return Claim("in_progress")
+        db.execute(
+            "INSERT OR REPLACE INTO requests (route, key, state, started_at) VALUES (?, ?, 'in_progress', ?)",
+            (route, key, now),
+        )
+        return Claim("new")
+
+    @staticmethod
+    def _finish(db: sqlite3.Connection, route: str, key: str, answer: StoredAnswer, now: float) -> None:
+        db.execute(
+            "UPDATE requests SET state = 'done', finished_at = ?, status = ?, content_type = ?, body = ?"
+            " WHERE route = ? AND key = ?",
+            (now, answer.status, answer.content_type, answer.body, route, key),
+        )
 
     async def list_events(self, limit: int = 50) -> list[StoredEvent]:
         rows = await self._run(self._select, "SELECT id, provider, route, kind, dedup_key, payload, received_at,"

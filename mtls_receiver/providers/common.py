@@ -1,0 +1,52 @@
+"""Checks every provider shares: method, allowlist, JSON bodies, secrets as keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from ..addresses import in_networks
+from ..config import RouteConfig
+from ..errors import Refusal
+from ..events import IncomingRequest
+from ..signatures import SignatureScheme, decode_secret
+
+__all__ = ["check_allowlist", "content_digest", "json_object", "require_post", "scheme_for", "secret_keys"]
+
+
+def require_post(request: IncomingRequest, sender: str) -> None:
+    if request.method != "POST":
+        raise Refusal(405, f"method {request.method} not allowed; {sender} sends POST")
+
+
+def check_allowlist(route: RouteConfig, request: IncomingRequest) -> None:
+    address = request.peer.address
+    if route.allow_ips and not in_networks(address, route.allow_ips):
+        raise Refusal(403, f"allowlist: client address {address} is not allowed on this route")
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Refusal(400, "body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise Refusal(400, "body must be a JSON object")
+    return document
+
+
+def content_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def scheme_for(route: RouteConfig, preset: SignatureScheme) -> SignatureScheme:
+    """The route's own scheme (generic ``hmac``), or the preset with the route's tolerance."""
+    scheme = route.signature or preset
+    return dataclasses.replace(scheme, tolerance=route.tolerance) if route.tolerance is not None else scheme
+
+
+def secret_keys(route: RouteConfig, scheme: SignatureScheme) -> tuple[bytes, ...]:
+    """Every configured secret as HMAC key bytes (config validation made sure they decode)."""
+    return tuple(decode_secret(secret, scheme.secret_encoding) for secret in route.secrets)
