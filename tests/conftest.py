@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -130,10 +130,11 @@ def client_context(pki: Pki, cert: Path | None = None) -> ssl.SSLContext:
 class Answer:
     status: int
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # lower-cased names
 
 
 async def https_post(port: int, path: str, body: bytes | str | dict, context: ssl.SSLContext,
-                     method: str = "POST") -> Answer:
+                     method: str = "POST", headers: dict[str, str] | None = None) -> Answer:
     """One request on a fresh TLS connection, written by hand so nothing hides what was sent.
 
     Raises whatever the TLS layer raises when the server refuses the handshake.
@@ -141,12 +142,15 @@ async def https_post(port: int, path: str, body: bytes | str | dict, context: ss
     if isinstance(body, dict):
         body = json.dumps(body)
     data = body.encode() if isinstance(body, str) else body
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    if "content-type" not in {name.lower() for name in headers or {}}:
+        extra += "Content-Type: application/json\r\n"
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost"), 10
     )
     try:
         writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}"
             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data
         )
         await writer.drain()
@@ -156,7 +160,9 @@ async def https_post(port: int, path: str, body: bytes | str | dict, context: ss
     if not raw:
         raise ConnectionResetError("server closed the connection without an answer")
     head, _, payload = raw.partition(b"\r\n\r\n")
-    return Answer(status=int(head.split()[1]), body=payload)
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return Answer(status=int(lines[0].split()[1]), body=payload, headers={k.lower(): v for k, v in fields.items()})
 
 
 def pix(e2e: str, valor: str = "10.00", **extra: object) -> dict[str, object]:

@@ -120,6 +120,13 @@ def _delete(table: str, key: str) -> Callable[[dict[str, Any]], None]:
     return lambda doc: doc[table][0].pop(key)
 
 
+def _route(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """Replace the route with another provider's route."""
+    def change(doc: dict[str, Any]) -> None:
+        doc["routes"][0] = {"path": "/hooks", **fields}
+    return change
+
+
 def _duplicate_route(doc: dict[str, Any]) -> None:
     doc["routes"].append({"path": "/webhook/", "provider": "efi"})  # same path once normalised
 
@@ -166,6 +173,32 @@ def _duplicate_route(doc: dict[str, Any]) -> None:
                      "secrets are not accepted inline", id="inline-hmac-secret"),
         pytest.param(_set("routes", "allow_ips", ["34.193.116.226/32", "efi"]), "routes[0].allow_ips",
                      "not an IP address or CIDR", id="bad-allowlist"),
+        pytest.param(_route(provider="infi"), "routes[0].secrets", "at least one signing secret is needed",
+                     id="infi-without-secrets"),
+        pytest.param(_route(provider="infi", pix_keys=["x"]), "routes[0].pix_keys", "unknown key",
+                     id="efi-key-on-infi-route"),
+        pytest.param(_route(provider="firebanking", families=["crypto"]), "routes[0].families",
+                     "unknown family 'crypto'", id="firebanking-unknown-family"),
+        pytest.param(_route(provider="pomelo"), "routes[0].api_keys", "at least one pair is needed",
+                     id="pomelo-without-api-keys"),
+        pytest.param(_route(provider="pomelo", api_keys=[{"key": "k", "secret": "inline"}]),
+                     "routes[0].api_keys[0].secret", "secrets are not accepted inline", id="pomelo-inline-secret"),
+        pytest.param(_route(provider="pomelo", mode="authorizations", api_keys=[{"key": "k", "secret": {"env": "PATH"}}]),
+                     "routes[0].api_keys[0].secret", "must be base64", id="pomelo-secret-not-base64"),
+        pytest.param(_route(provider="pomelo", app_url="http://127.0.0.1:9000/authorize",
+                            api_keys=[{"key": "k", "secret": {"env": ENV_VAR + "_B64"}}]),
+                     "routes[0].app_url", "only for mode = 'authorizations'", id="pomelo-app-url-on-notifications"),
+        pytest.param(_route(provider="hmac", secrets=[{"env": ENV_VAR + "_B64"}]), "routes[0].signature",
+                     "a [routes.signature] table is needed", id="generic-without-signature"),
+        pytest.param(_route(provider="hmac", secrets=[{"env": ENV_VAR + "_B64"}],
+                            signature={"header": "X-Sig", "signed": ["timestamp", "body"]}),
+                     "routes[0].signature.timestamp_header", "needed when the timestamp is signed",
+                     id="generic-signed-timestamp-without-header"),
+        pytest.param(_route(provider="hmac", secrets=[{"env": ENV_VAR + "_B64"}], dedup=["data.id"],
+                            signature={"header": "X-Sig"}),
+                     "routes[0].dedup", "use a JSON pointer", id="generic-bad-dedup"),
+        pytest.param(_route(provider="infi", secrets=[{"env": ENV_VAR + "_B64"}], tolerance=0),
+                     "routes[0].tolerance", "whole number >= 1", id="tolerance-zero"),
     ],
 )
 def test_error_names_file_key_and_problem(
@@ -173,6 +206,7 @@ def test_error_names_file_key_and_problem(
     change: Callable[[dict[str, Any]], None], key: str, problem: str,
 ) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(ENV_VAR + "_B64", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
     doc = base_doc()
     change(doc)
     error = config_error(write_config(tmp_path, doc))

@@ -27,6 +27,7 @@ def _with_local_files(text: str, pki: Pki, tmp_path: Path) -> str:
         r'"/etc/letsencrypt/[^"]*privkey\.pem"': f'"{pki.server_key}"',
         r'"/etc/mtls-receiver/efi-chain-prod\.crt"': f'"{pki.client_ca}"',
         r'"/etc/mtls-receiver/efi-hmac"': f'"{tmp_path / "efi-hmac"}"',
+        r'"/etc/mtls-receiver/firebanking-secret"': f'"{tmp_path / "efi-hmac"}"',
         r'"/var/lib/mtls-receiver/inbox\.db"': f'"{tmp_path / "inbox.db"}"',
     }
     for pattern, value in replacements.items():
@@ -51,12 +52,16 @@ TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", README, re.S)
 
 
 @pytest.mark.parametrize("block", range(len(TOML_BLOCKS)))
-def test_every_readme_config_block_loads(block: int, pki: Pki, tmp_path: Path) -> None:
+def test_every_readme_config_block_loads(block: int, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in set(re.findall(r'env = "([A-Z_]+)"', TOML_BLOCKS[block])):
+        monkeypatch.setenv(name, "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0")  # base64, as Pomelo's are
     config = _load(TOML_BLOCKS[block], pki, tmp_path)
     assert config.routes and config.listeners
 
 
 def test_readme_has_the_config_examples_it_promises() -> None:
     modes = [re.findall(r'mode = "([a-z-]+)"', block) for block in TOML_BLOCKS]
-    assert ["mtls"] in modes and ["skip-mtls"] in modes
+    assert ["mtls"] in modes and ["skip-mtls"] in modes and ["notifications", "authorizations"] in modes
+    providers = {p for block in TOML_BLOCKS for p in re.findall(r'provider = "([a-z]+)"', block)}
+    assert providers == {"efi", "infi", "pomelo", "firebanking", "hmac"}
     assert any("proxy_protocol = true" in block for block in TOML_BLOCKS)

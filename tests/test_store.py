@@ -106,3 +106,27 @@ async def test_locked_database_answers_503_not_200(write_config, pki: Pki, tmp_p
     finally:
         blocker.close()
         await receiver.stop()
+
+
+async def test_version_1_inbox_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.db"
+    with sqlite3.connect(path) as db:  # the first release's schema, with one event in it
+        db.executescript(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, provider TEXT NOT NULL,"
+            " route TEXT NOT NULL, kind TEXT NOT NULL, dedup_key TEXT NOT NULL, payload TEXT NOT NULL,"
+            " received_at TEXT NOT NULL, peer TEXT NOT NULL, client_subject TEXT, client_issuer TEXT,"
+            " client_fingerprint TEXT, UNIQUE (provider, dedup_key));"
+            "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer)"
+            " VALUES ('evt_old', 'efi', '/webhook', 'pix', 'E0', '{}', 't', 'p');"
+            "PRAGMA user_version = 1;"
+        )
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert [e.id for e in await store.list_events()] == ["evt_old"]
+        claim = await store.claim_request("/auth", "k", 1000.0, stale_after=30)
+        assert claim.state == "new"
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
