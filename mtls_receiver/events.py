@@ -14,7 +14,7 @@ from typing import Any
 from .tls import ClientIdentity
 
 __all__ = [
-    "AuditRecord", "Claim", "IncomingRequest", "NewEvent", "Peer", "Relay", "StoredAnswer", "StoredEvent", "Verdict",
+    "AuditRecord", "Claim", "DeliveryAttempt", "IncomingRequest", "NewEvent", "Peer", "Relay", "StoredAnswer", "StoredEvent", "Verdict",
 ]
 
 
@@ -57,6 +57,7 @@ class NewEvent:
     kind: str
     dedup_key: str
     payload: Any
+    order_key: str = ""  # events sharing one are delivered in arrival order; default: the dedup key
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,20 @@ class StoredEvent:
     received_at: str
     peer: str
     client: ClientIdentity | None = field(default=None)
+    verified_by: str = ""
+    status: str = "stored"  # stored (not forwarded), pending, delivered, dead
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One try at handing an event to the merchant's application."""
+
+    number: int
+    at: str
+    duration_ms: int
+    status_code: int | None  # None: no HTTP answer (timeout, refused, handler exception)
+    error: str = ""
 
 
 @dataclass(frozen=True)

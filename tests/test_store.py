@@ -60,7 +60,7 @@ async def test_rows_survive_reopen(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(tmp_path / "inbox.db") as db:
         assert db.execute("SELECT dedup_key, payload FROM events").fetchall() == [("E1", '{"valor":"1.00"}')]
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 async def test_same_pix_twice_is_one_event(receiver: Receiver, pki: Pki) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import StoreConfig
-from ..events import AuditRecord, Claim, NewEvent, StoredAnswer, StoredEvent
+from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 
 __all__ = ["Receipt", "Store", "open_store"]
 
@@ -35,10 +35,13 @@ class Store(Protocol):
         route: str,
         events: Sequence[NewEvent],
         audit: AuditRecord,
+        verified_by: str = "",
+        queue: bool = False,
     ) -> Receipt:
         """Store new events (dropping duplicates) and the audit row in one durable commit.
 
-        The events carry the audit row's time, peer and client identity.
+        The events carry the audit row's time, peer and client identity; with ``queue``
+        each new event is put in the outbox in the same transaction.
         """
         ...
 
@@ -54,7 +57,21 @@ class Store(Protocol):
         """Durably keep the answer given for a key (kept for at least an hour)."""
         ...
 
-    async def list_events(self, limit: int = 50) -> list[StoredEvent]: ...
+    async def claim_due(self, now: float, limit: int, lease: float) -> list[StoredEvent]:
+        """Lease up to ``limit`` events due for delivery, oldest first, keeping per-order-key order."""
+        ...
+
+    async def finish_attempt(self, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float) -> None:
+        """Record a delivery attempt and the event's new status (delivered, pending or dead)."""
+        ...
+
+    async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
+        """Queue events for delivery again; returns how many were queued."""
+        ...
+
+    async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]: ...
+
+    async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None: ...
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]: ...
 

@@ -2,7 +2,8 @@
 
 One thread owns the connection. Requests queue their rows; the writer takes
 everything queued, commits it in one transaction (one fsync), then wakes all
-of those requests. Under load many requests share one fsync.
+of those requests. Under load many requests share one fsync. Events to forward
+get their outbox row in that same transaction.
 """
 
 from __future__ import annotations
@@ -15,21 +16,21 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import StoreUnavailable
-from ..events import AuditRecord, Claim, NewEvent, StoredAnswer, StoredEvent
+from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from ..tls import ClientIdentity
 from . import Receipt
 
-__all__ = ["SQLiteStore"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
-T = TypeVar("T")
-
-SCHEMA_VERSION = 2
 ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+
+#: schema version -> the statements that reach it from the one before
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     provider TEXT NOT NULL,
@@ -44,7 +45,7 @@ CREATE TABLE IF NOT EXISTS events (
     client_fingerprint TEXT,
     UNIQUE (provider, dedup_key)
 );
-CREATE TABLE IF NOT EXISTS audit (
+CREATE TABLE audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
     listener TEXT NOT NULL,
@@ -58,7 +59,9 @@ CREATE TABLE IF NOT EXISTS audit (
     client_issuer TEXT,
     client_fingerprint TEXT
 );
-CREATE TABLE IF NOT EXISTS requests (
+""",
+    2: """
+CREATE TABLE requests (
     route TEXT NOT NULL,
     key TEXT NOT NULL,
     state TEXT NOT NULL,
@@ -69,7 +72,38 @@ CREATE TABLE IF NOT EXISTS requests (
     body BLOB,
     PRIMARY KEY (route, key)
 );
-"""
+""",
+    3: """
+ALTER TABLE events ADD COLUMN verified_by TEXT NOT NULL DEFAULT '';
+CREATE TABLE outbox (
+    event_id TEXT PRIMARY KEY REFERENCES events (id),
+    seq INTEGER NOT NULL,
+    order_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+CREATE INDEX outbox_order ON outbox (order_key, seq);
+CREATE TABLE attempts (
+    event_id TEXT NOT NULL REFERENCES events (id),
+    number INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status_code INTEGER,
+    error TEXT NOT NULL
+);
+CREATE INDEX attempts_event ON attempts (event_id, number);
+""",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+_EVENT_COLUMNS = (
+    "e.id, e.provider, e.route, e.kind, e.dedup_key, e.payload, e.received_at, e.peer, e.client_subject,"
+    " e.client_issuer, e.client_fingerprint, e.verified_by, COALESCE(o.status, 'stored'), COALESCE(o.attempts, 0)"
+)
+_EVENTS_FROM = "events e LEFT JOIN outbox o ON o.event_id = e.id"
 
 
 @dataclass
@@ -78,6 +112,8 @@ class _Write:
     route: str
     events: Sequence[NewEvent]
     audit: AuditRecord
+    verified_by: str
+    queue: bool
     done: asyncio.Future[Receipt]
 
 
@@ -90,10 +126,13 @@ class SQLiteStore:
         self._queue: list[_Write] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self.commits = 0  # transactions committed: shows group commit at work
+        self.commits = 0  # transactions committed by the writer: shows group commit at work
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.path}: {exc}") from exc
 
     async def open(self) -> None:
         await self._run(self._connect)
@@ -105,12 +144,18 @@ class SQLiteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        self._db = db
+        self._transaction(self._migrate)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Apply each missing migration in order, in one transaction."""
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreUnavailable(f"{self.path}: schema version {version} is newer than this program ({SCHEMA_VERSION})")
-        db.executescript(_SCHEMA)
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in filter(str.strip, MIGRATIONS[target].split(";")):
+                db.execute(statement)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._db = db
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -122,17 +167,21 @@ class SQLiteStore:
             self._db = None
         self._executor.shutdown(wait=True)
 
+    # --- receiving: group commit ---------------------------------------------------------------
+
     async def record(
         self,
         provider: str,
         route: str,
         events: Sequence[NewEvent],
         audit: AuditRecord,
+        verified_by: str = "",
+        queue: bool = False,
     ) -> Receipt:
         if self._writer is None or self._writer.done():
             raise StoreUnavailable("store is not open")
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(provider, route, events, audit, done))
+        self._queue.append(_Write(provider, route, events, audit, verified_by, queue, done))
         self._wake.set()
         return await done
 
@@ -143,7 +192,7 @@ class SQLiteStore:
             batch, self._queue = self._queue, []
             try:
                 receipts = await self._run(self._commit, batch)
-            except (sqlite3.Error, OSError) as exc:
+            except (StoreUnavailable, OSError) as exc:
                 for write in batch:
                     if not write.done.done():
                         write.done.set_exception(StoreUnavailable(f"commit failed: {exc}"))
@@ -158,6 +207,17 @@ class SQLiteStore:
         self.commits += 1
         return receipts
 
+    def _transaction(self, fn: Any, *args: Any) -> Any:
+        db = self._require_db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db, *args)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return result
+
     def _insert(self, db: sqlite3.Connection, write: _Write) -> Receipt:
         audit = write.audit
         identity = _identity_columns(audit.client)
@@ -166,14 +226,21 @@ class SQLiteStore:
             event_id = f"evt_{uuid.uuid4().hex}"
             cursor = db.execute(
                 "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer,"
-                " client_subject, client_issuer, client_fingerprint)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, dedup_key) DO NOTHING",
+                " client_subject, client_issuer, client_fingerprint, verified_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, dedup_key) DO NOTHING",
                 (event_id, write.provider, write.route, event.kind, event.dedup_key,
                  json.dumps(event.payload, ensure_ascii=False, separators=(",", ":")),
-                 audit.at, audit.peer, *identity),
+                 audit.at, audit.peer, *identity, write.verified_by),
             )
-            if cursor.rowcount == 1:
-                stored.append(event_id)
+            if cursor.rowcount != 1:
+                continue
+            stored.append(event_id)
+            if write.queue:
+                db.execute(
+                    "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
+                    " VALUES (?, ?, ?, 'pending', 0)",
+                    (event_id, cursor.lastrowid, f"{write.provider}:{event.order_key or event.dedup_key}"),
+                )
         db.execute(
             "INSERT INTO audit (at, listener, route, method, path, peer, status, reason,"
             " client_subject, client_issuer, client_fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -187,22 +254,13 @@ class SQLiteStore:
             raise StoreUnavailable("store is not open")
         return self._db
 
+    # --- synchronous answers (idempotency) -----------------------------------------------------
+
     async def claim_request(self, route: str, key: str, now: float, stale_after: float) -> Claim:
         return await self._run(self._transaction, self._claim, route, key, now, stale_after)
 
     async def finish_request(self, route: str, key: str, answer: StoredAnswer, now: float) -> None:
         await self._run(self._transaction, self._finish, route, key, answer, now)
-
-    def _transaction(self, fn: Any, *args: Any) -> Any:
-        db = self._require_db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db, *args)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return result
 
     @staticmethod
     def _claim(db: sqlite3.Connection, route: str, key: str, now: float, stale_after: float) -> Claim:
@@ -229,15 +287,87 @@ class SQLiteStore:
             (now, answer.status, answer.content_type, answer.body, route, key),
         )
 
-    async def list_events(self, limit: int = 50) -> list[StoredEvent]:
-        rows = await self._run(self._select, "SELECT id, provider, route, kind, dedup_key, payload, received_at,"
-                               " peer, client_subject, client_issuer, client_fingerprint"
-                               " FROM events ORDER BY seq DESC LIMIT ?", limit)
-        return [
-            StoredEvent(id=r[0], provider=r[1], route=r[2], kind=r[3], dedup_key=r[4], payload=json.loads(r[5]),
-                        received_at=r[6], peer=r[7], client=_identity(r[8:11]))
-            for r in rows
-        ]
+    # --- forwarding: the outbox ----------------------------------------------------------------
+
+    async def claim_due(self, now: float, limit: int, lease: float) -> list[StoredEvent]:
+        """Up to ``limit`` due events, leased for ``lease`` seconds; an event waits while an earlier
+        one with the same order key is still pending."""
+        return await self._run(self._transaction, self._claim_due, now, limit, lease)
+
+    def _claim_due(self, db: sqlite3.Connection, now: float, limit: int, lease: float) -> list[StoredEvent]:
+        rows = db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENTS_FROM}"
+            " WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND o.lease_until <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_key = o.order_key AND p.seq < o.seq"
+            "                 AND p.status = 'pending')"
+            " ORDER BY o.seq LIMIT ?",
+            (now, now, limit),
+        ).fetchall()
+        db.executemany("UPDATE outbox SET lease_until = ? WHERE event_id = ?", [(now + lease, r[0]) for r in rows])
+        return [_event(row) for row in rows]
+
+    async def finish_attempt(self, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float) -> None:
+        """Record an attempt; ``outcome`` is the new status: delivered, pending (retry later) or dead."""
+        await self._run(self._transaction, self._finish_attempt, event_id, attempt, outcome, next_attempt_at)
+
+    @staticmethod
+    def _finish_attempt(
+        db: sqlite3.Connection, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error) VALUES (?, ?, ?, ?, ?, ?)",
+            (event_id, attempt.number, attempt.at, attempt.duration_ms, attempt.status_code, attempt.error),
+        )
+        db.execute(
+            "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = 0 WHERE event_id = ?",
+            (outcome, attempt.number, next_attempt_at, event_id),
+        )
+
+    async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
+        """Queue events again (attempt count reset); returns how many."""
+        return await self._run(self._transaction, self._replay, list(event_ids), dead_since, all_dead)
+
+    @staticmethod
+    def _replay(db: sqlite3.Connection, event_ids: list[str], dead_since: str | None, all_dead: bool) -> int:
+        if all_dead:
+            event_ids = [row[0] for row in db.execute(
+                "SELECT o.event_id FROM outbox o JOIN events e ON e.id = o.event_id"
+                " WHERE o.status = 'dead' AND e.received_at >= ?", (dead_since or "",))]
+        count = 0
+        for event_id in event_ids:
+            seq = db.execute("SELECT seq, provider, dedup_key FROM events WHERE id = ?", (event_id,)).fetchone()
+            if seq is None:
+                continue
+            db.execute(
+                "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at) VALUES (?, ?, ?, 'pending', 0)"
+                " ON CONFLICT (event_id) DO UPDATE SET status = 'pending', attempts = 0, next_attempt_at = 0,"
+                " lease_until = 0",
+                (event_id, seq[0], f"{seq[1]}:{seq[2]}"),
+            )
+            count += 1
+        return count
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]:
+        where, params = ["1 = 1"], []
+        if status is not None:
+            where.append("COALESCE(o.status, 'stored') = ?")
+            params.append(status)
+        if route is not None:
+            where.append("e.route = ?")
+            params.append(route)
+        rows = await self._run(self._select, f"SELECT {_EVENT_COLUMNS} FROM {_EVENTS_FROM}"
+                               f" WHERE {' AND '.join(where)} ORDER BY e.seq DESC LIMIT ?", *params, limit)
+        return [_event(row) for row in rows]
+
+    async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None:
+        rows = await self._run(self._select, f"SELECT {_EVENT_COLUMNS} FROM {_EVENTS_FROM} WHERE e.id = ?", event_id)
+        if not rows:
+            return None
+        attempts = await self._run(self._select, "SELECT number, at, duration_ms, status_code, error FROM attempts"
+                                   " WHERE event_id = ? ORDER BY rowid", event_id)
+        return _event(rows[0]), [DeliveryAttempt(*row) for row in attempts]
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
         rows = await self._run(self._select, "SELECT at, listener, route, method, path, peer, status, reason,"
@@ -247,6 +377,14 @@ class SQLiteStore:
 
     def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return self._require_db().execute(sql, params).fetchall()
+
+
+def _event(row: Sequence[Any]) -> StoredEvent:
+    return StoredEvent(
+        id=row[0], provider=row[1], route=row[2], kind=row[3], dedup_key=row[4], payload=json.loads(row[5]),
+        received_at=row[6], peer=row[7], client=_identity(row[8:11]), verified_by=row[11], status=row[12],
+        attempts=row[13],
+    )
 
 
 def _identity_columns(client: ClientIdentity | None) -> tuple[str | None, str | None, str | None]:
