@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -19,15 +21,18 @@ from .devcerts import dev_config_text, make_dev_certs
 from .efi_certs import fetch_efi_chain
 from .errors import ReceiverError
 from .files import write_private
+from .forwarder import resolve_handlers
 from .probe import probe, sample_pix
 from .providers.efi import registration_url
 from .server import Receiver, serve_forever
-from .store import open_store
+from .events import StoredEvent
+from .store import Store, open_store
 from .tls import create_ssl_context, read_certificates
 
 __all__ = ["main"]
 
 EXIT_FAILURE, EXIT_CONFIG = 1, 2
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--config", type=Path, required=True)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--status", choices=["stored", "pending", "delivered", "dead"],
+                         help="delivery status (stored: not forwarded anywhere)")
+    listing.add_argument("--route", help="only events received on this route path")
     listing.set_defaults(func=_events_list)
+    show = events.add_parser("show", help="one event: payload and delivery attempts")
+    show.add_argument("event_id", metavar="ID")
+    show.add_argument("--config", type=Path, required=True)
+    show.set_defaults(func=_events_show)
+    replay = events.add_parser("replay", help="queue events for delivery again")
+    replay.add_argument("event_ids", metavar="ID", nargs="*")
+    replay.add_argument("--dead", action="store_true", help="every dead event (see --since)")
+    replay.add_argument("--since", help="with --dead: only events received at or after this ISO time")
+    replay.add_argument("--config", type=Path, required=True)
+    replay.set_defaults(func=_events_replay)
+
+    forward = commands.add_parser("forward", help="forwarding helpers").add_subparsers(dest="forward", required=True)
+    new_secret = forward.add_parser("new-secret", help="print a new Standard Webhooks signing secret (whsec_...)")
+    new_secret.set_defaults(func=_forward_new_secret)
 
     check_url = commands.add_parser("probe", help="check a receiver URL the way Efí does at registration")
     check_url.add_argument("url")
@@ -145,6 +167,7 @@ def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for listener in config.listeners:
         create_ssl_context(listener, str(config.source), config.listener_key(listener.name))  # proves cert, key and CA bundle load together
+    resolve_handlers(config)  # forward handlers import
     _print_summary(config)
     return 0
 
@@ -162,6 +185,11 @@ def _print_summary(config: Config) -> None:
         keys = f", pix_keys: {', '.join(route.pix_keys)}" if route.pix_keys else ""
         print(f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{keys}")
     print(f"store: SQLite {config.store.path}")
+    if config.forward.default is not None:
+        print(f"forward: {config.forward.default.describe()} (up to {config.forward.max_attempts} attempts)")
+    for route in config.routes:
+        if route.forward is not None:
+            print(f"forward {route.path}: {route.forward.describe()}")
 
 
 def _dev_certs(args: argparse.Namespace) -> int:
@@ -171,29 +199,75 @@ def _dev_certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _events_list(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+def _with_store(config: Config, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Run one operator action against the configured store (also while the server runs)."""
 
-    async def fetch() -> list:  # type: ignore[type-arg]
+    async def run() -> T:
         store = open_store(config.store)
         await store.open()
         try:
-            return await store.list_events(args.limit)
+            return await action(store)
         finally:
             await store.close()
 
-    for event in asyncio.run(fetch()):
+    return asyncio.run(run())
+
+
+def _event_json(event: StoredEvent) -> dict[str, object]:
+    return {
+        "id": event.id, "provider": event.provider, "route": event.route, "kind": event.kind,
+        "dedup_key": event.dedup_key, "received_at": event.received_at, "peer": event.peer,
+        "verified_by": event.verified_by, "status": event.status, "attempts": event.attempts,
+        "client_subject": event.client.subject if event.client else None,
+        "client_fingerprint": event.client.fingerprint if event.client else None,
+        "payload": event.payload,
+    }
+
+
+def _events_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    events = _with_store(config, lambda store: store.list_events(args.limit, args.status, args.route))
+    for event in events:
         if args.json:
-            print(json.dumps({
-                "id": event.id, "provider": event.provider, "route": event.route, "kind": event.kind,
-                "dedup_key": event.dedup_key, "received_at": event.received_at, "peer": event.peer,
-                "client_subject": event.client.subject if event.client else None,
-                "client_fingerprint": event.client.fingerprint if event.client else None,
-                "payload": event.payload,
-            }, ensure_ascii=False))
+            print(json.dumps(_event_json(event), ensure_ascii=False))
         else:
             client = event.client.subject if event.client else "-"
-            print(f"{event.received_at}  {event.id}  {event.provider}/{event.kind}  {event.route}  {event.dedup_key}  {client}")
+            print(f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}  {event.route}"
+                  f"  {event.dedup_key}  {client}")
+    return 0
+
+
+def _events_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    found = _with_store(config, lambda store: store.get_event(args.event_id))
+    if found is None:
+        print(f"mtls-receiver: no event {args.event_id}", file=sys.stderr)
+        return EXIT_FAILURE
+    event, attempts = found
+    print(json.dumps(_event_json(event), ensure_ascii=False, indent=2))
+    print(f"delivery attempts: {len(attempts)}")
+    for attempt in attempts:
+        outcome = f"HTTP {attempt.status_code}" if attempt.status_code is not None else "no HTTP answer"
+        error = f"  {attempt.error}" if attempt.error and attempt.status_code is None else ""
+        print(f"  #{attempt.number}  {attempt.at}  {outcome}  {attempt.duration_ms} ms{error}")
+    return 0
+
+
+def _events_replay(args: argparse.Namespace) -> int:
+    if bool(args.event_ids) == bool(args.dead) or (args.since and not args.dead):
+        print("mtls-receiver: give event IDs, or --dead [--since T]", file=sys.stderr)
+        return EXIT_CONFIG
+    config = load_config(args.config)
+    count = _with_store(config, lambda store: store.replay(args.event_ids, args.since, all_dead=args.dead))
+    print(f"queued {count} event(s) for delivery")
+    if not args.dead and count < len(args.event_ids):
+        print(f"mtls-receiver: {len(args.event_ids) - count} ID(s) not found", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def _forward_new_secret(args: argparse.Namespace) -> int:
+    print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
     return 0
 
 

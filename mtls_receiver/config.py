@@ -7,6 +7,7 @@ Every problem is reported as a :class:`ConfigError` naming the file, the key
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ from .signatures import SIGNED_PARTS, SignatureScheme, decode_secret
 __all__ = [
     "CLIENT_CERT_POLICIES",
     "Config",
+    "Destination",
+    "ForwardConfig",
     "ListenerConfig",
+    "RelayConfig",
     "RouteConfig",
     "StoreConfig",
     "load_config",
@@ -87,6 +91,7 @@ class RouteConfig:
     dedup: tuple[str, ...] = ()  # hmac: JSON pointers or "header:Name", joined into the dedup key
     event: str | None = None  # hmac: JSON pointer or "header:Name" naming the event type
     relay: RelayConfig | None = None  # pomelo authorizations: the application that answers
+    forward: Destination | None = None  # overrides [forward] for this route
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,31 @@ class RelayConfig:
     deadline: float = 2.5
     timeout_status: int = 200
     timeout_body: str = DEFAULT_TIMEOUT_BODY
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where accepted events go: an HTTP URL (signed deliveries) or a Python ``module:function``."""
+
+    url: str | None = None
+    handler: str | None = None
+
+    def describe(self) -> str:
+        return self.url or f"handler {self.handler}"
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """Delivery to the merchant's application: destination, signing secrets, retry policy."""
+
+    default: Destination | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # Standard Webhooks "whsec_..." secrets
+    concurrency: int = 4
+    timeout: float = 10.0
+    max_attempts: int = 15
+    max_age: float = 3 * 86400.0
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +142,12 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     routes: tuple[RouteConfig, ...]
     store: StoreConfig
+    forward: ForwardConfig = ForwardConfig()
+
+    def destination(self, route_path: str) -> Destination | None:
+        """Where events of the route at ``route_path`` are forwarded, if anywhere."""
+        route = next((r for r in self.routes if r.path == route_path and r.forward), None)
+        return route.forward if route else self.forward.default
 
     def listener_key(self, name: str) -> str:
         """The config key of a listener, ``listeners[N]``, for error messages."""
@@ -138,7 +174,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     """Validate an already-parsed TOML document; paths are relative to ``source``."""
     reader = _Reader(source)
-    reader.only_keys(raw, "", {"listeners", "routes", "store"})
+    reader.only_keys(raw, "", {"listeners", "routes", "store", "forward"})
     listeners = tuple(
         _listener(reader, item, f"listeners[{i}]")
         for i, item in enumerate(reader.table_list(raw, "listeners", required=True))
@@ -152,7 +188,48 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     store_raw = reader.table(raw, "store")
     reader.only_keys(store_raw, "store", {"path"})
     store = StoreConfig(path=reader.path(store_raw, "store", "path", default="inbox.db"))
-    return Config(source=source, listeners=listeners, routes=routes, store=store)
+    forward = _forward(reader, reader.table(raw, "forward"), routes)
+    return Config(source=source, listeners=listeners, routes=routes, store=store, forward=forward)
+
+
+def _forward(reader: _Reader, raw: Mapping[str, Any], routes: tuple[RouteConfig, ...]) -> ForwardConfig:
+    reader.only_keys(raw, "forward", {"url", "handler", "secrets", "concurrency", "timeout", "max_attempts",
+                                      "max_age", "backoff_base", "backoff_max"})
+    secrets = tuple(reader.secret_list(raw, "forward", "secrets"))
+    for i, secret in enumerate(secrets):
+        try:
+            if not secret.startswith("whsec_") or len(decode_secret(secret[6:], "base64")) < 16:
+                raise ValueError
+        except ValueError:
+            reader.fail(f"forward.secrets[{i}]", "must be 'whsec_' + base64 of at least 16 random bytes"
+                        " (make one: mtls-receiver forward new-secret)")
+    default = _destination(reader, raw, "forward", "url", "handler")
+    uses_url = (default and default.url) or any(r.forward and r.forward.url for r in routes)
+    if uses_url and not secrets:
+        reader.fail("forward.secrets", "needed to sign deliveries to a URL (make one: mtls-receiver forward new-secret)")
+    defaults = ForwardConfig()
+    return ForwardConfig(
+        default=default,
+        secrets=secrets,
+        concurrency=reader.integer(raw, "forward", "concurrency", default=defaults.concurrency, minimum=1),
+        timeout=reader.number(raw, "forward", "timeout", default=defaults.timeout, minimum=0.1),
+        max_attempts=reader.integer(raw, "forward", "max_attempts", default=defaults.max_attempts, minimum=1),
+        max_age=reader.number(raw, "forward", "max_age", default=defaults.max_age, minimum=1),
+        backoff_base=reader.number(raw, "forward", "backoff_base", default=defaults.backoff_base, minimum=0.01),
+        backoff_max=reader.number(raw, "forward", "backoff_max", default=defaults.backoff_max, minimum=0.01),
+    )
+
+
+def _destination(reader: _Reader, raw: Mapping[str, Any], key: str, url_key: str, handler_key: str) -> Destination | None:
+    url = reader.string(raw, key, url_key, default=None)
+    handler = reader.string(raw, key, handler_key, default=None)
+    if url is not None and handler is not None:
+        reader.fail(f"{key}.{handler_key}", f"give either {url_key} or {handler_key}, not both")
+    if url is not None and not url.startswith(("http://", "https://")):
+        reader.fail(f"{key}.{url_key}", f"must be an http:// or https:// URL, got {url!r}")
+    if handler is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", handler):
+        reader.fail(f"{key}.{handler_key}", f"must be 'module:function', got {handler!r}")
+    return Destination(url=url, handler=handler) if url or handler else None
 
 
 def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConfig:
@@ -185,7 +262,7 @@ def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConf
     )
 
 
-_COMMON_ROUTE_KEYS = {"path", "listener", "provider", "mode", "allow_ips", "tolerance"}
+_COMMON_ROUTE_KEYS = {"path", "listener", "provider", "mode", "allow_ips", "tolerance", "forward_url", "forward_handler"}
 _PROVIDER_ROUTE_KEYS = {
     "efi": {"pix_keys", "hmac_secrets"},
     "infi": {"secrets"},
@@ -211,7 +288,10 @@ def _route(
         reader.fail(f"{key}.listener", f"no listener named {listener!r} (have: {', '.join(listeners)})")
     mode = reader.choice(raw, key, "mode", PROVIDER_MODES[provider], default=PROVIDER_MODES[provider][0])
     tolerance = reader.integer(raw, key, "tolerance", default=None, minimum=1)
-    common = dict(path=path.rstrip("/") or "/", listener=listener, provider=provider, mode=mode, tolerance=tolerance)
+    common = dict(
+        path=path.rstrip("/") or "/", listener=listener, provider=provider, mode=mode, tolerance=tolerance,
+        forward=_destination(reader, raw, key, "forward_url", "forward_handler"),
+    )
     build = {"efi": _efi_route, "pomelo": _pomelo_route, "hmac": _generic_route}.get(provider, _signed_route)
     return build(reader, raw, key, common, listeners[listener])
 

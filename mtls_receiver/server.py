@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import aiohttp
@@ -16,8 +17,9 @@ from .addresses import client_address
 from .config import Config, ListenerConfig, RouteConfig
 from .errors import Refusal, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
+from .forwarder import Forwarder
 from .listener import TLSListener
-from .providers import verifier_for
+from .providers import verification_method, verifier_for
 from .relay import Relayer
 from .store import Receipt, Store, open_store
 from .tls import ClientIdentity, client_identity, create_ssl_context
@@ -42,6 +44,7 @@ class Receiver:
         self._runners: list[web.AppRunner] = []
         self._listeners: dict[str, TLSListener] = {}
         self._session: aiohttp.ClientSession | None = None
+        self.forwarder: Forwarder | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -52,6 +55,8 @@ class Receiver:
         await self.store.open()
         self._session = aiohttp.ClientSession()
         try:
+            self.forwarder = Forwarder(config, self.store, self._session)
+            await self.forwarder.start()
             for listener in config.listeners:
                 await self._start_listener(listener, contexts[listener.name])
         except BaseException:
@@ -61,9 +66,9 @@ class Receiver:
     async def _start_listener(self, config: ListenerConfig, context: object) -> None:
         runner = web.AppRunner(web.Application(), access_log=None, handle_signals=False)
         tls = TLSListener(config, context, lambda: runner.server())  # type: ignore[arg-type, misc]
-        assert self._session is not None
-        relayer = Relayer(self.store, self._session)
-        _add_routes(runner.app, tls, self.config.routes_for(config.name), self.store, relayer)
+        assert self._session is not None and self.forwarder is not None
+        shared = _Shared(self.config, self.store, Relayer(self.store, self._session), self.forwarder)
+        _add_routes(runner.app, tls, self.config.routes_for(config.name), shared)
         await runner.setup()
         self._runners.append(runner)
         await tls.start()
@@ -82,30 +87,43 @@ class Receiver:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.forwarder is not None:
+            await self.forwarder.stop()
+            self.forwarder = None
         if self._session is not None:
             await self._session.close()
             self._session = None
         await self.store.close()
 
 
-def _add_routes(
-    app: web.Application, tls: TLSListener, routes: tuple[RouteConfig, ...], store: Store, relayer: Relayer
-) -> None:
+@dataclass(frozen=True)
+class _Shared:
+    """What every route handler of a receiver uses."""
+
+    config: Config
+    store: Store
+    relayer: Relayer
+    forwarder: Forwarder
+
+
+def _add_routes(app: web.Application, tls: TLSListener, routes: tuple[RouteConfig, ...], shared: _Shared) -> None:
     for route in routes:
-        handler = _RouteHandler(tls, route, store, relayer).handle
+        handler = _RouteHandler(tls, route, shared).handle
         base = "" if route.path == "/" else route.path
         if base:
             app.router.add_route("*", base, handler)
         app.router.add_route("*", base + "/{tail:.*}", handler)
-    app.router.add_route("*", "/{anything:.*}", _RouteHandler(tls, _NO_ROUTE, store, relayer).handle)
+    app.router.add_route("*", "/{anything:.*}", _RouteHandler(tls, _NO_ROUTE, shared).handle)
 
 
 class _RouteHandler:
     """Reads the request, runs the route's verifier, stores, then answers."""
 
-    def __init__(self, tls: TLSListener, route: RouteConfig, store: Store, relayer: Relayer) -> None:
-        self.tls, self.listener, self.route, self.store, self.relayer = tls, tls.config, route, store, relayer
+    def __init__(self, tls: TLSListener, route: RouteConfig, shared: _Shared) -> None:
+        self.tls, self.listener, self.route = tls, tls.config, route
+        self.store, self.relayer, self.forwarder = shared.store, shared.relayer, shared.forwarder
         self.verify = verifier_for(route.provider)
+        self.forwarding = shared.config.destination(route.path) is not None
 
     async def handle(self, request: web.Request) -> web.Response:
         identity, transport_peer = self._transport_facts(request)
@@ -132,10 +150,13 @@ class _RouteHandler:
         )
         try:
             receipt = await self.store.record(
-                self.route.provider, self.route.path, verdict.events if verdict else (), audit
+                self.route.provider, self.route.path, verdict.events if verdict else (), audit,
+                verified_by=verification_method(self.route, identity), queue=self.forwarding,
             )
         except StoreUnavailable as exc:
             return _unavailable(self.route, peer, exc)
+        if receipt.stored and self.forwarding:
+            self.forwarder.wake()
         _log_request(audit, verdict, receipt, transport_peer)
         return answer
 

@@ -18,7 +18,16 @@ from .errors import Refusal
 if TYPE_CHECKING:  # events -> tls -> config -> signatures: only the type is needed here
     from .events import IncomingRequest
 
-__all__ = ["SIGNED_PARTS", "SignatureScheme", "check_timestamp", "decode_secret", "hmac_sha256", "verify_signature"]
+__all__ = [
+    "SIGNED_PARTS",
+    "SignatureScheme",
+    "check_timestamp",
+    "decode_secret",
+    "hmac_sha256",
+    "matches_any",
+    "standard_webhook_signature",
+    "verify_signature",
+]
 
 SIGNED_PARTS = ("timestamp", "body", "path")
 
@@ -101,3 +110,13 @@ def _part(name: str, timestamp: str | None, request: IncomingRequest) -> bytes:
     if name == "path":
         return request.path_qs.encode()
     return request.body
+
+
+def standard_webhook_signature(secrets: tuple[str, ...], msg_id: str, timestamp: int, body: bytes) -> str:
+    """``webhook-signature`` of the Standard Webhooks spec: ``v1,<base64>`` per secret, space-separated
+    (several while rotating), each over ``{id}.{timestamp}.{body}`` keyed by the base64 after ``whsec_``."""
+    message = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac_sha256(decode_secret(secret.removeprefix("whsec_"), "base64"), message)).decode()
+        for secret in secrets
+    )

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, Verdict
+from ..tls import ClientIdentity
 from . import efi, firebanking, generic, infi, pomelo
 
-__all__ = ["Verifier", "verifier_for"]
+__all__ = ["Verifier", "verification_method", "verifier_for"]
 
 Verifier = Callable[[RouteConfig, IncomingRequest], Verdict]
 
@@ -29,3 +30,12 @@ def _refuse_everything(route: RouteConfig, request: IncomingRequest) -> Verdict:
 def verifier_for(provider: str) -> Verifier:
     """The verification function for a provider; an unknown one refuses everything (fail closed)."""
     return _VERIFIERS.get(provider, _refuse_everything)
+
+
+def verification_method(route: RouteConfig, client: ClientIdentity | None) -> str:
+    """How the sender of an event was authenticated, as recorded with it and sent on."""
+    if route.provider != "efi":
+        return "hmac-signature"
+    if route.mode == "mtls":
+        return "mtls-client-certificate"
+    return "ip-allowlist+url-hmac" + ("+client-certificate" if client else "")

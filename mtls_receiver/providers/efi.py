@@ -117,7 +117,10 @@ def parse_notification(kind: str, body: bytes) -> tuple[NewEvent, ...]:
         if not isinstance(item, dict):
             raise Refusal(400, f"{list_key}[{index}] must be an object")
     if kind == "pix":
-        return tuple(NewEvent("pix", _pix_dedup_key(item, index), item) for index, item in enumerate(items))
+        return tuple(
+            NewEvent("pix", _pix_dedup_key(item, index), item, order_key=item["endToEndId"])
+            for index, item in enumerate(items)
+        )
     return tuple(NewEvent(kind, f"{kind}:{_content_hash(item)}", item) for item in items)
 
 

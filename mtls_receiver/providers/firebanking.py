@@ -47,4 +47,4 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     if not isinstance(data, dict) or data.get("id") is None:
         raise Refusal(400, "body must have a 'data' object with an 'id'")
     dedup = f"{event}:{data['id']}:{data.get('status')}"
-    return Verdict(kind=event, events=(NewEvent(event, dedup, body),), body=b"")
+    return Verdict(kind=event, events=(NewEvent(event, dedup, body, order_key=str(data["id"])),), body=b"")

@@ -39,4 +39,5 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     else:
         dedup = f"sha256:{content_digest(request.body)}"
     kind = str(request.header("X-Infi-Event") or body.get("event") or "event")
-    return Verdict(kind=kind, events=(NewEvent(kind, dedup, body),), body=b"")
+    order = str(body.get("transactionId") or dedup)  # a transaction's status changes arrive in order
+    return Verdict(kind=kind, events=(NewEvent(kind, dedup, body, order_key=order),), body=b"")

@@ -146,6 +146,9 @@ class SQLiteStore:
         db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
         self._db = db
         self._transaction(self._migrate)
+        # One process owns a SQLite inbox: leases left by a previous run (killed mid-delivery)
+        # are released at once instead of waiting for them to expire.
+        self._transaction(lambda conn: conn.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0"))
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Apply each missing migration in order, in one transaction."""
