@@ -11,6 +11,7 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from .files import write_private
 from .forwarder import resolve_handlers
 from .probe import probe, sample_pix
 from .providers.efi import registration_url
-from .server import Receiver, serve_forever
+from .server import Receiver, serve_forever, warn_expiring
 from .events import StoredEvent
 from .store import Store, open_store
 from .tls import create_ssl_context, read_certificates
@@ -37,11 +38,10 @@ T = TypeVar("T")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)  # stderr: journald takes it as it is
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler], force=True)
     try:
         return int(args.func(args) or 0)
     except ReceiverError as exc:
@@ -51,10 +51,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtls-receiver", description="Webhook receiver for Brazilian PSPs (Efí mTLS).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text (default) or one JSON object per line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the receiver")
@@ -169,6 +186,8 @@ def _check_config(args: argparse.Namespace) -> int:
         create_ssl_context(listener, str(config.source), config.listener_key(listener.name))  # proves cert, key and CA bundle load together
     resolve_handlers(config)  # forward handlers import
     _print_summary(config)
+    for warning in warn_expiring(config):
+        print(f"WARNING: {warning}")
     return 0
 
 

@@ -21,6 +21,7 @@ from .signatures import SIGNED_PARTS, SignatureScheme, decode_secret
 __all__ = [
     "CLIENT_CERT_POLICIES",
     "Config",
+    "AdminConfig",
     "Destination",
     "ForwardConfig",
     "ListenerConfig",
@@ -130,6 +131,15 @@ class ForwardConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The plain-HTTP admin listener (/metrics, /healthz, /readyz): loopback by default."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """Where events and audit rows go (SQLite file by default)."""
 
@@ -143,6 +153,7 @@ class Config:
     routes: tuple[RouteConfig, ...]
     store: StoreConfig
     forward: ForwardConfig = ForwardConfig()
+    admin: AdminConfig = AdminConfig()
 
     def destination(self, route_path: str) -> Destination | None:
         """Where events of the route at ``route_path`` are forwarded, if anywhere."""
@@ -174,7 +185,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     """Validate an already-parsed TOML document; paths are relative to ``source``."""
     reader = _Reader(source)
-    reader.only_keys(raw, "", {"listeners", "routes", "store", "forward"})
+    reader.only_keys(raw, "", {"listeners", "routes", "store", "forward", "admin"})
     listeners = tuple(
         _listener(reader, item, f"listeners[{i}]")
         for i, item in enumerate(reader.table_list(raw, "listeners", required=True))
@@ -189,7 +200,17 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     reader.only_keys(store_raw, "store", {"path"})
     store = StoreConfig(path=reader.path(store_raw, "store", "path", default="inbox.db"))
     forward = _forward(reader, reader.table(raw, "forward"), routes)
-    return Config(source=source, listeners=listeners, routes=routes, store=store, forward=forward)
+    return Config(source=source, listeners=listeners, routes=routes, store=store, forward=forward,
+                  admin=_admin(reader, reader.table(raw, "admin")))
+
+
+def _admin(reader: _Reader, raw: Mapping[str, Any]) -> AdminConfig:
+    reader.only_keys(raw, "admin", {"address", "enabled"})
+    enabled = reader.boolean(raw, "admin", "enabled", default=True)
+    if "address" not in raw:
+        return AdminConfig(enabled=enabled)
+    host, port = _address(reader, raw, "admin")
+    return AdminConfig(host=host, port=port, enabled=enabled)
 
 
 def _forward(reader: _Reader, raw: Mapping[str, Any], routes: tuple[RouteConfig, ...]) -> ForwardConfig:

@@ -79,4 +79,7 @@ mode = "mtls"
 
 [store]
 path = "inbox.db"
+
+[admin]
+address = "127.0.0.1:{0 if port == 0 else 9464}"   # /metrics, /healthz, /readyz (plain HTTP, loopback)
 """

@@ -21,9 +21,10 @@ from typing import Any
 import aiohttp
 
 from . import __version__
-from .config import Config, Destination
+from .config import Config, Destination, ForwardConfig
 from .errors import ConfigError, StoreUnavailable
 from .events import DeliveryAttempt, StoredEvent
+from .metrics import Metrics
 from .signatures import standard_webhook_signature
 from .store import Store
 
@@ -82,13 +83,18 @@ def envelope_bytes(event: StoredEvent) -> bytes:
 
 
 class Forwarder:
-    def __init__(self, config: Config, store: Store, session: aiohttp.ClientSession) -> None:
-        self.config, self.store, self.session = config, store, session
-        self.policy = config.forward
+    def __init__(
+        self, config: Config, store: Store, session: aiohttp.ClientSession, metrics: Metrics | None = None
+    ) -> None:
+        self.config, self.store, self.session, self.metrics = config, store, session, metrics
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def policy(self) -> ForwardConfig:
+        return self.config.forward  # the config is replaced on reload
 
     @property
     def enabled(self) -> bool:
@@ -150,6 +156,8 @@ class Forwarder:
             log.error("could not record delivery of %s: %s", event.id, exc)
             return
         self._log(event, destination, attempt, outcome, next_at)
+        if self.metrics is not None:
+            self.metrics.deliveries.labels("retry" if outcome == "pending" else outcome).inc()
 
     async def _attempt(self, destination: Destination | None, event: StoredEvent) -> tuple[int | None, str]:
         """One try: (HTTP status or None, error text; empty when delivered)."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from .addresses import canonical_ip, in_networks
 from .config import ListenerConfig
 from .proxy_protocol import ProxyProtocolError, read_header
+from .tls import ClientTrust
 
 __all__ = ["TLSListener"]
 
@@ -32,24 +33,40 @@ class TLSListener:
         config: ListenerConfig,
         context: ssl.SSLContext,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
+        inherited: socket.socket | None = None,
+        on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.config = config
-        self.context = context
+        self.context = context  # replaced on reload: each handshake uses the current one
+        self.trust = ClientTrust(config)
         self._factory = protocol_factory
+        self._inherited = inherited
+        self._on_refused = on_refused
         self._socket: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
         self._sources: weakref.WeakKeyDictionary[asyncio.BaseTransport, str] = weakref.WeakKeyDictionary()
 
     async def start(self) -> None:
+        self._socket = self._inherited or self._bind()
+        self._socket.setblocking(False)
+        self._accepting = asyncio.create_task(self._accept_loop(self._socket), name=f"accept-{self.config.name}")
+
+    def _bind(self) -> socket.socket:
         host = self.config.host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         dualstack = host == "::" and socket.has_dualstack_ipv6()  # "[::]:443" also takes IPv4, as ::ffff:a.b.c.d
-        self._socket = socket.create_server(
-            (host, self.config.port), family=family, backlog=1024, dualstack_ipv6=dualstack
-        )
-        self._socket.setblocking(False)
-        self._accepting = asyncio.create_task(self._accept_loop(self._socket), name=f"accept-{self.config.name}")
+        return socket.create_server((host, self.config.port), family=family, backlog=1024, dualstack_ipv6=dualstack)
+
+    def swap(self, config: ListenerConfig, context: ssl.SSLContext) -> None:
+        """New TLS material for new handshakes; the socket and open connections stay as they are."""
+        self.config, self.context, self.trust = config, context, ClientTrust(config)
+
+    def still_trusted(self, ssl_object: ssl.SSLObject | None, der: bytes) -> bool:
+        """A connection handshaken before a reload is checked against the trust in force now."""
+        if ssl_object is None or ssl_object.context is self.context:
+            return True
+        return self.trust.trusts(der)
 
     @property
     def port(self) -> int:
@@ -104,6 +121,7 @@ class TLSListener:
             conn.close()
             reason = f"timed out after {HANDSHAKE_TIMEOUT:g}s" if isinstance(exc, TimeoutError) else _reason(exc)
             log.warning("refused listener=%s %s peer=%s reason=%r", self.config.name, step, peer, reason)
+            self._on_refused("timeout" if isinstance(exc, TimeoutError) else reason if step == "TLS handshake" else "proxy header")
             return
         if source is not None:
             self._sources[transport] = source

@@ -1,32 +1,38 @@
-"""The aiohttp side: one app per listener, one handler per route, store before answer."""
+"""The running receiver: TLS listeners, one aiohttp app each, store before answer, reload, stop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import socket
+import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import aiohttp
 from aiohttp import web
 
 from .addresses import client_address
-from .config import Config, ListenerConfig, RouteConfig
-from .errors import Refusal, StoreUnavailable
+from .config import Config, ListenerConfig, RouteConfig, load_config
+from .errors import ReceiverError, Refusal, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
 from .forwarder import Forwarder
 from .listener import TLSListener
+from .metrics import Metrics, admin_app, refusal_class
 from .providers import verification_method, verifier_for
 from .relay import Relayer
 from .store import Receipt, Store, open_store
-from .tls import ClientIdentity, client_identity, create_ssl_context
+from .systemd import Notifier, listen_sockets
+from .tls import ClientIdentity, client_identity, create_ssl_context, read_certificates
 
-__all__ = ["Receiver", "serve_forever", "utc_now"]
+__all__ = ["EXPIRY_WARNING_DAYS", "Receiver", "serve_forever", "utc_now"]
 
 log = logging.getLogger("mtls_receiver")
+
+EXPIRY_WARNING_DAYS = 21
+SHUTDOWN_GRACE = 15.0  # seconds in-flight requests get to finish on SIGTERM
 
 _NO_ROUTE = RouteConfig(path="-", listener="-", provider="-", mode="-")
 
@@ -36,57 +42,135 @@ def utc_now() -> str:
 
 
 class Receiver:
-    """Everything ``serve`` runs: the store plus one TLS listener and aiohttp app per listener."""
+    """Everything ``serve`` runs: the store, the forwarder, one TLS listener per listener, the admin port."""
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         self.store = store or open_store(config.store)
+        self.metrics = Metrics()
         self._runners: list[web.AppRunner] = []
         self._listeners: dict[str, TLSListener] = {}
+        self._admin: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.forwarder: Forwarder | None = None
+        self.relayer: Relayer | None = None
 
-    async def start(self) -> None:
-        config = self.config
-        contexts = {
-            lst.name: create_ssl_context(lst, str(config.source), config.listener_key(lst.name))
-            for lst in config.listeners
-        }
+    async def start(self, inherited: dict[str, socket.socket] | None = None) -> None:
+        contexts = self._contexts(self.config)
         await self.store.open()
         self._session = aiohttp.ClientSession()
         try:
-            self.forwarder = Forwarder(config, self.store, self._session)
+            self.forwarder = Forwarder(self.config, self.store, self._session, self.metrics)
+            self.relayer = Relayer(self.store, self._session)
             await self.forwarder.start()
-            for listener in config.listeners:
-                await self._start_listener(listener, contexts[listener.name])
+            sockets = _match_sockets(self.config, inherited or {})
+            for listener in self.config.listeners:
+                await self._start_listener(listener, contexts[listener.name], sockets.get(listener.name))
+            await self._start_admin()
         except BaseException:
             await self.stop()
             raise
+        self.metrics.certificates(self.config)
+        warn_expiring(self.config)
 
-    async def _start_listener(self, config: ListenerConfig, context: object) -> None:
-        runner = web.AppRunner(web.Application(), access_log=None, handle_signals=False)
-        tls = TLSListener(config, context, lambda: runner.server())  # type: ignore[arg-type, misc]
-        assert self._session is not None and self.forwarder is not None
-        shared = _Shared(self.config, self.store, Relayer(self.store, self._session), self.forwarder)
-        _add_routes(runner.app, tls, self.config.routes_for(config.name), shared)
+    @staticmethod
+    def _contexts(config: Config) -> dict[str, ssl.SSLContext]:
+        return {
+            lst.name: create_ssl_context(lst, str(config.source), config.listener_key(lst.name))
+            for lst in config.listeners
+        }
+
+    async def _start_listener(self, config: ListenerConfig, context: ssl.SSLContext, sock: socket.socket | None) -> None:
+        runner = web.AppRunner(web.Application(), access_log=None, handle_signals=False,
+                               shutdown_timeout=SHUTDOWN_GRACE)
+        failures = self.metrics.handshake_failures
+        tls = TLSListener(config, context, lambda: runner.server(), sock,  # type: ignore[arg-type, misc]
+                          on_refused=lambda reason: failures.labels(config.name, reason).inc())
+        for route in self.config.routes_for(config.name):
+            handler = _RouteHandler(self, tls, route).handle
+            base = "" if route.path == "/" else route.path
+            if base:
+                runner.app.router.add_route("*", base, handler)
+            runner.app.router.add_route("*", base + "/{tail:.*}", handler)
+        runner.app.router.add_route("*", "/{anything:.*}", _RouteHandler(self, tls, _NO_ROUTE).handle)
         await runner.setup()
         self._runners.append(runner)
         await tls.start()
         self._listeners[config.name] = tls
-        log.info("listening on https://%s (%s, client certs %s)", tls.shown_address, config.name, config.client_certs)
+        how = "inherited socket" if sock else "bound"
+        log.info("listening on https://%s (%s, client certs %s, %s)", tls.shown_address, config.name,
+                 config.client_certs, how)
+
+    async def _start_admin(self) -> None:
+        admin = self.config.admin
+        if not admin.enabled:
+            return
+        self._admin = web.AppRunner(admin_app(self.metrics, self._refresh_metrics, self.ready), access_log=None,
+                                    handle_signals=False)
+        await self._admin.setup()
+        await web.TCPSite(self._admin, admin.host, admin.port).start()
+        log.info("admin (metrics, health) on http://%s:%d", admin.host, self.admin_port)
+
+    @property
+    def admin_port(self) -> int:
+        assert self._admin is not None, "admin listener disabled"
+        return int(self._admin.addresses[0][1])
+
+    async def _refresh_metrics(self) -> None:
+        try:
+            stats = await self.store.stats()
+        except StoreUnavailable:
+            return
+        self.metrics.events.set(stats.get("events", 0))
+        for status in ("pending", "delivered", "dead"):
+            self.metrics.outbox.labels(status).set(stats.get(status, 0))
+
+    async def ready(self) -> bool:
+        """Listening and the store can take a write."""
+        return bool(self._listeners) and await self.store.check_writable()
 
     def port(self, listener: str | None = None) -> int:
         """The bound port of a listener (useful when the config asked for port 0)."""
-        name = listener or self.config.listeners[0].name
-        return self._listeners[name].port
+        return self._listeners[listener or self.config.listeners[0].name].port
+
+    def route(self, listener: str, path: str) -> RouteConfig:
+        """The route in force now (a reload may have changed its settings)."""
+        return next(r for r in self.config.routes if r.listener == listener and r.path == path)
+
+    async def reload(self) -> bool:
+        """Re-read the config and TLS material; apply to new handshakes, or keep the old and say why."""
+        try:
+            config = load_config(self.config.source)
+            _check_reloadable(self.config, config)
+            contexts = self._contexts(config)
+        except ReceiverError as exc:
+            log.error("reload rejected, still serving the previous configuration: %s", exc)
+            return False
+        for listener in config.listeners:
+            self._listeners[listener.name].swap(listener, contexts[listener.name])
+        self.config = config
+        if self.forwarder is not None:
+            self.forwarder.config = config
+        self.metrics.certificates(config)
+        warn_expiring(config)
+        log.info("reloaded %s", config.source)
+        return True
+
+    def summary(self) -> str:
+        addresses = ", ".join(tls.shown_address for tls in self._listeners.values())
+        return f"listening on {addresses}; {len(self.config.routes)} route(s)"
 
     async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close the store."""
         for tls in self._listeners.values():
             await tls.stop()
         self._listeners.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self._admin is not None:
+            await self._admin.cleanup()
+            self._admin = None
         if self.forwarder is not None:
             await self.forwarder.stop()
             self.forwarder = None
@@ -96,46 +180,70 @@ class Receiver:
         await self.store.close()
 
 
-@dataclass(frozen=True)
-class _Shared:
-    """What every route handler of a receiver uses."""
+def _match_sockets(config: Config, inherited: dict[str, socket.socket]) -> dict[str, socket.socket]:
+    """Socket-activation sockets by listener name; a single unnamed one serves a single listener."""
+    names = {listener.name for listener in config.listeners}
+    matched = {name: sock for name, sock in inherited.items() if name in names}
+    if not matched and len(inherited) == 1 and len(names) == 1:
+        matched = {next(iter(names)): next(iter(inherited.values()))}
+    for name in set(inherited) - set(matched):
+        if inherited[name] not in matched.values():
+            log.warning("socket %r passed by systemd matches no listener (FileDescriptorName= must be a listener name)", name)
+    return matched
 
-    config: Config
-    store: Store
-    relayer: Relayer
-    forwarder: Forwarder
+
+def _check_reloadable(old: Config, new: Config) -> None:
+    """Listeners' addresses and the set of routes are bound at start; everything else reloads."""
+    if [(lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in old.listeners] != [
+        (lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in new.listeners
+    ]:
+        raise ReceiverError(f"{new.source}: listeners' names, addresses or proxy_protocol changed: restart to apply")
+    if sorted((r.listener, r.path) for r in old.routes) != sorted((r.listener, r.path) for r in new.routes):
+        raise ReceiverError(f"{new.source}: routes were added or removed: restart to apply")
 
 
-def _add_routes(app: web.Application, tls: TLSListener, routes: tuple[RouteConfig, ...], shared: _Shared) -> None:
-    for route in routes:
-        handler = _RouteHandler(tls, route, shared).handle
-        base = "" if route.path == "/" else route.path
-        if base:
-            app.router.add_route("*", base, handler)
-        app.router.add_route("*", base + "/{tail:.*}", handler)
-    app.router.add_route("*", "/{anything:.*}", _RouteHandler(tls, _NO_ROUTE, shared).handle)
+def warn_expiring(config: Config, days: int = EXPIRY_WARNING_DAYS) -> list[str]:
+    """Log (and return) a warning for every server certificate expiring within ``days``."""
+    warnings = []
+    now = datetime.now(timezone.utc)
+    for listener in config.listeners:
+        leaf = read_certificates(listener.cert)[0]
+        left = (leaf.not_after - now).total_seconds() / 86400
+        if left < days:
+            state = "EXPIRED" if left < 0 else f"expires in {left:.0f} days"
+            warnings.append(f"server certificate of listener {listener.name!r} ({listener.cert}) {state}"
+                            f" on {leaf.not_after:%Y-%m-%d}")
+            log.warning(warnings[-1])
+    return warnings
 
 
 class _RouteHandler:
     """Reads the request, runs the route's verifier, stores, then answers."""
 
-    def __init__(self, tls: TLSListener, route: RouteConfig, shared: _Shared) -> None:
-        self.tls, self.listener, self.route = tls, tls.config, route
-        self.store, self.relayer, self.forwarder = shared.store, shared.relayer, shared.forwarder
+    def __init__(self, receiver: Receiver, tls: TLSListener, route: RouteConfig) -> None:
+        self.receiver, self.tls, self.path = receiver, tls, route.path
+        self.fixed = route if route is _NO_ROUTE else None
         self.verify = verifier_for(route.provider)
-        self.forwarding = shared.config.destination(route.path) is not None
+
+    @property
+    def route(self) -> RouteConfig:
+        return self.fixed or self.receiver.route(self.tls.config.name, self.path)
 
     async def handle(self, request: web.Request) -> web.Response:
-        identity, transport_peer = self._transport_facts(request)
+        started = time.perf_counter()
+        route = self.route
+        identity, der, transport_peer = self._transport_facts(request)
         peer = Peer(transport_peer, identity)
         verdict: Verdict | None = None
         try:
-            if self.route is _NO_ROUTE:
+            if route is _NO_ROUTE:
                 raise Refusal(404, "not found")
-            peer = Peer(client_address(transport_peer, request.headers, self.listener.trusted_proxies), identity)
+            if der and not self.tls.still_trusted(request.transport.get_extra_info("ssl_object"), der):  # type: ignore[union-attr]
+                raise Refusal(403, "certificate: no longer trusted after a configuration reload")
+            peer = Peer(client_address(transport_peer, request.headers, self.tls.config.trusted_proxies), identity)
             incoming = _incoming(request, await request.read(), peer)
-            verdict = self.verify(self.route, incoming)
-            status, reason, answer = await self._answer(incoming, verdict)
+            verdict = self.verify(route, incoming)
+            status, reason, answer = await self._answer(route, incoming, verdict)
         except Refusal as refusal:
             status, reason = refusal.status, refusal.reason
             answer = web.Response(status=status, text=reason + "\n")
@@ -143,41 +251,57 @@ class _RouteHandler:
             status, reason = exc.status, exc.reason
             answer = web.Response(status=status, text=reason + "\n")
         except StoreUnavailable as exc:
-            return _unavailable(self.route, peer, exc)
+            return self._unavailable(route, peer, exc)
         audit = AuditRecord(
-            at=utc_now(), listener=self.listener.name, route=self.route.path, method=request.method,
+            at=utc_now(), listener=self.tls.config.name, route=route.path, method=request.method,
             path=request.path, peer=peer.address, status=status, reason=reason, client=identity,
         )
+        forwarding = self.receiver.config.destination(route.path) is not None
         try:
-            receipt = await self.store.record(
-                self.route.provider, self.route.path, verdict.events if verdict else (), audit,
-                verified_by=verification_method(self.route, identity), queue=self.forwarding,
+            receipt = await self.receiver.store.record(
+                route.provider, route.path, verdict.events if verdict else (), audit,
+                verified_by=verification_method(route, identity), queue=forwarding,
             )
         except StoreUnavailable as exc:
-            return _unavailable(self.route, peer, exc)
-        if receipt.stored and self.forwarding:
-            self.forwarder.wake()
+            return self._unavailable(route, peer, exc)
+        if receipt.stored and forwarding and self.receiver.forwarder is not None:
+            self.receiver.forwarder.wake()
+        self._count(route, verdict, status, reason, time.perf_counter() - started)
         _log_request(audit, verdict, receipt, transport_peer)
         return answer
 
-    async def _answer(self, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, web.Response]:
+    async def _answer(self, route: RouteConfig, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, web.Response]:
         """The response for an accepted request; a relayed one is answered by the application."""
         if verdict.relay is None:
             response = web.Response(status=verdict.status, body=verdict.body, content_type="text/plain")
             return verdict.status, f"accepted {verdict.kind}", response
-        relayed = await self.relayer.answer(self.route, incoming, verdict.relay)
+        assert self.receiver.relayer is not None
+        relayed = await self.receiver.relayer.answer(route, incoming, verdict.relay)
         return relayed.status, relayed.reason, web.Response(status=relayed.status, body=relayed.body, headers=relayed.headers)
 
-    def _transport_facts(self, request: web.Request) -> tuple[ClientIdentity | None, str]:
-        """The verified client certificate, and the peer address (the PROXY header's, if one came)."""
+    def _count(self, route: RouteConfig, verdict: Verdict | None, status: int, reason: str, seconds: float) -> None:
+        metrics = self.receiver.metrics
+        metrics.requests.labels(route.path, route.provider, "accepted" if verdict else "refused").inc()
+        metrics.latency.labels(route.path).observe(seconds)
+        if verdict is None:
+            metrics.refusals.labels(route.path, refusal_class(status, reason)).inc()
+
+    def _unavailable(self, route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> web.Response:
+        """Nothing is acknowledged unless stored: the sender is told to retry."""
+        self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
+        log.error("route=%s status=503 reason=%r peer=%s", route.path, f"store unavailable: {exc}", peer.address)
+        return web.Response(status=503, text="store unavailable, retry later\n", headers={"Retry-After": "5"})
+
+    def _transport_facts(self, request: web.Request) -> tuple[ClientIdentity | None, bytes | None, str]:
+        """The verified client certificate (parsed and DER), and the peer (the PROXY header's, if one came)."""
         transport = request.transport
         if transport is None:
-            return None, "unknown"
+            return None, None, "unknown"
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         peername = transport.get_extra_info("peername")
         address = self.tls.source_address(transport) or (str(peername[0]) if peername else "unknown")
-        return (client_identity(der) if der else None), address
+        return (client_identity(der) if der else None), der, address
 
 
 def _incoming(request: web.Request, body: bytes, peer: Peer) -> IncomingRequest:
@@ -191,12 +315,6 @@ def _incoming(request: web.Request, body: bytes, peer: Peer) -> IncomingRequest:
         now=time.time(),
         raw_target=request.raw_path,
     )
-
-
-def _unavailable(route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> web.Response:
-    """Nothing is acknowledged unless stored: the sender is told to retry."""
-    log.error("route=%s status=503 reason=%r peer=%s", route.path, f"store unavailable: {exc}", peer.address)
-    return web.Response(status=503, text="store unavailable, retry later\n", headers={"Retry-After": "5"})
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:
@@ -216,17 +334,38 @@ def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, 
 
 
 async def serve_forever(config: Config, announce: Callable[[Receiver], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then close listeners and the store cleanly."""
+    """Run until SIGINT/SIGTERM (SIGHUP reloads), telling systemd what happens when it asks to know."""
+    notifier = Notifier()
     receiver = Receiver(config)
-    await receiver.start()
+    await receiver.start(listen_sockets())
     stop = asyncio.Event()
+    reloads: asyncio.Queue[None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+    notifier.send("READY=1", f"STATUS={receiver.summary()}")
+    notifier.start_watchdog()
     if announce is not None:
         announce(receiver)
+    reloader = asyncio.create_task(_reload_on_signal(receiver, reloads, notifier))
     try:
         await stop.wait()
     finally:
-        log.info("stopping")
+        notifier.send("STOPPING=1", "STATUS=stopping: finishing requests in flight")
+        log.info("stopping: finishing requests in flight (up to %gs)", SHUTDOWN_GRACE)
+        reloader.cancel()
         await receiver.stop()
+        notifier.close()
+        log.info("stopped")
+
+
+async def _reload_on_signal(receiver: Receiver, reloads: "asyncio.Queue[None]", notifier: Notifier) -> None:
+    while True:
+        await reloads.get()
+        monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading")
+        ok = await receiver.reload()
+        status = receiver.summary() if ok else "reload rejected (see log); serving the previous configuration"
+        notifier.send("READY=1", f"STATUS={status}")
+

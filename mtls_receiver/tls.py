@@ -6,16 +6,18 @@ import functools
 import hashlib
 import ssl
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from .config import ListenerConfig
 from .errors import ConfigError
 
 __all__ = [
     "CertSummary",
+    "ClientTrust",
     "ClientIdentity",
     "client_identity",
     "create_ssl_context",
@@ -28,6 +30,7 @@ _VERIFY_MODES = {
     "none": ssl.CERT_NONE,
 }
 _MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+MAX_CHAIN_DEPTH = 8
 
 
 def create_ssl_context(
@@ -102,3 +105,45 @@ def read_certificates(path: Path) -> list[CertSummary]:
         )
         for cert in certs
     ]
+
+
+class ClientTrust:
+    """The current client-CA trust, to re-check certificates of connections made before a reload.
+
+    A connection keeps the context it was handshaken with; after a reload removes a CA,
+    requests on such a connection are checked again here, so the old trust never lingers.
+    """
+
+    def __init__(self, listener: ListenerConfig) -> None:
+        self._anchors: list[x509.Certificate] = []
+        if listener.client_ca is not None and listener.client_certs != "none":
+            self._anchors = x509.load_pem_x509_certificates(listener.client_ca.read_bytes())
+        self._verdicts: dict[bytes, bool] = {}
+
+    def trusts(self, der: bytes) -> bool:
+        if der not in self._verdicts:
+            self._verdicts[der] = self._verify(der)
+        return self._verdicts[der]
+
+    def _verify(self, der: bytes) -> bool:
+        """Leaf dates, then signatures up through the bundle to a self-signed anchor in it."""
+        now = datetime.now(timezone.utc)
+        cert = x509.load_der_x509_certificate(der)
+        for _ in range(MAX_CHAIN_DEPTH):
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                return False
+            issuer = next((ca for ca in self._anchors if ca.subject == cert.issuer and _signed_by(cert, ca)), None)
+            if issuer is None:
+                return False
+            if issuer.subject == issuer.issuer:
+                return _signed_by(issuer, issuer) and issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc
+            cert = issuer
+        return False
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

@@ -85,7 +85,7 @@ def config_text(pki: Pki, *, client_certs: str = "required", port: int = 0, rout
         f'[[listeners]]\nname = "main"\naddress = "{host}:{port}"\n'
         f'cert = "{pki.server_cert}"\nkey = "{pki.server_key}"\n'
         f'client_certs = "{client_certs}"\nclient_ca = "{pki.client_ca}"\nmin_tls = "{min_tls}"\n{listener_extra}\n'
-        f"{routes}\n[store]\npath = \"{store}\"\n"
+        f"{routes}\n[store]\npath = \"{store}\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n"
     )
 
 

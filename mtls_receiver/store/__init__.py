@@ -75,6 +75,12 @@ class Store(Protocol):
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]: ...
 
+    async def stats(self) -> dict[str, int]:
+        """``events`` (inbox size) and the outbox count per status."""
+        ...
+
+    async def check_writable(self) -> bool: ...
+
 
 def open_store(config: StoreConfig) -> Store:
     """The backend for a store config (not yet opened)."""

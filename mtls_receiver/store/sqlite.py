@@ -352,6 +352,20 @@ class SQLiteStore:
 
     # --- reading -------------------------------------------------------------------------------
 
+    async def stats(self) -> dict[str, int]:
+        """Inbox size and outbox depth by status, for metrics."""
+        rows = await self._run(self._select, "SELECT 'events', COUNT(*) FROM events UNION ALL"
+                               " SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        return {name: count for name, count in rows}
+
+    async def check_writable(self) -> bool:
+        """Can a write transaction start now (file writable, lock obtainable)?"""
+        try:
+            await self._run(self._transaction, lambda db: db.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)"))
+        except StoreUnavailable:
+            return False
+        return True
+
     async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]:
         where, params = ["1 = 1"], []
         if status is not None:

@@ -1,0 +1,86 @@
+"""Prometheus metrics and the admin endpoints (/metrics, /healthz, /readyz), never on a public port."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .config import Config
+from .tls import read_certificates
+
+__all__ = ["Metrics", "admin_app", "refusal_class"]
+
+_STATUS_CLASSES = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found",
+                   405: "method not allowed", 413: "body too large", 415: "unsupported media type"}
+
+
+def refusal_class(status: int, reason: str) -> str:
+    """A bounded label for a refusal: the check that failed (``allowlist``, ``hmac``...) or the status."""
+    prefix, sep, _ = reason.partition(":")
+    if sep and re.fullmatch(r"[a-z -]{2,20}", prefix):
+        return prefix
+    return _STATUS_CLASSES.get(status, str(status))
+
+
+class Metrics:
+    """One registry per receiver (tests run several in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("mtls_receiver_requests", "Requests answered, by route, provider and outcome.",
+                                ["route", "provider", "outcome"], registry=registry)
+        self.refusals = Counter("mtls_receiver_refusals", "Refused requests, by route and reason.",
+                                ["route", "reason"], registry=registry)
+        self.latency = Histogram("mtls_receiver_request_duration_seconds", "Time from request to answer.",
+                                 ["route"], registry=registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.handshake_failures = Counter("mtls_receiver_tls_handshake_failures",
+                                          "Refused or failed TLS handshakes, by listener and reason.",
+                                          ["listener", "reason"], registry=registry)
+        self.deliveries = Counter("mtls_receiver_delivery_attempts", "Forwarding attempts, by outcome.",
+                                  ["outcome"], registry=registry)
+        self.events = Gauge("mtls_receiver_inbox_events", "Events in the inbox.", registry=registry)
+        self.outbox = Gauge("mtls_receiver_outbox_events", "Events by delivery status.", ["status"], registry=registry)
+        self.expiry = Gauge("mtls_receiver_certificate_expiry_days", "Days until a certificate expires.",
+                            ["listener", "kind", "subject"], registry=registry)
+
+    def certificates(self, config: Config) -> None:
+        """(Re)set the expiry gauges from the files the config names."""
+        self.expiry.clear()
+        now = datetime.now(timezone.utc)
+        for listener in config.listeners:
+            files = [("server", listener.cert)]
+            if listener.client_ca is not None and listener.client_certs != "none":
+                files.append(("client_ca", listener.client_ca))
+            for kind, path in files:
+                for cert in read_certificates(path):
+                    days = (cert.not_after - now).total_seconds() / 86400
+                    self.expiry.labels(listener.name, kind, cert.subject).set(round(days, 2))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def admin_app(metrics: Metrics, refresh: Callable[[], Awaitable[None]], ready: Callable[[], Awaitable[bool]]) -> web.Application:
+    async def get_metrics(request: web.Request) -> web.Response:
+        await refresh()
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if await ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
