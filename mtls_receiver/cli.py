@@ -25,7 +25,7 @@ from .files import write_private
 from .forwarder import resolve_handlers
 from .probe import probe, sample_pix
 from .providers.efi import registration_url
-from .server import Receiver, serve_forever, warn_expiring
+from .server import Receiver, serve_forever, expiry_warnings
 from .events import StoredEvent
 from .store import Store, open_store
 from .tls import create_ssl_context, read_certificates
@@ -186,7 +186,7 @@ def _check_config(args: argparse.Namespace) -> int:
         create_ssl_context(listener, str(config.source), config.listener_key(listener.name))  # proves cert, key and CA bundle load together
     resolve_handlers(config)  # forward handlers import
     _print_summary(config)
-    for warning in warn_expiring(config):
+    for warning in expiry_warnings(config):
         print(f"WARNING: {warning}")
     return 0
 

@@ -48,19 +48,25 @@ class Metrics:
         self.outbox = Gauge("mtls_receiver_outbox_events", "Events by delivery status.", ["status"], registry=registry)
         self.expiry = Gauge("mtls_receiver_certificate_expiry_days", "Days until a certificate expires.",
                             ["listener", "kind", "subject"], registry=registry)
+        self._expiry_dates: list[tuple[tuple[str, str, str], datetime]] = []
 
     def certificates(self, config: Config) -> None:
-        """(Re)set the expiry gauges from the files the config names."""
-        self.expiry.clear()
-        now = datetime.now(timezone.utc)
+        """Remember every certificate's expiry date (at start and reload); days are computed per scrape."""
+        dates = []
         for listener in config.listeners:
             files = [("server", listener.cert)]
             if listener.client_ca is not None and listener.client_certs != "none":
                 files.append(("client_ca", listener.client_ca))
             for kind, path in files:
-                for cert in read_certificates(path):
-                    days = (cert.not_after - now).total_seconds() / 86400
-                    self.expiry.labels(listener.name, kind, cert.subject).set(round(days, 2))
+                dates += [((listener.name, kind, cert.subject), cert.not_after) for cert in read_certificates(path)]
+        self._expiry_dates = dates
+        self.refresh_expiry()
+
+    def refresh_expiry(self) -> None:
+        self.expiry.clear()
+        now = datetime.now(timezone.utc)
+        for labels, not_after in self._expiry_dates:
+            self.expiry.labels(*labels).set(round((not_after - now).total_seconds() / 86400, 2))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

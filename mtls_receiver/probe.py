@@ -90,6 +90,9 @@ async def _without_certificate(url: str, context: ssl.SSLContext, timeout: float
     step = "request without client certificate"
     try:
         status, text = await _post(url, b"{}", context, timeout)
+    except aiohttp.ClientConnectorCertificateError as exc:
+        return ProbeResult(step, False, f"the server's own certificate is not trusted ({_reason(exc)});"
+                                        " Efí will not connect either (or pass --ca for a private CA)")
     except aiohttp.ClientSSLError as exc:
         return ProbeResult(step, True, f"refused during the TLS handshake ({_reason(exc)})")
     except aiohttp.ClientConnectorError as exc:

@@ -27,7 +27,7 @@ from .store import Receipt, Store, open_store
 from .systemd import Notifier, listen_sockets
 from .tls import ClientIdentity, client_identity, create_ssl_context, read_certificates
 
-__all__ = ["EXPIRY_WARNING_DAYS", "Receiver", "serve_forever", "utc_now"]
+__all__ = ["EXPIRY_WARNING_DAYS", "Receiver", "expiry_warnings", "serve_forever", "utc_now"]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -54,9 +54,11 @@ class Receiver:
         self._session: aiohttp.ClientSession | None = None
         self.forwarder: Forwarder | None = None
         self.relayer: Relayer | None = None
+        self.in_flight = 0  # requests inside a handler: a graceful stop waits for them
 
     async def start(self, inherited: dict[str, socket.socket] | None = None) -> None:
         contexts = self._contexts(self.config)
+        self._certificates_changed()
         await self.store.open()
         self._session = aiohttp.ClientSession()
         try:
@@ -70,8 +72,16 @@ class Receiver:
         except BaseException:
             await self.stop()
             raise
-        self.metrics.certificates(self.config)
-        warn_expiring(self.config)
+
+    def _certificates_changed(self) -> None:
+        try:
+            self.metrics.certificates(self.config)
+            warnings = expiry_warnings(self.config)
+        except (ValueError, OSError) as exc:  # a file changed again since the contexts were built
+            log.warning("could not read certificate dates: %s", exc)
+            return
+        for warning in warnings:
+            log.warning(warning)
 
     @staticmethod
     def _contexts(config: Config) -> dict[str, ssl.SSLContext]:
@@ -117,6 +127,7 @@ class Receiver:
         return int(self._admin.addresses[0][1])
 
     async def _refresh_metrics(self) -> None:
+        self.metrics.refresh_expiry()
         try:
             stats = await self.store.stats()
         except StoreUnavailable:
@@ -151,8 +162,7 @@ class Receiver:
         self.config = config
         if self.forwarder is not None:
             self.forwarder.config = config
-        self.metrics.certificates(config)
-        warn_expiring(config)
+        self._certificates_changed()
         log.info("reloaded %s", config.source)
         return True
 
@@ -160,11 +170,14 @@ class Receiver:
         addresses = ", ".join(tls.shown_address for tls in self._listeners.values())
         return f"listening on {addresses}; {len(self.config.routes)} route(s)"
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then close the store."""
         for tls in self._listeners.values():
             await tls.stop()
         self._listeners.clear()
+        deadline = time.monotonic() + grace
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
@@ -202,18 +215,17 @@ def _check_reloadable(old: Config, new: Config) -> None:
         raise ReceiverError(f"{new.source}: routes were added or removed: restart to apply")
 
 
-def warn_expiring(config: Config, days: int = EXPIRY_WARNING_DAYS) -> list[str]:
-    """Log (and return) a warning for every server certificate expiring within ``days``."""
+def expiry_warnings(config: Config, days: int = EXPIRY_WARNING_DAYS) -> list[str]:
+    """A warning for every server certificate expiring within ``days`` (or expired)."""
     warnings = []
     now = datetime.now(timezone.utc)
     for listener in config.listeners:
         leaf = read_certificates(listener.cert)[0]
         left = (leaf.not_after - now).total_seconds() / 86400
         if left < days:
-            state = "EXPIRED" if left < 0 else f"expires in {left:.0f} days"
+            state = "EXPIRED" if left < 0 else f"expires in {int(left)} days"
             warnings.append(f"server certificate of listener {listener.name!r} ({listener.cert}) {state}"
                             f" on {leaf.not_after:%Y-%m-%d}")
-            log.warning(warnings[-1])
     return warnings
 
 
@@ -230,6 +242,13 @@ class _RouteHandler:
         return self.fixed or self.receiver.route(self.tls.config.name, self.path)
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.receiver.in_flight += 1
+        try:
+            return await self._handle(request)
+        finally:
+            self.receiver.in_flight -= 1
+
+    async def _handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         route = self.route
         identity, der, transport_peer = self._transport_facts(request)
@@ -336,14 +355,14 @@ def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, 
 async def serve_forever(config: Config, announce: Callable[[Receiver], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM (SIGHUP reloads), telling systemd what happens when it asks to know."""
     notifier = Notifier()
-    receiver = Receiver(config)
-    await receiver.start(listen_sockets())
     stop = asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start is not fatal
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+    receiver = Receiver(config)
+    await receiver.start(listen_sockets())
     notifier.send("READY=1", f"STATUS={receiver.summary()}")
     notifier.start_watchdog()
     if announce is not None:

@@ -46,9 +46,14 @@ def create_ssl_context(
     ctx.minimum_version = _MIN_VERSIONS[listener.min_tls]
     ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
+        read_certificates(listener.cert)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(config_file, f"{key}.cert", f"{listener.cert}: not a PEM certificate chain ({exc})") from None
+    try:
         ctx.load_cert_chain(listener.cert, listener.key, password=listener.key_password)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(config_file, f"{key}.cert/key", f"cannot load server certificate and key: {exc}") from None
+        raise ConfigError(config_file, f"{key}.key",
+                          f"cannot load {listener.key} as the key of {listener.cert}: {exc}") from None
     ctx.verify_mode = _VERIFY_MODES[listener.client_certs]
     if listener.client_ca is not None and listener.client_certs != "none":
         try:

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -178,13 +179,15 @@ REFUSED = (ssl.SSLError, ConnectionResetError, BrokenPipeError)  # what a client
 class ServerProcess:
     """``mtls-receiver serve`` as a real subprocess, as a user runs it; the port is read from its log."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, **popen: object) -> None:
         self.args = [PYTHON, "-m", "mtls_receiver", *args]
+        self.popen = popen  # env, pass_fds, preexec_fn...
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
     def start(self, timeout: float = 20.0) -> int:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     **self.popen)  # type: ignore[call-overload]
         ready: "queue.Queue[int]" = queue.Queue()
         threading.Thread(target=self._read, args=(ready,), daemon=True).start()
         try:
@@ -209,7 +212,18 @@ class ServerProcess:
     def terminate(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(10)
+        return self.proc.wait(20)
+
+    def signal(self, number: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(number)
+
+    def wait_for_output(self, text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in "".join(self.output):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in output:\n" + "".join(self.output))
+            time.sleep(0.02)
 
 
 def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

@@ -182,3 +182,12 @@ async def test_fetch_efi_chain_from_a_local_server(tmp_path: Path) -> None:
     finally:
         await runner.cleanup()
     assert not (tmp_path / "efi-chain-prod.crt").exists()
+
+
+def test_probe_fails_when_the_server_certificate_is_untrusted(dev_server, pki: Pki) -> None:  # type: ignore[no-untyped-def]
+    directory, port, _ = dev_server
+    probed = run_cli("probe", f"https://localhost:{port}/webhook", "--ca", str(pki.server_ca),  # another CA
+                     "--cert", str(directory / "client.pem"))
+    assert probed.returncode == 1
+    first = probed.stdout.splitlines()[0]
+    assert first.startswith("FAIL") and "server's own certificate is not trusted" in first

@@ -279,7 +279,7 @@ def test_check_config_prints_summary(dev: DevCerts, capsys: pytest.CaptureFixtur
     [
         pytest.param({"client_certs": "sometimes"}, "listeners[0].client_certs: must be one of",
                      id="invalid-config"),
-        pytest.param({"key": "client.pem"}, "cannot load server certificate and key",
+        pytest.param({"key": "client.pem"}, "listeners[0].key: cannot load",
                      id="key-does-not-match-cert"),
     ],
 )

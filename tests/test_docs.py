@@ -25,6 +25,8 @@ def _with_local_files(text: str, pki: Pki, tmp_path: Path) -> str:
     replacements = {
         r'"/etc/letsencrypt/[^"]*fullchain\.pem"': f'"{pki.server_cert}"',
         r'"/etc/letsencrypt/[^"]*privkey\.pem"': f'"{pki.server_key}"',
+        r'"/etc/mtls-receiver/tls/fullchain\.pem"': f'"{pki.server_cert}"',
+        r'"/etc/mtls-receiver/tls/privkey\.pem"': f'"{pki.server_key}"',
         r'"/etc/mtls-receiver/efi-chain-prod\.crt"': f'"{pki.client_ca}"',
         r'"/etc/mtls-receiver/efi-hmac"': f'"{tmp_path / "efi-hmac"}"',
         r'"/etc/mtls-receiver/firebanking-secret"': f'"{tmp_path / "efi-hmac"}"',
