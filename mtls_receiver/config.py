@@ -23,6 +23,7 @@ __all__ = [
     "Config",
     "AdminConfig",
     "Destination",
+    "Limits",
     "ForwardConfig",
     "ListenerConfig",
     "RelayConfig",
@@ -53,6 +54,21 @@ MIN_HMAC_SECRET_LENGTH = 16
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one listener tolerates before it refuses (defaults are safe for a public port 443)."""
+
+    max_body: int = 1024 * 1024  # bytes -> 413
+    max_headers: int = 64  # header lines -> 400
+    max_header_size: int = 8190  # bytes per header line -> 400
+    handshake_timeout: float = 10.0  # seconds for the PROXY header + TLS handshake
+    header_timeout: float = 10.0  # seconds from handshake to a complete request head (slowloris)
+    body_timeout: float = 30.0  # seconds to receive a body once the head is in -> 408
+    keepalive_timeout: float = 15.0  # seconds an idle keep-alive connection stays open
+    max_connections: int = 2000  # open connections on the listener
+    max_connections_per_ip: int = 100  # per client address (trusted proxies exempt)
+
+
+@dataclass(frozen=True)
 class ListenerConfig:
     """One TLS socket: where it listens, what it presents, whom it trusts."""
 
@@ -67,6 +83,7 @@ class ListenerConfig:
     key_password: str | None = field(default=None, repr=False)
     trusted_proxies: tuple[Network, ...] = ()
     proxy_protocol: bool = False
+    limits: Limits = Limits()
 
     @property
     def address(self) -> str:
@@ -257,7 +274,7 @@ def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConf
     reader.only_keys(
         raw, key,
         {"name", "address", "cert", "key", "key_password", "client_certs", "client_ca", "min_tls",
-         "trusted_proxies", "proxy_protocol"},
+         "trusted_proxies", "proxy_protocol", "limits"},
     )
     host, port = _address(reader, raw, key)
     policy = reader.choice(raw, key, "client_certs", CLIENT_CERT_POLICIES, default="required")
@@ -280,7 +297,22 @@ def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConf
         key_password=reader.secret(raw, key, "key_password"),
         trusted_proxies=trusted_proxies,
         proxy_protocol=proxy_protocol,
+        limits=_limits(reader, raw.get("limits", {}), f"{key}.limits"),
     )
+
+
+def _limits(reader: _Reader, raw: Any, key: str) -> Limits:
+    if not isinstance(raw, dict):
+        reader.fail(key, "must be a table, e.g. limits = { max_body = 1048576 }")
+    defaults = Limits()
+    reader.only_keys(raw, key, set(vars(defaults)))
+    values: dict[str, Any] = {}
+    for name, default in vars(defaults).items():
+        if isinstance(default, int):
+            values[name] = reader.integer(raw, key, name, default=default, minimum=1)
+        else:
+            values[name] = reader.number(raw, key, name, default=default, minimum=0.1)
+    return Limits(**values)
 
 
 _COMMON_ROUTE_KEYS = {"path", "listener", "provider", "mode", "allow_ips", "tolerance", "forward_url", "forward_handler"}

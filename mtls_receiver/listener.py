@@ -9,10 +9,12 @@ remember the real client address for the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
 import weakref
+from asyncio import sslproto
 from collections.abc import Callable
 
 from .addresses import canonical_ip, in_networks
@@ -24,7 +26,20 @@ __all__ = ["TLSListener"]
 
 log = logging.getLogger("mtls_receiver")
 
-HANDSHAKE_TIMEOUT = 10.0  # seconds for the PROXY header plus the TLS handshake
+
+class _AlertingSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's server-side TLS, except that a refused handshake still sends OpenSSL's alert.
+
+    CPython's asyncio (issue 98078) closes the connection without writing the alert
+    OpenSSL produced, so a client without a certificate sees "connection reset" instead
+    of "certificate required". Flushing the outgoing buffer first fixes that.
+    """
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(Exception):
+                self._process_outgoing()
+        super()._on_handshake_complete(handshake_exc)
 
 
 class TLSListener:
@@ -46,6 +61,8 @@ class TLSListener:
         self._accepting: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
         self._sources: weakref.WeakKeyDictionary[asyncio.BaseTransport, str] = weakref.WeakKeyDictionary()
+        self._started: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._open: dict[str, list[asyncio.Task[None] | asyncio.BaseTransport]] = {}
 
     async def start(self) -> None:
         self._socket = self._inherited or self._bind()
@@ -82,6 +99,10 @@ class TLSListener:
         """The client address a PROXY header gave for this connection, if any."""
         return self._sources.get(transport)
 
+    def request_started(self, transport: asyncio.BaseTransport) -> None:
+        """A request's headers arrived on this connection: the header deadline no longer applies."""
+        self._started.add(transport)
+
     async def stop(self) -> None:
         """Stop accepting and abandon handshakes in progress; established connections are aiohttp's."""
         if self._accepting is not None:
@@ -102,29 +123,74 @@ class TLSListener:
                 log.error("listener=%s accept failed: %s", self.config.name, exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = asyncio.create_task(self._handshake(conn, str(address[0])))
+            peer = canonical_ip(str(address[0]))
+            refusal = self._over_limit(peer)
+            if refusal:  # early, before any TLS work: the connections already open keep being served
+                conn.close()
+                self._refused(peer, "connection limit", refusal)
+                continue
+            task = asyncio.create_task(self._handshake(conn, peer))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
+            self._open.setdefault(peer, []).append(task)
+
+    def _over_limit(self, peer: str) -> str | None:
+        limits = self.config.limits
+        live = self._live(peer)
+        if len(live) >= limits.max_connections_per_ip and not in_networks(peer, self.config.trusted_proxies):
+            return f"{len(live)} connections from this address (max_connections_per_ip = {limits.max_connections_per_ip})"
+        total = sum(len(self._live(ip)) for ip in list(self._open))
+        if total >= limits.max_connections:
+            return f"{total} open connections (max_connections = {limits.max_connections})"
+        return None
+
+    def _live(self, peer: str) -> list[asyncio.Task[None] | asyncio.BaseTransport]:
+        """This address's connections still open (handshakes in progress count)."""
+        live = [h for h in self._open.get(peer, ()) if not (h.done() if isinstance(h, asyncio.Task) else h.is_closing())]
+        if live:
+            self._open[peer] = live
+        else:
+            self._open.pop(peer, None)
+        return live
+
+    def _refused(self, peer: str, step: str, reason: str, label: str | None = None) -> None:
+        log.warning("refused listener=%s %s peer=%s reason=%r", self.config.name, step, peer, reason)
+        self._on_refused(label or reason)
 
     async def _handshake(self, conn: socket.socket, peer: str) -> None:
         loop = asyncio.get_running_loop()
-        peer = canonical_ip(peer)
-        step = "PROXY header"
+        timeout = self.config.limits.handshake_timeout
+        step, raw = "PROXY header", None
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            async with asyncio.timeout(timeout):
                 source = await self._proxy_source(conn, peer) if self.config.proxy_protocol else None
                 step = "TLS handshake"
-                transport, _ = await loop.connect_accepted_socket(
-                    self._factory, conn, ssl=self.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
-                )
+                waiter = loop.create_future()
+                app = self._factory()
+                tls = _AlertingSSLProtocol(loop, app, self.context, waiter, server_side=True,
+                                           ssl_handshake_timeout=timeout)
+                raw, _ = await loop.connect_accepted_socket(lambda: tls, conn)
+                await waiter
         except (OSError, ProxyProtocolError, TimeoutError) as exc:
+            if raw is not None:
+                raw.abort()
             conn.close()
-            reason = f"timed out after {HANDSHAKE_TIMEOUT:g}s" if isinstance(exc, TimeoutError) else _reason(exc)
-            log.warning("refused listener=%s %s peer=%s reason=%r", self.config.name, step, peer, reason)
-            self._on_refused("timeout" if isinstance(exc, TimeoutError) else reason if step == "TLS handshake" else "proxy header")
+            reason = f"timed out after {timeout:g}s" if isinstance(exc, TimeoutError) else _reason(exc)
+            label = "timeout" if isinstance(exc, TimeoutError) else reason if step == "TLS handshake" else "proxy header"
+            self._refused(peer, step, reason, label)
             return
+        transport = app.transport  # type: ignore[attr-defined]
+        self._open.setdefault(peer, []).append(raw)
         if source is not None:
             self._sources[transport] = source
+        loop.call_later(self.config.limits.header_timeout, self._expire_if_idle, transport, peer)
+
+    def _expire_if_idle(self, transport: asyncio.BaseTransport, peer: str) -> None:
+        """Slowloris: a connection that has not sent a complete request head in time is closed."""
+        if transport not in self._started and not transport.is_closing():
+            transport.abort()
+            self._refused(peer, "request headers", f"not complete within {self.config.limits.header_timeout:g}s",
+                          "header timeout")
 
     async def _proxy_source(self, conn: socket.socket, peer: str) -> str | None:
         if not in_networks(peer, self.config.trusted_proxies):

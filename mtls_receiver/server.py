@@ -91,8 +91,11 @@ class Receiver:
         }
 
     async def _start_listener(self, config: ListenerConfig, context: ssl.SSLContext, sock: socket.socket | None) -> None:
-        runner = web.AppRunner(web.Application(), access_log=None, handle_signals=False,
-                               shutdown_timeout=SHUTDOWN_GRACE)
+        limits = config.limits
+        runner = web.AppRunner(web.Application(client_max_size=limits.max_body), access_log=None,
+                               handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
+                               keepalive_timeout=limits.keepalive_timeout, max_headers=limits.max_headers,
+                               max_line_size=limits.max_header_size, max_field_size=limits.max_header_size)
         failures = self.metrics.handshake_failures
         tls = TLSListener(config, context, lambda: runner.server(), sock,  # type: ignore[arg-type, misc]
                           on_refused=lambda reason: failures.labels(config.name, reason).inc())
@@ -254,18 +257,24 @@ class _RouteHandler:
         identity, der, transport_peer = self._transport_facts(request)
         peer = Peer(transport_peer, identity)
         verdict: Verdict | None = None
+        if request.transport is not None:
+            self.tls.request_started(request.transport)
         try:
             if route is _NO_ROUTE:
                 raise Refusal(404, "not found")
+            if request.method != "POST":  # every sender POSTs; nothing else reads a body
+                raise Refusal(405, f"method {request.method} not allowed; senders POST")
             if der and not self.tls.still_trusted(request.transport.get_extra_info("ssl_object"), der):  # type: ignore[union-attr]
                 raise Refusal(403, "certificate: no longer trusted after a configuration reload")
             peer = Peer(client_address(transport_peer, request.headers, self.tls.config.trusted_proxies), identity)
-            incoming = _incoming(request, await request.read(), peer)
+            incoming = _incoming(request, await self._read_body(request), peer)
             verdict = self.verify(route, incoming)
             status, reason, answer = await self._answer(route, incoming, verdict)
         except Refusal as refusal:
             status, reason = refusal.status, refusal.reason
             answer = web.Response(status=status, text=reason + "\n")
+            if status == 408:  # the rest of a trickled body must not be read as a new request
+                answer.force_close()
         except web.HTTPException as exc:  # raised by aiohttp itself, e.g. 413 body too large
             status, reason = exc.status, exc.reason
             answer = web.Response(status=status, text=reason + "\n")
@@ -288,6 +297,14 @@ class _RouteHandler:
         self._count(route, verdict, status, reason, time.perf_counter() - started)
         _log_request(audit, verdict, receipt, transport_peer)
         return answer
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body within ``body_timeout`` (a sender that trickles it is cut off with 408)."""
+        timeout = self.tls.config.limits.body_timeout
+        try:
+            return await asyncio.wait_for(request.read(), timeout)
+        except TimeoutError:
+            raise Refusal(408, f"body not received within {timeout:g}s") from None
 
     async def _answer(self, route: RouteConfig, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, web.Response]:
         """The response for an accepted request; a relayed one is answered by the application."""

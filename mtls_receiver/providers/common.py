@@ -13,12 +13,30 @@ from ..errors import Refusal
 from ..events import IncomingRequest
 from ..signatures import SignatureScheme, decode_secret
 
-__all__ = ["check_allowlist", "content_digest", "json_object", "require_post", "scheme_for", "secret_keys"]
+__all__ = [
+    "check_allowlist",
+    "content_digest",
+    "json_object",
+    "require_json",
+    "require_post",
+    "scheme_for",
+    "secret_keys",
+]
 
 
 def require_post(request: IncomingRequest, sender: str) -> None:
     if request.method != "POST":
         raise Refusal(405, f"method {request.method} not allowed; {sender} sends POST")
+
+
+def require_json(request: IncomingRequest) -> None:
+    """415 when the body is declared as something other than JSON (a missing type is tolerated)."""
+    declared = request.header("Content-Type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media not in ("application/json", "text/json") and not media.endswith("+json"):
+        raise Refusal(415, f"Content-Type {media[:60]!r} is not JSON")
 
 
 def check_allowlist(route: RouteConfig, request: IncomingRequest) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, quote
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Verdict
-from .common import check_allowlist
+from .common import check_allowlist, require_json
 
 __all__ = ["KINDS", "Target", "check_sender", "parse_notification", "registration_url", "target", "verify"]
 
@@ -47,6 +47,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     check_sender(route, request, where.hmac)
     if where.kind == "test":
         return Verdict(kind="test")
+    require_json(request)
     events = parse_notification(where.kind, request.body)
     _check_pix_keys(route, events)
     return Verdict(kind=where.kind, events=events)

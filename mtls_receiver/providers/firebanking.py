@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Verdict
-from .common import check_allowlist, json_object, require_post, scheme_for, secret_keys
+from .common import check_allowlist, json_object, require_json, require_post, scheme_for, secret_keys
 from ..signatures import SignatureScheme, verify_signature
 
 __all__ = ["FAMILIES", "SCHEME", "family_of", "verify"]
@@ -37,6 +37,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     check_allowlist(route, request)
     scheme = scheme_for(route, SCHEME)
     verify_signature(scheme, secret_keys(route, scheme), request)
+    require_json(request)
     body = json_object(request.body)
     event = request.header("X-Fire-Event") or body.get("event")
     if not isinstance(event, str) or not event:

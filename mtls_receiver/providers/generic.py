@@ -8,7 +8,7 @@ from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Verdict
 from ..signatures import verify_signature
-from .common import check_allowlist, content_digest, json_object, require_post, secret_keys
+from .common import check_allowlist, content_digest, json_object, require_json, require_post, secret_keys
 
 __all__ = ["resolve_field", "verify"]
 
@@ -20,6 +20,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     if scheme is None:  # config validation requires it; fail closed all the same
         raise Refusal(403, "no signature scheme configured for this route")
     verify_signature(scheme, secret_keys(route, scheme), request)
+    require_json(request)
     body = json_object(request.body)
     if route.dedup:
         dedup = ":".join(str(resolve_field(ref, body, request)) for ref in route.dedup)

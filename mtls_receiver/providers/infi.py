@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..config import RouteConfig
 from ..events import IncomingRequest, NewEvent, Verdict
-from .common import check_allowlist, content_digest, json_object, require_post, scheme_for, secret_keys
+from .common import check_allowlist, content_digest, json_object, require_json, require_post, scheme_for, secret_keys
 from ..signatures import SignatureScheme, verify_signature
 
 __all__ = ["SCHEME", "verify"]
@@ -30,6 +30,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     check_allowlist(route, request)
     scheme = scheme_for(route, SCHEME)
     verify_signature(scheme, secret_keys(route, scheme), request)
+    require_json(request)
     body = json_object(request.body)
     event_id = request.header("X-Infi-Event-Id") or body.get("eventId")
     if event_id:

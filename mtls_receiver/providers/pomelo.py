@@ -15,7 +15,7 @@ from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Relay, Verdict
 from ..signatures import check_timestamp, decode_secret, hmac_sha256, matches_any
-from .common import check_allowlist, content_digest, json_object, require_post
+from .common import check_allowlist, content_digest, json_object, require_json, require_post
 
 __all__ = ["AUTHORIZATION_TOLERANCE", "NOTIFICATION_TOLERANCE", "sign", "signature_headers", "verify"]
 
@@ -57,6 +57,8 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     message = (timestamp or "").encode() + endpoint.encode() + request.body
     if not matches_any(_presented(request.header("x-signature")), message, (key,)):
         raise Refusal(401, "signature: x-signature does not match")
+    if request.body:
+        require_json(request)
     idempotency_key = request.header("x-idempotency-key") or f"sha256:{content_digest(request.body)}"
     if authorizing:
         def sign_answer(body: bytes, now: float) -> dict[str, str]:
