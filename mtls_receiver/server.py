@@ -95,7 +95,8 @@ class Receiver:
         runner = web.AppRunner(web.Application(client_max_size=limits.max_body), access_log=None,
                                handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
                                keepalive_timeout=limits.keepalive_timeout, max_headers=limits.max_headers,
-                               max_line_size=limits.max_header_size, max_field_size=limits.max_header_size)
+                               max_line_size=limits.max_header_size, max_field_size=limits.max_header_size,
+                               lingering_time=2.0)
         failures = self.metrics.handshake_failures
         tls = TLSListener(config, context, lambda: runner.server(), sock,  # type: ignore[arg-type, misc]
                           on_refused=lambda reason: failures.labels(config.name, reason).inc())
