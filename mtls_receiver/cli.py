@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
+import resource
 import secrets
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
@@ -147,8 +150,20 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config)
         announce = None
+    # A write past RLIMIT_FSIZE (a quota, a full disk) must fail as an error the store answers
+    # with 503, not kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    _raise_open_files_limit()
     asyncio.run(serve_forever(config, announce))
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Each connection is a file descriptor: take the hard limit, not the default soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _default_state_dir() -> Path:

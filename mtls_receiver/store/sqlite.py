@@ -9,6 +9,7 @@ get their outbox row in that same transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import uuid
@@ -139,7 +140,10 @@ class SQLiteStore:
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     def _connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.path}: cannot create its directory: {exc.strerror or exc}") from None
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -211,13 +215,18 @@ class SQLiteStore:
         return receipts
 
     def _transaction(self, fn: Any, *args: Any) -> Any:
+        """BEGIN IMMEDIATE .. COMMIT; after a failed one (disk full, I/O error) the next starts clean."""
         db = self._require_db()
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(db, *args)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
         return result
 
