@@ -1,0 +1,120 @@
+"""One fuzz target per parser: each takes bytes and must return normally or raise the parser's
+own refusal (Refusal, ProxyProtocolError, ConfigError). Anything else is a bug.
+
+Run one with atheris (``pip install atheris``), e.g.::
+
+    python fuzz/run.py efi_body -max_total_time=60
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+from mtls_receiver.addresses import client_address, parse_networks
+from mtls_receiver.config import RouteConfig, parse_config
+from mtls_receiver.errors import ConfigError, Refusal
+from mtls_receiver.events import IncomingRequest, Peer
+from mtls_receiver.providers import efi, firebanking, generic, infi, pomelo
+from mtls_receiver.proxy_protocol import ProxyProtocolError, bytes_needed, parse_header
+from mtls_receiver.signatures import SignatureScheme
+
+EXPECTED = (Refusal, ProxyProtocolError, ConfigError)
+PROXIES = parse_networks(["10.0.0.0/8"])
+EFI = RouteConfig(path="/webhook", listener="m", provider="efi", mode="skip-mtls",
+                  hmac_secrets=("a-secret-of-sixteen+",), pix_keys=("k",))
+SECRET = base64.b64encode(b"0123456789abcdef").decode()
+ROUTES = {
+    "infi": RouteConfig(path="/h", listener="m", provider="infi", mode="hmac", secrets=("s",)),
+    "firebanking": RouteConfig(path="/h", listener="m", provider="firebanking", mode="hmac", secrets=("s",)),
+    "pomelo": RouteConfig(path="/h", listener="m", provider="pomelo", mode="notifications", api_keys=(("k", SECRET),)),
+    "hmac": RouteConfig(path="/h", listener="m", provider="hmac", mode="hmac", secrets=("s",), dedup=("/a/b", "header:X-Id"),
+                        signature=SignatureScheme(header="X-Sig", prefix="v1=", signed=("timestamp", "body"),
+                                                  separator=".", timestamp_header="X-Ts")),
+}
+VERIFIERS = {"infi": infi.verify, "firebanking": firebanking.verify, "pomelo": pomelo.verify, "hmac": generic.verify}
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def efi_body(data: bytes) -> None:
+    for kind in efi.KINDS:
+        try:
+            efi.parse_notification(kind, data)
+        except Refusal:
+            pass
+
+
+def efi_target(data: bytes) -> None:
+    text = _text(data)
+    path, _, query = text.partition("?")
+    efi.target("/webhook", "/" + path, query)
+
+
+def efi_request(data: bytes) -> None:
+    text = _text(data)
+    head, _, body = text.partition("\n")
+    path, _, query = head.partition("?")
+    request = IncomingRequest("POST", "/webhook" + path, query, {"Content-Type": "application/json"}, body.encode(),
+                              Peer("34.193.116.226"))
+    efi.verify(EFI, request)
+
+
+def forwarded(data: bytes) -> None:
+    text = _text(data)
+    client_address("10.0.0.1", {"X-Forwarded-For": text}, PROXIES)
+    client_address("10.0.0.1", {"Forwarded": text}, PROXIES)
+
+
+def proxy_header(data: bytes) -> None:
+    bytes_needed(data)
+    parse_header(data)
+
+
+def signed_request(data: bytes) -> None:
+    """Headers as JSON (first line), then the body, against every HMAC provider."""
+    head, _, body = data.partition(b"\n")
+    try:
+        headers = json.loads(head)
+    except ValueError:
+        headers = {}
+    if not isinstance(headers, dict):
+        headers = {}
+    headers = {str(k): str(v) for k, v in headers.items()}
+    for name, verify in VERIFIERS.items():
+        try:
+            verify(ROUTES[name], IncomingRequest("POST", "/h", "", headers, body, Peer("127.0.0.1"), now=1.7e9))
+        except Refusal:
+            pass
+
+
+def config_toml(data: bytes) -> None:
+    try:
+        document = tomllib.loads(_text(data))
+    except tomllib.TOMLDecodeError:
+        return
+    parse_config(document, Path("/nonexistent/config.toml"))
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "efi_body": efi_body,
+    "efi_target": efi_target,
+    "efi_request": efi_request,
+    "forwarded": forwarded,
+    "proxy_header": proxy_header,
+    "signed_request": signed_request,
+    "config_toml": config_toml,
+}
+
+
+def check(target: Callable[[bytes], None], data: bytes) -> None:
+    """Run one input: the parser's own refusals are fine, anything else propagates."""
+    try:
+        target(data)
+    except EXPECTED:
+        pass

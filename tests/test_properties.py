@@ -1,0 +1,136 @@
+"""Bad input, systematically: for any input each parser gives a verdict or its own refusal,
+and the server answers with a status below 500. (Bounded examples; the same targets run under
+atheris in fuzz/.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import Pki, client_context, config_text, https_post
+from mtls_receiver.config import load_config
+from mtls_receiver.errors import ConfigError, Refusal
+from mtls_receiver.events import IncomingRequest, Peer
+from mtls_receiver.providers import efi
+from mtls_receiver.server import Receiver
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
+import targets  # noqa: E402
+
+BOUNDED = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=25,
+)
+pix_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "endToEndId": st.one_of(st.text(max_size=40), st.integers(), st.none()),
+        "valor": st.one_of(st.from_regex(r"\d{1,12}\.\d{1,3}", fullmatch=True), st.text(max_size=12), st.floats()),
+        "horario": st.one_of(st.text(max_size=30), st.none()),
+        "chave": st.text(max_size=20),
+        "tipo": st.sampled_from(["SOLICITACAO", "x"]),
+        "devolucoes": st.one_of(json_values, st.lists(st.fixed_dictionaries(
+            {}, optional={"id": st.text(max_size=8), "status": st.text(max_size=12), "rtrId": st.text(max_size=32)}),
+            max_size=3)),
+    },
+)
+
+
+@pytest.mark.parametrize("name", sorted(targets.TARGETS))
+@BOUNDED
+@given(data=st.binary(max_size=400))
+def test_fuzz_targets_on_random_bytes(name: str, data: bytes) -> None:
+    targets.check(targets.TARGETS[name], data)
+
+
+@BOUNDED
+@given(body=st.one_of(json_values, st.fixed_dictionaries({"pix": st.lists(pix_like, max_size=4)}),
+                      st.lists(pix_like, max_size=3)),
+       kind=st.sampled_from(sorted(efi.KINDS)))
+def test_efi_notifications_on_structured_json(body: object, kind: str) -> None:
+    try:
+        events = efi.parse_notification(kind, json.dumps(body).encode())
+    except Refusal as refusal:
+        assert 400 <= refusal.status < 500
+    else:
+        assert events and all(event.dedup_key for event in events)
+
+
+@BOUNDED
+@given(query=st.lists(st.tuples(st.sampled_from(["hmac", "ignorar", "x", "hmac "]),
+                                st.text(alphabet="abc/pixreco%&=+ ", max_size=20)), max_size=4),
+       path=st.sampled_from(["/webhook", "/webhook/", "/webhook/pix", "/webhook//rec", "/webhook/x", "/other"]))
+def test_efi_query_strings(query: list[tuple[str, str]], path: str) -> None:
+    query_string = "&".join(f"{k}={v}" for k, v in query)
+    request = IncomingRequest("POST", path, query_string, {}, b'{"pix":[]}', Peer("34.193.116.226"))
+    try:
+        efi.verify(targets.EFI, request)
+    except Refusal as refusal:
+        assert refusal.status in (400, 401, 403, 404)
+        assert "a-secret-of-sixteen" not in refusal.reason
+
+
+@BOUNDED
+@given(header=st.sampled_from(["X-Forwarded-For", "Forwarded"]),
+       value=st.lists(st.one_of(st.ip_addresses().map(str), st.text(alphabet='0123456789abcdef:.[]"=;for, _', max_size=30)),
+                      max_size=5).map(", ".join))
+def test_forwarded_headers(header: str, value: str) -> None:
+    try:
+        address = targets.client_address("10.0.0.1", {header: value}, targets.PROXIES)
+    except Refusal as refusal:
+        assert refusal.status == 400
+    else:
+        assert isinstance(address, str) and address
+
+
+@BOUNDED
+@given(document=st.dictionaries(st.sampled_from(["listeners", "routes", "store", "forward", "admin", "x"]),
+                                st.one_of(json_values, st.lists(st.dictionaries(
+                                    st.sampled_from(["name", "address", "cert", "key", "path", "provider", "mode",
+                                                     "client_certs", "secrets", "limits", "url"]),
+                                    json_values, max_size=6), max_size=3)), max_size=5))
+def test_config_documents(document: dict[str, object]) -> None:
+    try:
+        targets.parse_config(document, Path("/nonexistent/config.toml"))
+    except ConfigError as error:
+        assert error.file == "/nonexistent/config.toml"
+
+
+def test_server_never_answers_5xx_to_garbage(tmp_path: Path, pki: Pki) -> None:
+    """Random paths, query strings, headers and bodies against a live receiver: always < 500."""
+    path = tmp_path / "config.toml"
+    path.write_text(config_text(pki), encoding="utf-8")
+    loop = asyncio.new_event_loop()
+    receiver = Receiver(load_config(path))
+    loop.run_until_complete(receiver.start())
+    context = client_context(pki, pki.client)
+    statuses: list[int] = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(target=st.sampled_from(["/webhook", "/webhook/pix", "/webhook?ignorar=/pix", "/webhook/rec", "/x"])
+           .flatmap(lambda base: st.text(alphabet="abc%/?=&;", max_size=10).map(lambda tail: base + tail)),
+           body=st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+           content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+           method=st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE"]))
+    def one(target: str, body: bytes, content_type: str, method: str) -> None:
+        headers = {"Content-Type": content_type} if content_type else {"X-None": "1"}
+        answer = loop.run_until_complete(https_post(receiver.port(), target.replace(" ", "%20"), body, context,
+                                                    method=method, headers=headers))
+        statuses.append(answer.status)
+        assert answer.status < 500, (target, body, answer)
+
+    try:
+        one()
+    finally:
+        loop.run_until_complete(receiver.stop())
+        loop.close()
+    assert len(statuses) >= 30  # hypothesis really drove the server
