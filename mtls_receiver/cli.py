@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", type=Path, required=True)
     replay.set_defaults(func=_events_replay)
 
+    database = commands.add_parser("db", help="the inbox database").add_subparsers(dest="db", required=True)
+    migrate = database.add_parser("migrate", help="create or upgrade the schema (also done at start)")
+    migrate.add_argument("--config", type=Path, required=True)
+    migrate.set_defaults(func=_db_migrate)
+
     forward = commands.add_parser("forward", help="forwarding helpers").add_subparsers(dest="forward", required=True)
     new_secret = forward.add_parser("new-secret", help="print a new Standard Webhooks signing secret (whsec_...)")
     new_secret.set_defaults(func=_forward_new_secret)
@@ -218,7 +223,7 @@ def _print_summary(config: Config) -> None:
     for route in config.routes:
         keys = f", pix_keys: {', '.join(route.pix_keys)}" if route.pix_keys else ""
         print(f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{keys}")
-    print(f"store: SQLite {config.store.path}")
+    print(f"store: {config.store.description}")
     if config.forward.default is not None:
         print(f"forward: {config.forward.default.describe()} (up to {config.forward.max_attempts} attempts)")
     for route in config.routes:
@@ -297,6 +302,17 @@ def _events_replay(args: argparse.Namespace) -> int:
     if not args.dead and count < len(args.event_ids):
         print(f"mtls-receiver: {len(args.event_ids) - count} ID(s) not found", file=sys.stderr)
         return EXIT_FAILURE
+    return 0
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+
+    async def touch(store: Store) -> None:  # opening a store applies the missing migrations
+        return None
+
+    _with_store(config, touch)
+    print(f"{config.store.description}: schema is current")
     return 0
 
 

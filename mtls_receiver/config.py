@@ -158,9 +158,16 @@ class AdminConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Where events and audit rows go (SQLite file by default)."""
+    """Where events and audit rows go: a SQLite file (default) or a shared PostgreSQL database."""
 
-    path: Path
+    path: Path | None = None
+    url: str | None = field(default=None, repr=False)  # postgresql://... (may carry a password)
+
+    @property
+    def description(self) -> str:
+        if self.url is None:
+            return f"SQLite {self.path}"
+        return "PostgreSQL " + re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", self.url)
 
 
 @dataclass(frozen=True)
@@ -213,12 +220,26 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
         for i, item in enumerate(reader.table_list(raw, "routes", required=True))
     )
     _unique(reader, [f"{r.listener} {r.path}" for r in routes], "routes", "path (per listener)")
-    store_raw = reader.table(raw, "store")
-    reader.only_keys(store_raw, "store", {"path"})
-    store = StoreConfig(path=reader.path(store_raw, "store", "path", default="inbox.db"))
+    store = _store(reader, reader.table(raw, "store"))
     forward = _forward(reader, reader.table(raw, "forward"), routes)
     return Config(source=source, listeners=listeners, routes=routes, store=store, forward=forward,
                   admin=_admin(reader, reader.table(raw, "admin")))
+
+
+def _store(reader: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
+    reader.only_keys(raw, "store", {"path", "url"})
+    if "url" not in raw:
+        return StoreConfig(path=reader.path(raw, "store", "path", default="inbox.db"))
+    if "path" in raw:
+        reader.fail("store.url", "give either path (SQLite) or url (PostgreSQL), not both")
+    url = reader.string(raw, "store", "url")
+    if url.startswith("env:"):  # the DSN may hold a password: it can come from the environment
+        url = os.environ.get(url[4:], "")
+        if not url:
+            reader.fail("store.url", f"environment variable {raw['url'][4:]} is not set or empty")
+    if not url.startswith(("postgresql://", "postgres://")):
+        reader.fail("store.url", "must be a postgresql:// URL (or env:VAR naming one)")
+    return StoreConfig(url=url)
 
 
 def _admin(reader: _Reader, raw: Mapping[str, Any]) -> AdminConfig:

@@ -1,16 +1,20 @@
-"""The SQLite inbox: durability settings, dedup, group commit, audit rows, and failing closed."""
+"""The inbox, one suite for both backends (SQLite and PostgreSQL): dedup, group commit, audit rows,
+the outbox, synchronous answers; then SQLite's own durability settings, upgrades and failing closed."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from conftest import Pki, client_context, https_post, pix
-from mtls_receiver.events import AuditRecord, NewEvent
+from mtls_receiver.config import StoreConfig
+from mtls_receiver.events import AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer
 from mtls_receiver.server import Receiver
+from mtls_receiver.store import Store, open_store
 from mtls_receiver.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
@@ -19,21 +23,44 @@ def audit(status: int = 200) -> AuditRecord:
                        "127.0.0.1", status, "test")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
+    """Where a test's inbox lives: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return StoreConfig(path=tmp_path / "inbox.db")
+    return StoreConfig(url=request.getfixturevalue("pg_dsn"))
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> SQLiteStore:
+async def store(store_config: StoreConfig) -> Store:
+    store = open_store(store_config)
+    await store.open()
+    yield store  # type: ignore[misc]
+    await store.close()
+
+
+@pytest.fixture
+async def receiver(store_config: StoreConfig, write_config, start_receiver) -> Receiver:  # type: ignore[no-untyped-def]
+    config = write_config()
+    return await start_receiver(dataclasses.replace(config, store=store_config))
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> SQLiteStore:
     store = SQLiteStore(tmp_path / "inbox.db")
     await store.open()
     yield store  # type: ignore[misc]
     await store.close()
 
 
-async def test_wal_and_synchronous_full(store: SQLiteStore) -> None:
+async def test_wal_and_synchronous_full(sqlite_store: SQLiteStore) -> None:
+    store = sqlite_store
     assert store._db is not None
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-async def test_dedup_by_provider_and_key(store: SQLiteStore) -> None:
+async def test_dedup_by_provider_and_key(store: Store) -> None:
     first = await store.record("efi", "/webhook", [NewEvent("pix", "E1", {"n": 1})], audit())
     again = await store.record("efi", "/webhook", [NewEvent("pix", "E1", {"n": 2})], audit())
     other = await store.record("infi", "/infi", [NewEvent("pix", "E1", {"n": 3})], audit())
@@ -45,12 +72,12 @@ async def test_dedup_by_provider_and_key(store: SQLiteStore) -> None:
     assert len(await store.list_audit()) == 3
 
 
-async def test_concurrent_writes_share_commits(store: SQLiteStore) -> None:
+async def test_concurrent_writes_share_commits(store: Store) -> None:
     writes = [store.record("efi", "/webhook", [NewEvent("pix", f"E{i}", {})], audit()) for i in range(60)]
     receipts = await asyncio.gather(*writes)
     assert all(len(r.stored) == 1 for r in receipts)
     assert len(await store.list_events(limit=100)) == 60
-    assert store.commits < 60  # group commit: one transaction served several requests
+    assert store.commits < 60  # type: ignore[attr-defined]  # group commit: one transaction served several
 
 
 async def test_rows_survive_reopen(tmp_path: Path) -> None:
@@ -130,3 +157,53 @@ async def test_version_1_inbox_is_upgraded_in_place(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# --- the outbox and synchronous answers, both backends --------------------------------------------
+
+async def test_outbox_claims_lease_and_finish(store: Store) -> None:
+    receipt = await store.record("efi", "/webhook", [NewEvent("pix", "E1", {}, order_key="E1")], audit(), queue=True)
+    (event_id,) = receipt.stored
+    (claimed,) = await store.claim_due(now=1000.0, limit=10, lease=30)
+    assert claimed.id == event_id and claimed.status == "pending"
+    assert await store.claim_due(now=1001.0, limit=10, lease=30) == []  # leased
+    (again,) = await store.claim_due(now=1031.0, limit=10, lease=30)  # the lease ran out: another may take it
+    assert again.id == event_id
+    attempt = DeliveryAttempt(1, "t", 5, 503, "HTTP 503")
+    await store.finish_attempt(event_id, attempt, "pending", next_attempt_at=2000.0)
+    assert await store.claim_due(now=1999.0, limit=10, lease=30) == []  # not due yet
+    await store.finish_attempt(event_id, DeliveryAttempt(2, "t", 5, 204, ""), "delivered", 2000.0)
+    found = await store.get_event(event_id)
+    assert found is not None and found[0].status == "delivered" and [a.status_code for a in found[1]] == [503, 204]
+    assert (await store.stats())["delivered"] == 1
+
+
+async def test_outbox_keeps_order_per_key(store: Store) -> None:
+    first = (await store.record("efi", "/w", [NewEvent("pix", "E1|a", {}, order_key="E1")], audit(), queue=True)).stored
+    second = (await store.record("efi", "/w", [NewEvent("pix", "E1|b", {}, order_key="E1")], audit(), queue=True)).stored
+    other = (await store.record("efi", "/w", [NewEvent("pix", "E2", {}, order_key="E2")], audit(), queue=True)).stored
+    claimed = [e.id for e in await store.claim_due(now=1.0, limit=10, lease=30)]
+    assert claimed == [first[0], other[0]]  # the second E1 waits for the first
+    await store.finish_attempt(first[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0)
+    assert [e.id for e in await store.claim_due(now=2.0, limit=10, lease=30)] == [second[0]]
+
+
+async def test_dead_events_replay(store: Store) -> None:
+    (event_id,) = (await store.record("efi", "/w", [NewEvent("pix", "E1", {})], audit(), queue=True)).stored
+    await store.claim_due(now=1.0, limit=1, lease=30)
+    await store.finish_attempt(event_id, DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0)
+    assert [e.id for e in await store.list_events(status="dead")] == [event_id]
+    assert await store.replay(all_dead=True, dead_since="2000") == 1
+    assert [e.id for e in await store.claim_due(now=2.0, limit=5, lease=30)] == [event_id]
+    assert await store.replay(["evt_missing"]) == 0
+
+
+async def test_synchronous_answers_once_per_key(store: Store) -> None:
+    assert (await store.claim_request("/auth", "k1", now=100.0, stale_after=10)).state == "new"
+    assert (await store.claim_request("/auth", "k1", now=101.0, stale_after=10)).state == "in_progress"
+    assert (await store.claim_request("/auth", "k2", now=101.0, stale_after=10)).state == "new"
+    await store.finish_request("/auth", "k1", StoredAnswer(200, "application/json", b'{"ok":1}'), now=102.0)
+    done = await store.claim_request("/auth", "k1", now=103.0, stale_after=10)
+    assert done.state == "done" and done.answer == StoredAnswer(200, "application/json", b'{"ok":1}')
+    assert (await store.claim_request("/auth", "k2", now=200.0, stale_after=10)).state == "new"  # abandoned: taken over
+    assert await store.check_writable()

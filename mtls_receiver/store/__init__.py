@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import StoreConfig
+from ..errors import ConfigError
 from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 
 __all__ = ["Receipt", "Store", "open_store"]
@@ -84,6 +85,13 @@ class Store(Protocol):
 
 def open_store(config: StoreConfig) -> Store:
     """The backend for a store config (not yet opened)."""
+    if config.url is not None:
+        try:
+            from .postgres import PostgresStore
+        except ImportError:  # asyncpg is the "postgres" extra
+            raise ConfigError("[store]", "url", "PostgreSQL needs asyncpg: pip install 'mtls-receiver[postgres]'") from None
+        return PostgresStore(config.url)
     from .sqlite import SQLiteStore
 
+    assert config.path is not None
     return SQLiteStore(config.path)

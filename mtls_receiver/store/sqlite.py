@@ -21,8 +21,8 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
-from ..tls import ClientIdentity
 from . import Receipt
+from .rows import EVENT_COLUMNS, EVENTS_FROM, event_from_row, identity_columns, identity_from_columns
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -100,11 +100,6 @@ CREATE INDEX attempts_event ON attempts (event_id, number);
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
-_EVENT_COLUMNS = (
-    "e.id, e.provider, e.route, e.kind, e.dedup_key, e.payload, e.received_at, e.peer, e.client_subject,"
-    " e.client_issuer, e.client_fingerprint, e.verified_by, COALESCE(o.status, 'stored'), COALESCE(o.attempts, 0)"
-)
-_EVENTS_FROM = "events e LEFT JOIN outbox o ON o.event_id = e.id"
 
 
 @dataclass
@@ -232,7 +227,7 @@ class SQLiteStore:
 
     def _insert(self, db: sqlite3.Connection, write: _Write) -> Receipt:
         audit = write.audit
-        identity = _identity_columns(audit.client)
+        identity = identity_columns(audit.client)
         stored: list[str] = []
         for event in write.events:
             event_id = f"evt_{uuid.uuid4().hex}"
@@ -308,7 +303,7 @@ class SQLiteStore:
 
     def _claim_due(self, db: sqlite3.Connection, now: float, limit: int, lease: float) -> list[StoredEvent]:
         rows = db.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENTS_FROM}"
+            f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
             " WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND o.lease_until <= ?"
             " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_key = o.order_key AND p.seq < o.seq"
             "                 AND p.status = 'pending')"
@@ -316,7 +311,7 @@ class SQLiteStore:
             (now, now, limit),
         ).fetchall()
         db.executemany("UPDATE outbox SET lease_until = ? WHERE event_id = ?", [(now + lease, r[0]) for r in rows])
-        return [_event(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def finish_attempt(self, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float) -> None:
         """Record an attempt; ``outcome`` is the new status: delivered, pending (retry later) or dead."""
@@ -383,42 +378,25 @@ class SQLiteStore:
         if route is not None:
             where.append("e.route = ?")
             params.append(route)
-        rows = await self._run(self._select, f"SELECT {_EVENT_COLUMNS} FROM {_EVENTS_FROM}"
+        rows = await self._run(self._select, f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
                                f" WHERE {' AND '.join(where)} ORDER BY e.seq DESC LIMIT ?", *params, limit)
-        return [_event(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None:
-        rows = await self._run(self._select, f"SELECT {_EVENT_COLUMNS} FROM {_EVENTS_FROM} WHERE e.id = ?", event_id)
+        rows = await self._run(self._select, f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ?", event_id)
         if not rows:
             return None
         attempts = await self._run(self._select, "SELECT number, at, duration_ms, status_code, error FROM attempts"
                                    " WHERE event_id = ? ORDER BY rowid", event_id)
-        return _event(rows[0]), [DeliveryAttempt(*row) for row in attempts]
+        return event_from_row(rows[0]), [DeliveryAttempt(*row) for row in attempts]
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
         rows = await self._run(self._select, "SELECT at, listener, route, method, path, peer, status, reason,"
                                " client_subject, client_issuer, client_fingerprint"
                                " FROM audit ORDER BY seq DESC LIMIT ?", limit)
-        return [AuditRecord(*r[:8], client=_identity(r[8:11])) for r in rows]
+        return [AuditRecord(*r[:8], client=identity_from_columns(r[8:11])) for r in rows]
 
     def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return self._require_db().execute(sql, params).fetchall()
 
 
-def _event(row: Sequence[Any]) -> StoredEvent:
-    return StoredEvent(
-        id=row[0], provider=row[1], route=row[2], kind=row[3], dedup_key=row[4], payload=json.loads(row[5]),
-        received_at=row[6], peer=row[7], client=_identity(row[8:11]), verified_by=row[11], status=row[12],
-        attempts=row[13],
-    )
-
-
-def _identity_columns(client: ClientIdentity | None) -> tuple[str | None, str | None, str | None]:
-    return (client.subject, client.issuer, client.fingerprint) if client else (None, None, None)
-
-
-def _identity(columns: Sequence[str | None]) -> ClientIdentity | None:
-    subject, issuer, fingerprint = columns
-    if subject is None or issuer is None or fingerprint is None:
-        return None
-    return ClientIdentity(subject=subject, issuer=issuer, fingerprint=fingerprint)

@@ -1,0 +1,370 @@
+"""PostgreSQL backend (asyncpg): one inbox shared by several receiver instances.
+
+Same promises as SQLite: ``record`` returns only after COMMIT (``synchronous_commit`` on), a
+unique constraint on (provider, dedup_key) stores an event once whichever instance got it, and
+the outbox is written in the same transaction. Forwarders of all instances claim due events with
+``FOR UPDATE SKIP LOCKED`` and a lease, so one instance delivers an event at a time and another
+takes over when a lease runs out. Requests of one instance share commits (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from ..errors import StoreUnavailable
+from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
+from . import Receipt
+from .rows import EVENT_COLUMNS, EVENTS_FROM, event_from_row, identity_columns, identity_from_columns
+
+__all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION"]
+
+ANSWER_RETENTION = 3600.0
+_MIGRATION_LOCK = 7_324_001  # pg_advisory_xact_lock key: one instance migrates at a time
+
+#: schema version -> the statements that reach it from the one before
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE events (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    provider TEXT NOT NULL,
+    route TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    client_subject TEXT,
+    client_issuer TEXT,
+    client_fingerprint TEXT,
+    verified_by TEXT NOT NULL DEFAULT '',
+    UNIQUE (provider, dedup_key)
+);
+CREATE TABLE audit (
+    seq BIGSERIAL PRIMARY KEY,
+    at TEXT NOT NULL,
+    listener TEXT NOT NULL,
+    route TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    client_subject TEXT,
+    client_issuer TEXT,
+    client_fingerprint TEXT
+);
+CREATE TABLE requests (
+    route TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
+    status INTEGER,
+    content_type TEXT,
+    body BYTEA,
+    PRIMARY KEY (route, key)
+);
+CREATE TABLE outbox (
+    event_id TEXT PRIMARY KEY REFERENCES events (id),
+    seq BIGINT NOT NULL,
+    order_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+CREATE INDEX outbox_order ON outbox (order_key, seq);
+CREATE TABLE attempts (
+    id BIGSERIAL PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events (id),
+    number INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status_code INTEGER,
+    error TEXT NOT NULL
+);
+CREATE INDEX attempts_event ON attempts (event_id, number);
+""",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+_UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+@dataclass
+class _Write:
+    provider: str
+    route: str
+    events: Sequence[NewEvent]
+    audit: AuditRecord
+    verified_by: str
+    queue: bool
+    done: asyncio.Future[Receipt]
+
+
+async def migrate(dsn: str) -> tuple[int, int]:
+    """Bring the schema to SCHEMA_VERSION; returns (version before, version after)."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations"
+                               " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            before = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            if before > SCHEMA_VERSION:
+                raise StoreUnavailable(f"database schema version {before} is newer than this program ({SCHEMA_VERSION})")
+            for version in range(before + 1, SCHEMA_VERSION + 1):
+                await conn.execute(MIGRATIONS[version])
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+    finally:
+        await conn.close()
+    return before, SCHEMA_VERSION
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0) -> None:
+        self.dsn, self.pool_size, self.timeout = dsn, pool_size, timeout
+        self._pool: asyncpg.Pool | None = None
+        self._queue: list[_Write] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    async def open(self) -> None:
+        try:
+            await migrate(self.dsn)
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
+                                                   command_timeout=self.timeout, timeout=self.timeout)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: {exc}") from None
+        self._writer = asyncio.create_task(self._write_loop(), name="postgres-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _transaction(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(conn, *args)`` in one transaction; any database trouble is StoreUnavailable (503)."""
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            async with self._pool.acquire(timeout=self.timeout) as conn:
+                async with conn.transaction():
+                    return await fn(conn, *args)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: {type(exc).__name__}: {exc}") from exc
+
+    # --- receiving: group commit ---------------------------------------------------------------
+
+    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
+                     verified_by: str = "", queue: bool = False) -> Receipt:
+        if self._writer is None or self._writer.done():
+            raise StoreUnavailable("store is not open")
+        done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(provider, route, events, audit, verified_by, queue, done))
+        self._wake.set()
+        return await done
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            try:
+                receipts = await self._transaction(self._insert_batch, batch)
+                self.commits += 1
+            except StoreUnavailable as exc:
+                for write in batch:
+                    if not write.done.done():
+                        write.done.set_exception(StoreUnavailable(f"commit failed: {exc}"))
+                continue
+            for write, receipt in zip(batch, receipts):
+                if not write.done.done():
+                    write.done.set_result(receipt)
+
+    async def _insert_batch(self, conn: asyncpg.Connection, batch: list[_Write]) -> list[Receipt]:
+        return [await self._insert(conn, write) for write in batch]
+
+    @staticmethod
+    async def _insert(conn: asyncpg.Connection, write: _Write) -> Receipt:
+        audit = write.audit
+        identity = identity_columns(audit.client)
+        stored: list[str] = []
+        for event in write.events:
+            event_id = f"evt_{uuid.uuid4().hex}"
+            seq = await conn.fetchval(
+                "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer,"
+                " client_subject, client_issuer, client_fingerprint, verified_by)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq",
+                event_id, write.provider, write.route, event.kind, event.dedup_key,
+                json.dumps(event.payload, ensure_ascii=False, separators=(",", ":")),
+                audit.at, audit.peer, *identity, write.verified_by,
+            )
+            if seq is None:
+                continue
+            stored.append(event_id)
+            if write.queue:
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
+                    " VALUES ($1, $2, $3, 'pending', 0)",
+                    event_id, seq, f"{write.provider}:{event.order_key or event.dedup_key}",
+                )
+        await conn.execute(
+            "INSERT INTO audit (at, listener, route, method, path, peer, status, reason,"
+            " client_subject, client_issuer, client_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            audit.at, audit.listener, audit.route, audit.method, audit.path, audit.peer, audit.status, audit.reason,
+            *identity,
+        )
+        return Receipt(stored=tuple(stored), duplicates=len(write.events) - len(stored))
+
+    # --- synchronous answers (idempotency) -----------------------------------------------------
+
+    async def claim_request(self, route: str, key: str, now: float, stale_after: float) -> Claim:
+        async def claim(conn: asyncpg.Connection) -> Claim:
+            await conn.execute("DELETE FROM requests WHERE finished_at < $1", now - ANSWER_RETENTION)
+            inserted = await conn.fetchval(
+                "INSERT INTO requests (route, key, state, started_at) VALUES ($1, $2, 'in_progress', $3)"
+                " ON CONFLICT (route, key) DO NOTHING RETURNING 1", route, key, now)
+            if inserted:
+                return Claim("new")
+            row = await conn.fetchrow("SELECT state, started_at, status, content_type, body FROM requests"
+                                      " WHERE route = $1 AND key = $2 FOR UPDATE", route, key)
+            if row["state"] == "done":
+                return Claim("done", StoredAnswer(row["status"], row["content_type"], bytes(row["body"])))
+            if row["started_at"] > now - stale_after:
+                return Claim("in_progress")
+            await conn.execute("UPDATE requests SET started_at = $3 WHERE route = $1 AND key = $2", route, key, now)
+            return Claim("new")
+
+        return await self._transaction(claim)
+
+    async def finish_request(self, route: str, key: str, answer: StoredAnswer, now: float) -> None:
+        async def finish(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "UPDATE requests SET state = 'done', finished_at = $3, status = $4, content_type = $5, body = $6"
+                " WHERE route = $1 AND key = $2", route, key, now, answer.status, answer.content_type, answer.body)
+
+        await self._transaction(finish)
+
+    # --- forwarding: the outbox, shared by every instance ---------------------------------------
+
+    async def claim_due(self, now: float, limit: int, lease: float) -> list[StoredEvent]:
+        async def claim(conn: asyncpg.Connection) -> list[StoredEvent]:
+            ids = await conn.fetch(
+                "WITH due AS ("
+                "  SELECT o.event_id FROM outbox o"
+                "  WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND o.lease_until <= $1"
+                "  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_key = o.order_key AND p.seq < o.seq"
+                "                  AND p.status = 'pending')"
+                "  ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                " UPDATE outbox SET lease_until = $3 FROM due WHERE outbox.event_id = due.event_id"
+                " RETURNING outbox.event_id", now, limit, now + lease)
+            if not ids:
+                return []
+            rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ANY($1::text[])"
+                                    " ORDER BY e.seq", [r["event_id"] for r in ids])
+            return [event_from_row(row) for row in rows]
+
+        return await self._transaction(claim)
+
+    async def finish_attempt(self, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float) -> None:
+        async def finish(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                event_id, attempt.number, attempt.at, attempt.duration_ms, attempt.status_code, attempt.error)
+            await conn.execute(
+                "UPDATE outbox SET status = $2, attempts = $3, next_attempt_at = $4, lease_until = 0"
+                " WHERE event_id = $1", event_id, outcome, attempt.number, next_attempt_at)
+
+        await self._transaction(finish)
+
+    async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
+        async def replay(conn: asyncpg.Connection) -> int:
+            ids = list(event_ids)
+            if all_dead:
+                ids = [r["event_id"] for r in await conn.fetch(
+                    "SELECT o.event_id FROM outbox o JOIN events e ON e.id = o.event_id"
+                    " WHERE o.status = 'dead' AND e.received_at >= $1", dead_since or "")]
+            count = 0
+            for event_id in ids:
+                row = await conn.fetchrow("SELECT seq, provider, dedup_key FROM events WHERE id = $1", event_id)
+                if row is None:
+                    continue
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
+                    " VALUES ($1, $2, $3, 'pending', 0) ON CONFLICT (event_id) DO UPDATE"
+                    " SET status = 'pending', attempts = 0, next_attempt_at = 0, lease_until = 0",
+                    event_id, row["seq"], f"{row['provider']}:{row['dedup_key']}")
+                count += 1
+            return count
+
+        return await self._transaction(replay)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]:
+        async def select(conn: asyncpg.Connection) -> list[StoredEvent]:
+            rows = await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
+                " WHERE ($1::text IS NULL OR COALESCE(o.status, 'stored') = $1)"
+                " AND ($2::text IS NULL OR e.route = $2) ORDER BY e.seq DESC LIMIT $3", status, route, limit)
+            return [event_from_row(row) for row in rows]
+
+        return await self._transaction(select)
+
+    async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None:
+        async def select(conn: asyncpg.Connection) -> tuple[StoredEvent, list[DeliveryAttempt]] | None:
+            row = await conn.fetchrow(f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = $1", event_id)
+            if row is None:
+                return None
+            attempts = await conn.fetch("SELECT number, at, duration_ms, status_code, error FROM attempts"
+                                        " WHERE event_id = $1 ORDER BY id", event_id)
+            return event_from_row(row), [DeliveryAttempt(*a) for a in attempts]
+
+        return await self._transaction(select)
+
+    async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
+        async def select(conn: asyncpg.Connection) -> list[AuditRecord]:
+            rows = await conn.fetch("SELECT at, listener, route, method, path, peer, status, reason, client_subject,"
+                                    " client_issuer, client_fingerprint FROM audit ORDER BY seq DESC LIMIT $1", limit)
+            return [AuditRecord(*r[:8], client=identity_from_columns(r[8:11])) for r in rows]
+
+        return await self._transaction(select)
+
+    async def stats(self) -> dict[str, int]:
+        async def select(conn: asyncpg.Connection) -> dict[str, int]:
+            rows = await conn.fetch("SELECT 'events' AS name, COUNT(*) AS n FROM events UNION ALL"
+                                    " SELECT status, COUNT(*) FROM outbox GROUP BY status")
+            return {r["name"]: r["n"] for r in rows}
+
+        return await self._transaction(select)
+
+    async def check_writable(self) -> bool:
+        try:
+            await self._transaction(lambda conn: conn.execute("SELECT txid_current()"))
+        except StoreUnavailable:
+            return False
+        return True
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", dsn)
+
