@@ -162,12 +162,17 @@ class PostgresStore:
         """Run ``fn(conn, *args)`` in one transaction; any database trouble is StoreUnavailable (503)."""
         if self._pool is None:
             raise StoreUnavailable("store is not open")
-        try:
-            async with self._pool.acquire(timeout=self.timeout) as conn:
-                async with conn.transaction():
-                    return await fn(conn, *args)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: {type(exc).__name__}: {exc}") from exc
+        for attempt in range(3):
+            try:
+                async with self._pool.acquire(timeout=self.timeout) as conn:
+                    async with conn.transaction():
+                        return await fn(conn, *args)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                if attempt == 2:
+                    raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: conflicting writers, gave up") from None
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     # --- receiving: group commit ---------------------------------------------------------------
 
@@ -198,40 +203,46 @@ class PostgresStore:
                     write.done.set_result(receipt)
 
     async def _insert_batch(self, conn: asyncpg.Connection, batch: list[_Write]) -> list[Receipt]:
-        return [await self._insert(conn, write) for write in batch]
+        """Insert in (provider, dedup_key) order: instances inserting the same keys concurrently then
+        wait on each other in one order instead of deadlocking."""
+        pending = sorted(((write.provider, event.dedup_key, n, event) for n, write in enumerate(batch)
+                          for event in write.events), key=lambda item: (item[0], item[1]))
+        stored: list[list[str]] = [[] for _ in batch]
+        for _provider, _key, n, event in pending:
+            event_id = await self._insert_event(conn, batch[n], event)
+            if event_id is not None:
+                stored[n].append(event_id)
+        for write in batch:
+            await conn.execute(
+                "INSERT INTO audit (at, listener, route, method, path, peer, status, reason, client_subject,"
+                " client_issuer, client_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                write.audit.at, write.audit.listener, write.audit.route, write.audit.method, write.audit.path,
+                write.audit.peer, write.audit.status, write.audit.reason, *identity_columns(write.audit.client),
+            )
+        return [Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids)) for ids, write in zip(stored, batch)]
 
     @staticmethod
-    async def _insert(conn: asyncpg.Connection, write: _Write) -> Receipt:
+    async def _insert_event(conn: asyncpg.Connection, write: _Write, event: NewEvent) -> str | None:
+        """The new event's id, or None when (provider, dedup_key) is already stored."""
         audit = write.audit
-        identity = identity_columns(audit.client)
-        stored: list[str] = []
-        for event in write.events:
-            event_id = f"evt_{uuid.uuid4().hex}"
-            seq = await conn.fetchval(
-                "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer,"
-                " client_subject, client_issuer, client_fingerprint, verified_by)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-                " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq",
-                event_id, write.provider, write.route, event.kind, event.dedup_key,
-                json.dumps(event.payload, ensure_ascii=False, separators=(",", ":")),
-                audit.at, audit.peer, *identity, write.verified_by,
-            )
-            if seq is None:
-                continue
-            stored.append(event_id)
-            if write.queue:
-                await conn.execute(
-                    "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
-                    " VALUES ($1, $2, $3, 'pending', 0)",
-                    event_id, seq, f"{write.provider}:{event.order_key or event.dedup_key}",
-                )
-        await conn.execute(
-            "INSERT INTO audit (at, listener, route, method, path, peer, status, reason,"
-            " client_subject, client_issuer, client_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            audit.at, audit.listener, audit.route, audit.method, audit.path, audit.peer, audit.status, audit.reason,
-            *identity,
+        event_id = f"evt_{uuid.uuid4().hex}"
+        seq = await conn.fetchval(
+            "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer,"
+            " client_subject, client_issuer, client_fingerprint, verified_by)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq",
+            event_id, write.provider, write.route, event.kind, event.dedup_key,
+            json.dumps(event.payload, ensure_ascii=False, separators=(",", ":")),
+            audit.at, audit.peer, *identity_columns(audit.client), write.verified_by,
         )
-        return Receipt(stored=tuple(stored), duplicates=len(write.events) - len(stored))
+        if seq is None:
+            return None
+        if write.queue:
+            await conn.execute(
+                "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at) VALUES ($1, $2, $3, 'pending', 0)",
+                event_id, seq, f"{write.provider}:{event.order_key or event.dedup_key}",
+            )
+        return event_id
 
     # --- synchronous answers (idempotency) -----------------------------------------------------
 

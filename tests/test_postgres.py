@@ -1,0 +1,193 @@
+"""Several instances, one truth: receivers sharing one PostgreSQL inbox (real server, real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from test_forward import App, forward_table, until
+
+
+def shared_config(tmp_path: Path, pki: Pki, dsn: str, name: str, extra: str = "") -> Path:
+    path = tmp_path / f"{name}.toml"
+    text = config_text(pki).replace('[store]\npath = "inbox.db"', f'[store]\nurl = "{dsn}"')
+    path.write_text(text + extra, encoding="utf-8")
+    return path
+
+
+def post_pix(port: int, pki: Pki, e2e: str) -> int:
+    return asyncio.run(https_post(port, "/webhook/pix", {"pix": [pix(e2e)]}, client_context(pki, pki.client))).status
+
+
+def test_db_migrate_command(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
+    config = shared_config(tmp_path, pki, pg_dsn, "a")
+    for _ in range(2):  # idempotent
+        result = run_cli("db", "migrate", "--config", str(config))
+        assert result.returncode == 0 and "schema is current" in result.stdout
+        assert "PostgreSQL postgresql://postgres@127.0.0.1" in result.stdout
+
+
+def test_same_pix_to_two_instances_is_stored_once(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
+    servers = [ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, pg_dsn, name))) for name in "ab"]
+    ports = [server.start() for server in servers]
+    context = client_context(pki, pki.client)
+
+    async def both() -> list[int]:
+        posts = [https_post(port, "/webhook/pix", {"pix": [pix(f"E-SHARED-{n}")]}, context)
+                 for n in range(40) for port in ports for _ in range(2)]
+        return [answer.status for answer in await asyncio.gather(*posts)]
+
+    try:
+        statuses = asyncio.run(both())
+    finally:
+        for server in servers:
+            server.kill()
+    assert statuses == [200] * 160
+    listed = run_cli("events", "list", "--config", str(tmp_path / "a.toml"), "--json", "--limit", "1000")
+    keys = [json.loads(line)["dedup_key"] for line in listed.stdout.splitlines()]
+    assert sorted(keys) == sorted(f"E-SHARED-{n}" for n in range(40))
+
+
+def test_two_forwarders_deliver_each_event_once(tmp_path: Path, pki: Pki, pg_dsn: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_FORWARD_SECRET", "whsec_" + "Zm9yd2FyZGluZy10ZXN0LXNlY3JldC0zMi1ieXRlcyE=")
+    monkeypatch.setenv("T_FORWARD_OLD", "whsec_" + "dGhlLXByZXZpb3VzLXNlY3JldC1hbHNvLTMyYnl0ZXM=")
+
+    async def scenario() -> None:
+        app = App()
+        await app.start()
+        servers = [ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, pg_dsn, name,
+                                                                        forward_table(app.url))))
+                   for name in "ab"]
+        ports = [await asyncio.to_thread(server.start) for server in servers]
+        try:
+            for n in range(30):
+                answer = await https_post(ports[n % 2], "/webhook/pix", {"pix": [pix(f"E-FWD-{n}")]},
+                                          client_context(pki, pki.client))
+                assert answer.status == 200
+            await until(lambda: len(app.received) >= 30, timeout=60)
+            await asyncio.sleep(1.5)  # a second delivery would show up by now
+        finally:
+            for server in servers:
+                server.kill()
+            assert app.runner is not None
+            await app.runner.cleanup()
+        delivered = sorted(json.loads(body)["payload"]["endToEndId"] for _, body in app.received)
+        assert delivered == sorted(f"E-FWD-{n}" for n in range(30))  # every one, none twice
+
+    asyncio.run(scenario())
+
+
+def test_killed_instance_leases_are_taken_over(tmp_path: Path, pki: Pki, pg_dsn: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_FORWARD_SECRET", "whsec_" + "Zm9yd2FyZGluZy10ZXN0LXNlY3JldC0zMi1ieXRlcyE=")
+    monkeypatch.setenv("T_FORWARD_OLD", "whsec_" + "dGhlLXByZXZpb3VzLXNlY3JldC1hbHNvLTMyYnl0ZXM=")
+
+    async def scenario() -> None:
+        app = App()
+        await app.start()
+        app.delay = 30.0  # instance A's deliveries hang: it holds their leases
+        extra = forward_table(app.url, timeout=2)
+        first = ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, pg_dsn, "a", extra)))
+        port = await asyncio.to_thread(first.start)
+        for n in range(4):
+            assert (await https_post(port, "/webhook/pix", {"pix": [pix(f"E-LEASE-{n}")]},
+                                     client_context(pki, pki.client))).status == 200
+        await until(lambda: len(app.attempts) >= 4)
+        in_flight = set(app.attempts)
+        first.kill()
+        app.delay = 0.0
+        second = ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, pg_dsn, "b", extra)))
+        await asyncio.to_thread(second.start)
+        try:
+            await until(lambda: len({json.loads(b)["id"] for _, b in app.received}) >= 4, timeout=60)
+        finally:
+            second.kill()
+            assert app.runner is not None
+            await app.runner.cleanup()
+        delivered = [json.loads(body)["id"] for _, body in app.received]
+        assert len(set(delivered)) == 4
+        duplicates = {event for event in delivered if delivered.count(event) > 1}
+        assert duplicates <= in_flight  # only attempts in flight at the crash may repeat
+
+    asyncio.run(scenario())
+
+
+# --- the database restarting during traffic -------------------------------------------------------
+
+def _postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[tuple[str, callable, callable]]:  # type: ignore[valid-type]
+    """A PostgreSQL cluster of the test's own, on a free port, that the test may stop and start."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None or shutil.which("runuser") is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries (pg_ctl) or runuser missing; CI must run this test")
+        pytest.skip("PostgreSQL server binaries (pg_ctl) are not installed")
+    user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    directory = Path(tempfile.mkdtemp(prefix="mtls-pg-"))
+    shutil.chown(directory, user)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def as_user(*args: str) -> None:
+        command = ["runuser", "-u", user, "--", *args] if os.geteuid() == 0 else list(args)
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    as_user(str(bin_dir / "initdb"), "-D", str(directory / "data"), "-A", "trust", "-U", "postgres")
+    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=on"
+
+    def start() -> None:
+        as_user(str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-o", options, "-w", "-l",
+                str(directory / "log"), "start")
+
+    def stop() -> None:
+        as_user(str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-m", "fast", "-w", "stop")
+
+    start()
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres", start, stop
+    stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_database_restart_gives_503_then_recovers(tmp_path: Path, pki: Pki, own_cluster) -> None:  # type: ignore[no-untyped-def]
+    dsn, start, stop = own_cluster
+    server = ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, dsn, "a")))
+    port = server.start()
+    acked: list[str] = []
+    try:
+        assert post_pix(port, pki, "E-UP-1") == 200
+        acked.append("E-UP-1")
+        stop()
+        down = [post_pix(port, pki, f"E-DOWN-{n}") for n in range(3)]
+        assert down == [503] * 3  # nothing acknowledged while the database is away
+        start()
+        deadline = time.monotonic() + 30
+        while post_pix(port, pki, "E-UP-2") != 200:  # the sender's retry, until the pool reconnects
+            assert time.monotonic() < deadline, "no recovery without restart"
+            time.sleep(0.2)
+        acked.append("E-UP-2")
+        assert server.proc is not None and server.proc.poll() is None
+    finally:
+        server.kill()
+    listed = run_cli("events", "list", "--config", str(tmp_path / "a.toml"), "--json")
+    keys = {json.loads(line)["dedup_key"] for line in listed.stdout.splitlines()}
+    assert keys == set(acked)
