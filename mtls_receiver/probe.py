@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import certifi
 
-__all__ = ["ProbeResult", "probe", "sample_pix"]
+__all__ = ["ProbeResult", "probe", "probe_without_certificate", "sample_pix"]
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -59,7 +59,7 @@ async def probe(
     timeout: float = 15.0,
 ) -> list[ProbeResult]:
     """Run the three registration checks against ``url`` and report each."""
-    results = [await _without_certificate(url, _client_context(ca, None, None), timeout)]
+    results = [await probe_without_certificate(url, ca, timeout)]
     if cert is None:
         skipped = "no --cert given (only a certificate chained to the route's client CA can pass)"
         results += [ProbeResult("test notification", None, skipped), ProbeResult("sample Pix", None, skipped)]
@@ -86,10 +86,11 @@ async def _post(url: str, body: bytes, context: ssl.SSLContext, timeout: float) 
             return response.status, (await response.text(errors="replace")).strip()[:200]
 
 
-async def _without_certificate(url: str, context: ssl.SSLContext, timeout: float) -> ProbeResult:
+async def probe_without_certificate(url: str, ca: Path | None, timeout: float = 15.0) -> ProbeResult:
+    """Efí's first registration check: a POST without a client certificate must be refused."""
     step = "request without client certificate"
     try:
-        status, text = await _post(url, b"{}", context, timeout)
+        status, text = await _post(url, b"{}", _client_context(ca, None, None), timeout)
     except aiohttp.ClientConnectorCertificateError as exc:
         return ProbeResult(step, False, f"the server's own certificate is not trusted ({_reason(exc)});"
                                         " Efí will not connect either (or pass --ca for a private CA)")
