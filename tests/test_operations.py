@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import ssl
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 

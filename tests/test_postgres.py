@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
-from test_forward import App, forward_table, until
+from test_forward import App, forward_secrets, forward_table, until  # noqa: F401  (autouse fixture)
 
 
 def shared_config(tmp_path: Path, pki: Pki, dsn: str, name: str, extra: str = "") -> Path:
@@ -61,10 +61,7 @@ def test_same_pix_to_two_instances_is_stored_once(tmp_path: Path, pki: Pki, pg_d
     assert sorted(keys) == sorted(f"E-SHARED-{n}" for n in range(40))
 
 
-def test_two_forwarders_deliver_each_event_once(tmp_path: Path, pki: Pki, pg_dsn: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("T_FORWARD_SECRET", "whsec_" + "Zm9yd2FyZGluZy10ZXN0LXNlY3JldC0zMi1ieXRlcyE=")
-    monkeypatch.setenv("T_FORWARD_OLD", "whsec_" + "dGhlLXByZXZpb3VzLXNlY3JldC1hbHNvLTMyYnl0ZXM=")
+def test_two_forwarders_deliver_each_event_once(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
 
     async def scenario() -> None:
         app = App()
@@ -91,10 +88,7 @@ def test_two_forwarders_deliver_each_event_once(tmp_path: Path, pki: Pki, pg_dsn
     asyncio.run(scenario())
 
 
-def test_killed_instance_leases_are_taken_over(tmp_path: Path, pki: Pki, pg_dsn: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("T_FORWARD_SECRET", "whsec_" + "Zm9yd2FyZGluZy10ZXN0LXNlY3JldC0zMi1ieXRlcyE=")
-    monkeypatch.setenv("T_FORWARD_OLD", "whsec_" + "dGhlLXByZXZpb3VzLXNlY3JldC1hbHNvLTMyYnl0ZXM=")
+def test_killed_instance_leases_are_taken_over(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
 
     async def scenario() -> None:
         app = App()

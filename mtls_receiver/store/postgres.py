@@ -14,7 +14,6 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -22,6 +21,7 @@ import asyncpg
 from ..errors import StoreUnavailable
 from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from . import Receipt
+from .group_commit import GroupCommit, Write
 from .rows import EVENT_COLUMNS, EVENTS_FROM, event_from_row, identity_columns, identity_from_columns
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION"]
@@ -101,15 +101,6 @@ SCHEMA_VERSION = max(MIGRATIONS)
 _UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
-@dataclass
-class _Write:
-    provider: str
-    route: str
-    events: Sequence[NewEvent]
-    audit: AuditRecord
-    verified_by: str
-    queue: bool
-    done: asyncio.Future[Receipt]
 
 
 async def migrate(dsn: str) -> tuple[int, int]:
@@ -131,14 +122,11 @@ async def migrate(dsn: str) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore:
+class PostgresStore(GroupCommit):
     def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0) -> None:
         self.dsn, self.pool_size, self.timeout = dsn, pool_size, timeout
         self._pool: asyncpg.Pool | None = None
-        self._queue: list[_Write] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self.commits = 0
+        super().__init__()
 
     async def open(self) -> None:
         try:
@@ -147,13 +135,10 @@ class PostgresStore:
                                                    command_timeout=self.timeout, timeout=self.timeout)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: {exc}") from None
-        self._writer = asyncio.create_task(self._write_loop(), name="postgres-writer")
+        self._start_writer()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
+        await self._stop_writer()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -176,33 +161,11 @@ class PostgresStore:
 
     # --- receiving: group commit ---------------------------------------------------------------
 
-    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
-                     verified_by: str = "", queue: bool = False) -> Receipt:
-        if self._writer is None or self._writer.done():
-            raise StoreUnavailable("store is not open")
-        done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(provider, route, events, audit, verified_by, queue, done))
-        self._wake.set()
-        return await done
+    async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
+        receipts: list[Receipt] = await self._transaction(self._insert_batch, batch)
+        return receipts
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._queue = self._queue, []
-            try:
-                receipts = await self._transaction(self._insert_batch, batch)
-                self.commits += 1
-            except StoreUnavailable as exc:
-                for write in batch:
-                    if not write.done.done():
-                        write.done.set_exception(StoreUnavailable(f"commit failed: {exc}"))
-                continue
-            for write, receipt in zip(batch, receipts):
-                if not write.done.done():
-                    write.done.set_result(receipt)
-
-    async def _insert_batch(self, conn: asyncpg.Connection, batch: list[_Write]) -> list[Receipt]:
+    async def _insert_batch(self, conn: asyncpg.Connection, batch: list[Write]) -> list[Receipt]:
         """Insert in (provider, dedup_key) order: instances inserting the same keys concurrently then
         wait on each other in one order instead of deadlocking."""
         pending = sorted(((write.provider, event.dedup_key, n, event) for n, write in enumerate(batch)
@@ -222,7 +185,7 @@ class PostgresStore:
         return [Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids)) for ids, write in zip(stored, batch)]
 
     @staticmethod
-    async def _insert_event(conn: asyncpg.Connection, write: _Write, event: NewEvent) -> str | None:
+    async def _insert_event(conn: asyncpg.Connection, write: Write, event: NewEvent) -> str | None:
         """The new event's id, or None when (provider, dedup_key) is already stored."""
         audit = write.audit
         event_id = f"evt_{uuid.uuid4().hex}"

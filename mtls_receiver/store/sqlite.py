@@ -15,13 +15,13 @@ import sqlite3
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreUnavailable
-from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
+from ..events import AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
 from . import Receipt
+from .group_commit import GroupCommit, Write
 from .rows import EVENT_COLUMNS, EVENTS_FROM, event_from_row, identity_columns, identity_from_columns
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
@@ -102,27 +102,15 @@ SCHEMA_VERSION = max(MIGRATIONS)
 
 
 
-@dataclass
-class _Write:
-    provider: str
-    route: str
-    events: Sequence[NewEvent]
-    audit: AuditRecord
-    verified_by: str
-    queue: bool
-    done: asyncio.Future[Receipt]
 
 
-class SQLiteStore:
+class SQLiteStore(GroupCommit):
     def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
-        self._queue: list[_Write] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self.commits = 0  # transactions committed by the writer: shows group commit at work
+        super().__init__()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -132,7 +120,7 @@ class SQLiteStore:
 
     async def open(self) -> None:
         await self._run(self._connect)
-        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+        self._start_writer()
 
     def _connect(self) -> None:
         try:
@@ -160,10 +148,7 @@ class SQLiteStore:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
+        await self._stop_writer()
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -171,42 +156,10 @@ class SQLiteStore:
 
     # --- receiving: group commit ---------------------------------------------------------------
 
-    async def record(
-        self,
-        provider: str,
-        route: str,
-        events: Sequence[NewEvent],
-        audit: AuditRecord,
-        verified_by: str = "",
-        queue: bool = False,
-    ) -> Receipt:
-        if self._writer is None or self._writer.done():
-            raise StoreUnavailable("store is not open")
-        done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(provider, route, events, audit, verified_by, queue, done))
-        self._wake.set()
-        return await done
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._queue = self._queue, []
-            try:
-                receipts = await self._run(self._commit, batch)
-            except (StoreUnavailable, OSError) as exc:
-                for write in batch:
-                    if not write.done.done():
-                        write.done.set_exception(StoreUnavailable(f"commit failed: {exc}"))
-                continue
-            for write, receipt in zip(batch, receipts):
-                if not write.done.done():
-                    write.done.set_result(receipt)
-
-    def _commit(self, batch: list[_Write]) -> list[Receipt]:
+    async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
         """One transaction, one fsync, for every write queued since the last commit."""
-        receipts: list[Receipt] = self._transaction(lambda db: [self._insert(db, write) for write in batch])
-        self.commits += 1
+        receipts: list[Receipt] = await self._run(
+            self._transaction, lambda db: [self._insert(db, write) for write in batch])
         return receipts
 
     def _transaction(self, fn: Any, *args: Any) -> Any:
@@ -225,7 +178,7 @@ class SQLiteStore:
             raise
         return result
 
-    def _insert(self, db: sqlite3.Connection, write: _Write) -> Receipt:
+    def _insert(self, db: sqlite3.Connection, write: Write) -> Receipt:
         audit = write.audit
         identity = identity_columns(audit.client)
         stored: list[str] = []
