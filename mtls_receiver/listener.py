@@ -35,6 +35,10 @@ class _AlertingSSLProtocol(sslproto.SSLProtocol):
     of "certificate required". Flushing the outgoing buffer first fixes that.
     """
 
+    # asyncio allocates (and zeroes) a 256 KiB read buffer per connection; a TLS record is at
+    # most 16 KiB, so 32 KiB serves as well and 1,000 idle connections cost ~200 MiB less.
+    max_size = 32 * 1024
+
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:
             with contextlib.suppress(Exception):
