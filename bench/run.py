@@ -1,0 +1,367 @@
+"""Side-by-side benchmark on loopback: mtls-receiver vs nginx vs the seed's Flask recipe.
+
+One command (see bench/README.md). Each server is started alone, warmed up, then measured on two
+workloads — a fresh mTLS connection per request (how PSPs deliver) and keep-alive — with the same
+certificates and Pix-shaped bodies (each request a new endToEndId). Server CPU is the user+sys
+time of the server's whole process tree from /proc, so the load generator's CPU does not count.
+Results are printed and written to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import trustme
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    name: str
+    path: str  # request path the load generator posts to
+    processes: list[subprocess.Popen[bytes]]  # the server: their CPU is measured
+    port: int
+    helpers: tuple[subprocess.Popen[bytes], ...] = ()  # e.g. the merchant's application: stopped, not measured
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def tree(pid: int) -> list[int]:
+    """A process and all its descendants."""
+    found, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in Path(f"/proc/{parent}/task").glob("*/children"):
+            kids = [int(k) for k in child.read_text().split()]
+            found += kids
+            frontier += kids
+    return found
+
+
+def cpu_seconds(target: Target) -> float:
+    total = 0
+    for process in target.processes:
+        for pid in tree(process.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICKS
+
+
+def rss_mib(target: Target) -> float:
+    total = 0
+    for process in target.processes:
+        for pid in tree(process.pid):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+class Certificates:
+    def __init__(self, directory: Path) -> None:
+        server_ca = trustme.CA()
+        server = server_ca.issue_cert("localhost", "127.0.0.1")
+        root = trustme.CA(organization_name="Efi-like root")
+        intermediate = root.create_child_ca()
+        client = intermediate.issue_cert(common_name="efi-like client")
+        self.server_ca = directory / "server-ca.pem"
+        self.server_cert = directory / "server.pem"
+        self.server_key = directory / "server.key"
+        self.client_ca = directory / "client-ca.pem"
+        self.client = directory / "client.pem"
+        server_ca.cert_pem.write_to_path(str(self.server_ca))
+        self.server_cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
+        server.private_key_pem.write_to_path(str(self.server_key))
+        self.client_ca.write_bytes(root.cert_pem.bytes() + intermediate.cert_pem.bytes())
+        client.private_key_and_cert_chain_pem.write_to_path(str(self.client))
+
+
+def start_receiver(work: Path, certs: Certificates, forward: bool) -> Target:
+    port, admin = free_port(), free_port()
+    config = work / f"receiver-{port}.toml"
+    text = f"""
+[[listeners]]
+address = "127.0.0.1:{port}"
+cert = "{certs.server_cert}"
+key = "{certs.server_key}"
+client_certs = "required"
+client_ca = "{certs.client_ca}"
+limits = {{ max_connections = 5000, max_connections_per_ip = 5000 }}
+
+[[routes]]
+path = "/webhook"
+provider = "efi"
+
+[store]
+path = "{work / f'inbox-{port}.db'}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+"""
+    helpers = []
+    if forward:
+        sink = free_port()
+        helpers.append(subprocess.Popen([sys.executable, str(HERE / "sink.py"), str(sink)]))
+        text += f'\n[forward]\nurl = "http://127.0.0.1:{sink}/events"\nsecrets = [{{ env = "BENCH_FORWARD_SECRET" }}]\n'
+    config.write_text(text, encoding="utf-8")
+    env = {**os.environ, "BENCH_FORWARD_SECRET": "whsec_" + "YmVuY2htYXJrLWZvcndhcmRpbmctc2VjcmV0LTMyYg=="}
+    receiver = subprocess.Popen([sys.executable, "-m", "mtls_receiver", "--log-level", "warning", "serve",
+                                 "--config", str(config)], env=env, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    # only the receiver's CPU counts: the sink stands for the merchant's application
+    return Target("mtls-receiver" + (" + forwarding" if forward else ""), "/webhook/pix", [receiver], port,
+                  tuple(helpers))
+
+
+NGINX = """
+worker_processes {workers};
+pid {work}/nginx-{port}.pid;
+error_log {work}/nginx-{port}.log;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_client_certificate {client_ca};
+    ssl_verify_client on;
+    ssl_verify_depth 3;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_requests 100000;
+    {location}
+  }}
+}}
+"""
+
+
+def start_nginx(work: Path, certs: Certificates, location: str, workers: int, name: str, path: str,
+                extra: list[subprocess.Popen[bytes]] | None = None) -> Target:
+    port = free_port()
+    conf = work / f"nginx-{port}.conf"
+    conf.write_text(NGINX.format(workers=workers, work=work, port=port, cert=certs.server_cert,
+                                 key=certs.server_key, client_ca=certs.client_ca, location=location))
+    master = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    return Target(name, path, [master, *(extra or [])], port)
+
+
+def start_gunicorn_behind_nginx(work: Path, certs: Certificates) -> Target:
+    app_port = free_port()
+    env = {**os.environ, "SEED_DATA": str(work / "gunicorn-data.txt")}
+    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(os.cpu_count() or 2), "-b",
+                                 f"127.0.0.1:{app_port}", "--chdir", str(HERE), "seed_app:app"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(app_port)
+    location = f"location /webhook/ {{ proxy_pass http://127.0.0.1:{app_port}/; proxy_http_version 1.1; }}"
+    return start_nginx(work, certs, location, 1, "nginx -> gunicorn/Flask (seed)", "/webhook/pix", [gunicorn])
+
+
+def start_flask_seed(work: Path, certs: Certificates) -> Target:
+    port = free_port()
+    env = {**os.environ, "SEED_CERT": str(certs.server_cert), "SEED_KEY": str(certs.server_key),
+           "SEED_CLIENT_CA": str(certs.client_ca), "SEED_PORT": str(port), "SEED_DATA": str(work / "flask-data.txt")}
+    flask = subprocess.Popen([sys.executable, str(HERE / "seed_app.py")], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    return Target("Flask app.run (seed, as written)", "/pix", [flask], port)
+
+
+def stop(target: Target) -> None:
+    everything = [*target.processes, *target.helpers]
+    for process in everything:
+        process.send_signal(signal.SIGTERM)
+    for process in everything:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def load(target: Target, certs: Certificates, requests: int, fresh: bool, connections: int) -> dict:
+    command = [sys.executable, str(HERE / "loadgen.py"), "--port", str(target.port), "--path", target.path,
+               "--ca", str(certs.server_ca), "--cert", str(certs.client), "--requests", str(requests),
+               "--connections", str(connections), "--processes", "2"]
+    if fresh:
+        command.append("--fresh")
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(output.stdout)
+
+
+def measure(target: Target, certs: Certificates, requests: int, fresh: bool, connections: int) -> dict:
+    load(target, certs, max(50, requests // 20), fresh, connections)  # warm-up
+    before = cpu_seconds(target)
+    result = load(target, certs, requests, fresh, connections)
+    result["cpu"] = cpu_seconds(target) - before
+    result["per_cpu"] = result["ok"] / result["cpu"] if result["cpu"] else float("inf")
+    return result
+
+
+def idle_connections_rss(target: Target, certs: Certificates, count: int) -> float:
+    """RSS of the server with ``count`` open, idle, handshaken mTLS connections."""
+    context = ssl.create_default_context(cafile=str(certs.server_ca))
+    context.load_cert_chain(certs.client)
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    held = []
+    try:
+        for _ in range(count):
+            raw = socket.create_connection(("127.0.0.1", target.port), timeout=10)
+            held.append(context.wrap_socket(raw, server_hostname="localhost"))
+        time.sleep(1)
+        return rss_mib(target)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def versions() -> dict[str, str]:
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    found = {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION, "nginx": nginx.split("/")[-1]}
+    for package in ("mtls-receiver", "aiohttp", "flask", "gunicorn"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores, {model}, Linux {platform.release()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000, help="per target and workload")
+    parser.add_argument("--connections", type=int, default=16, help="per load-generator process (2 processes)")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--only", action="append", help="run only targets whose name contains this")
+    args = parser.parse_args()
+    if shutil.which("nginx") is None:
+        raise SystemExit("nginx is needed (Debian: apt-get install nginx-light)")
+    work = Path(tempfile.mkdtemp(prefix="mtls-bench-"))
+    certs = Certificates(work)
+    starters = [
+        lambda: start_receiver(work, certs, forward=False),
+        lambda: start_receiver(work, certs, forward=True),
+        lambda: start_nginx(work, certs, 'location / { return 200 "200"; }', 1, "nginx answering 200 itself", "/webhook/pix"),
+        lambda: start_gunicorn_behind_nginx(work, certs),
+        lambda: start_flask_seed(work, certs),
+    ]
+    rows = []
+    for start in starters:
+        target = start()
+        try:
+            if args.only and not any(part in target.name for part in args.only):
+                continue
+            for workload, fresh in (("fresh connection", True), ("keep-alive", False)):
+                result = measure(target, certs, args.requests, fresh, args.connections)
+                rows.append((target.name, workload, result))
+                print(f"{target.name:36} {workload:17} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms"
+                      f"  p99 {result['p99_ms']:7.1f} ms  errors {result['errors'] + result['non2xx']:4d}"
+                      f"  {result['per_cpu']:8.0f} req/CPU-s", flush=True)
+            if target.name == "mtls-receiver":
+                rss = idle_connections_rss(target, certs, 1000)
+                print(f"{target.name}: RSS with 1000 idle mTLS connections: {rss:.0f} MiB", flush=True)
+                rows.append((target.name, "1000 idle connections", {"rss": rss}))
+        finally:
+            stop(target)
+    write_report(args, rows)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def floors(rows: list[tuple[str, str, dict]]) -> list[tuple[str, float, float]]:
+    """(label, measured, floor) for each floor whose rows were measured in this run."""
+    found = {(name, workload): result for name, workload, result in rows}
+
+    def get(name: str, workload: str, key: str) -> float | None:
+        result = found.get((name, workload))
+        return result[key] if result else None
+
+    checks = [
+        ("fresh: req/CPU-s vs nginx answering 200 (>= 0.8x)", "fresh connection", "per_cpu",
+         "nginx answering 200 itself", 0.8),
+        ("fresh: req/CPU-s vs Flask app.run seed (>= 2x)", "fresh connection", "per_cpu",
+         "Flask app.run (seed, as written)", 2.0),
+        ("keep-alive: req/s vs nginx -> gunicorn/Flask (>= 3x)", "keep-alive", "rps",
+         "nginx -> gunicorn/Flask (seed)", 3.0),
+    ]
+    out = []
+    for label, workload, key, other, floor in checks:
+        mine, theirs = get("mtls-receiver", workload, key), get(other, workload, key)
+        if mine is not None and theirs:
+            out.append((label, mine / theirs, floor))
+    stored = get("mtls-receiver", "keep-alive", "per_cpu")
+    if stored is not None:
+        out.append(("keep-alive: stored Pix per server CPU-s (>= 5000), in thousands", stored / 1000, 5.0))
+    return out
+
+
+def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> None:
+    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    lines = [
+        "# Benchmarks", "",
+        f"Run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}.", "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".", "",
+        f"Command: `{command.strip()}` ({args.requests} requests per row, 2 load-generator processes × "
+        f"{args.connections} connections, loopback only; every request a new Pix `endToEndId`; mtls-receiver "
+        "stores each one durably before answering; server CPU = user+sys of the server's process tree).", "",
+        "| server | workload | req/s | p50 ms | p99 ms | errors | server CPU s | req per server CPU-s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, workload, result in rows:
+        if "rss" in result:
+            continue
+        lines.append(f"| {name} | {workload} | {result['rps']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |"
+                     f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} | {result['per_cpu']:.0f} |")
+    lines += [""] + [f"- {name}: RSS with 1000 idle open mTLS connections: {r['rss']:.0f} MiB"
+                     for name, _, r in rows if "rss" in r]
+    lines += ["", "Floors (issue #7), from the rows above:", "",
+              "| floor | measured | met |", "| --- | ---: | --- |"]
+    lines += [f"| {label} | {value:.2f} | {'yes' if value >= floor else 'no'} |"
+              for label, value, floor in floors(rows)]
+    args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
