@@ -165,9 +165,12 @@ class StoreConfig:
 
     @property
     def description(self) -> str:
-        if self.url is None:
-            return f"SQLite {self.path}"
-        return "PostgreSQL " + re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", self.url)
+        return f"SQLite {self.path}" if self.url is None else f"PostgreSQL {redact_dsn(self.url)}"
+
+
+def redact_dsn(dsn: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", dsn)
 
 
 @dataclass(frozen=True)

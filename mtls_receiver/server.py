@@ -215,8 +215,9 @@ def _check_reloadable(old: Config, new: Config) -> None:
         (lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in new.listeners
     ]:
         raise ReceiverError(f"{new.source}: listeners' names, addresses or proxy_protocol changed: restart to apply")
-    if sorted((r.listener, r.path) for r in old.routes) != sorted((r.listener, r.path) for r in new.routes):
-        raise ReceiverError(f"{new.source}: routes were added or removed: restart to apply")
+    if sorted((r.listener, r.path, r.provider) for r in old.routes) != sorted((r.listener, r.path, r.provider)
+                                                                                for r in new.routes):
+        raise ReceiverError(f"{new.source}: routes were added, removed or changed provider: restart to apply")
 
 
 def expiry_warnings(config: Config, days: int = EXPIRY_WARNING_DAYS) -> list[str]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from ..config import redact_dsn
 from ..errors import StoreUnavailable
 from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from . import Receipt
@@ -134,7 +134,7 @@ class PostgresStore(GroupCommit):
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
                                                    command_timeout=self.timeout, timeout=self.timeout)
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: {exc}") from None
+            raise StoreUnavailable(f"{redact_dsn(self.dsn)}: {exc}") from None
         self._start_writer()
 
     async def close(self) -> None:
@@ -154,9 +154,9 @@ class PostgresStore(GroupCommit):
                         return await fn(conn, *args)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == 2:
-                    raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: conflicting writers, gave up") from None
+                    raise StoreUnavailable(f"{redact_dsn(self.dsn)}: conflicting writers, gave up") from None
             except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"{_safe_dsn(self.dsn)}: {type(exc).__name__}: {exc}") from exc
+                raise StoreUnavailable(f"{redact_dsn(self.dsn)}: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")
 
     # --- receiving: group commit ---------------------------------------------------------------
@@ -336,9 +336,3 @@ class PostgresStore(GroupCommit):
         except StoreUnavailable:
             return False
         return True
-
-
-def _safe_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", dsn)
-
