@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import aiohttp
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from .addresses import client_address
 from .config import Config, ListenerConfig, RouteConfig, load_config
-from .errors import ReceiverError, Refusal, StoreUnavailable
+from .errors import ConfigError, ReceiverError, Refusal, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
 from .forwarder import Forwarder
 from .listener import TLSListener
@@ -67,8 +68,11 @@ class Receiver:
             await self.forwarder.start()
             sockets = _match_sockets(self.config, inherited or {})
             for listener in self.config.listeners:
-                await self._start_listener(listener, contexts[listener.name], sockets.get(listener.name))
-            await self._start_admin()
+                key = f"{self.config.listener_key(listener.name)}.address"
+                with _bind_errors(self.config, key, listener.address):
+                    await self._start_listener(listener, contexts[listener.name], sockets.get(listener.name))
+            with _bind_errors(self.config, "admin.address", f"{self.config.admin.host}:{self.config.admin.port}"):
+                await self._start_admin()
         except BaseException:
             await self.stop()
             raise
@@ -195,6 +199,15 @@ class Receiver:
             await self._session.close()
             self._session = None
         await self.store.close()
+
+
+@contextlib.contextmanager
+def _bind_errors(config: Config, key: str, address: str) -> Iterator[None]:
+    """A port already in use (or not ours to bind) is a config problem the user can act on."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(str(config.source), key, f"cannot listen on {address}: {exc.strerror or exc}") from None
 
 
 def _match_sockets(config: Config, inherited: dict[str, socket.socket]) -> dict[str, socket.socket]:

@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import shutil
+import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -191,3 +192,18 @@ def test_probe_fails_when_the_server_certificate_is_untrusted(dev_server, pki: P
     assert probed.returncode == 1
     first = probed.stdout.splitlines()[0]
     assert first.startswith("FAIL") and "server's own certificate is not trusted" in first
+
+
+def test_port_in_use_is_reported_with_the_key(tmp_path: Path, pki: Pki) -> None:
+    from conftest import config_text
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(pki, port=taken.getsockname()[1]), encoding="utf-8")
+    try:
+        result = run_cli("serve", "--config", str(config))
+    finally:
+        taken.close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{config}: listeners[0].address: cannot listen on 127.0.0.1:" in result.stderr
+    assert "Address already in use" in result.stderr
