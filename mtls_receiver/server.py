@@ -152,9 +152,19 @@ class Receiver:
         """The bound port of a listener (useful when the config asked for port 0)."""
         return self._listeners[listener or self.config.listeners[0].name].port
 
-    def route(self, listener: str, path: str) -> RouteConfig:
-        """The route in force now (a reload may have changed its settings)."""
-        return next(r for r in self.config.routes if r.listener == listener and r.path == path)
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        """Each route with whether it forwards, looked up once per config rather than per request."""
+        self._config = config
+        self._routes = {(r.listener, r.path): (r, config.destination(r.path) is not None) for r in config.routes}
+
+    def route(self, listener: str, path: str) -> tuple[RouteConfig, bool]:
+        """The route in force now (a reload may have changed its settings), and whether it forwards."""
+        return self._routes[(listener, path)]
 
     async def reload(self) -> bool:
         """Re-read the config and TLS material; apply to new handshakes, or keep the old and say why."""
@@ -255,9 +265,8 @@ class _RouteHandler:
         self.fixed = route if route is _NO_ROUTE else None
         self.verify = verifier_for(route.provider)
 
-    @property
-    def route(self) -> RouteConfig:
-        return self.fixed or self.receiver.route(self.tls.config.name, self.path)
+    def route(self) -> tuple[RouteConfig, bool]:
+        return (self.fixed, False) if self.fixed else self.receiver.route(self.tls.config.name, self.path)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.receiver.in_flight += 1
@@ -268,7 +277,7 @@ class _RouteHandler:
 
     async def _handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        route = self.route
+        route, forwarding = self.route()
         identity, der, transport_peer = self._transport_facts(request)
         peer = Peer(transport_peer, identity)
         verdict: Verdict | None = None
@@ -299,7 +308,6 @@ class _RouteHandler:
             at=utc_now(), listener=self.tls.config.name, route=route.path, method=request.method,
             path=request.path, peer=peer.address, status=status, reason=reason, client=identity,
         )
-        forwarding = self.receiver.config.destination(route.path) is not None
         try:
             receipt = await self.receiver.store.record(
                 route.provider, route.path, verdict.events if verdict else (), audit,

@@ -11,7 +11,7 @@ from ..addresses import in_networks
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest
-from ..signatures import SignatureScheme, decode_secret
+from ..signatures import SignatureScheme, decode_secret, verify_signature
 
 __all__ = [
     "check_allowlist",
@@ -21,6 +21,7 @@ __all__ = [
     "require_post",
     "scheme_for",
     "secret_keys",
+    "verified_json",
 ]
 
 
@@ -59,10 +60,23 @@ def content_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def scheme_for(route: RouteConfig, preset: SignatureScheme) -> SignatureScheme:
+def scheme_for(route: RouteConfig, preset: SignatureScheme | None) -> SignatureScheme:
     """The route's own scheme (generic ``hmac``), or the preset with the route's tolerance."""
     scheme = route.signature or preset
+    if scheme is None:  # config validation gives every hmac route one; fail closed all the same
+        raise Refusal(403, "no signature scheme configured for this route")
     return dataclasses.replace(scheme, tolerance=route.tolerance) if route.tolerance is not None else scheme
+
+
+def verified_json(route: RouteConfig, request: IncomingRequest, sender: str,
+                  preset: SignatureScheme | None = None) -> dict[str, Any]:
+    """What every HMAC-signed sender's request goes through: method, allowlist, signature, JSON body."""
+    require_post(request, sender)
+    check_allowlist(route, request)
+    scheme = scheme_for(route, preset)
+    verify_signature(scheme, secret_keys(route, scheme), request)
+    require_json(request)
+    return json_object(request.body)
 
 
 def secret_keys(route: RouteConfig, scheme: SignatureScheme) -> tuple[bytes, ...]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Verdict
-from .common import check_allowlist, json_object, require_json, require_post, scheme_for, secret_keys
-from ..signatures import SignatureScheme, verify_signature
+from ..signatures import SignatureScheme
+from .common import verified_json
 
 __all__ = ["FAMILIES", "SCHEME", "family_of", "verify"]
 
@@ -33,12 +33,7 @@ def family_of(event: str) -> str | None:
 
 
 def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
-    require_post(request, "FireBanking")
-    check_allowlist(route, request)
-    scheme = scheme_for(route, SCHEME)
-    verify_signature(scheme, secret_keys(route, scheme), request)
-    require_json(request)
-    body = json_object(request.body)
+    body = verified_json(route, request, "FireBanking", SCHEME)
     event = request.header("X-Fire-Event") or body.get("event")
     if not isinstance(event, str) or not event:
         raise Refusal(400, "no event type: X-Fire-Event header and body 'event' are both missing")

@@ -7,21 +7,13 @@ from typing import Any
 from ..config import RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Verdict
-from ..signatures import verify_signature
-from .common import check_allowlist, content_digest, json_object, require_json, require_post, secret_keys
+from .common import content_digest, verified_json
 
 __all__ = ["resolve_field", "verify"]
 
 
 def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
-    require_post(request, "the sender")
-    check_allowlist(route, request)
-    scheme = route.signature
-    if scheme is None:  # config validation requires it; fail closed all the same
-        raise Refusal(403, "no signature scheme configured for this route")
-    verify_signature(scheme, secret_keys(route, scheme), request)
-    require_json(request)
-    body = json_object(request.body)
+    body = verified_json(route, request, "the sender")
     if route.dedup:
         dedup = ":".join(str(resolve_field(ref, body, request)) for ref in route.dedup)
     else:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from ..config import RouteConfig
 from ..events import IncomingRequest, NewEvent, Verdict
-from .common import check_allowlist, content_digest, json_object, require_json, require_post, scheme_for, secret_keys
-from ..signatures import SignatureScheme, verify_signature
+from ..signatures import SignatureScheme
+from .common import content_digest, verified_json
 
 __all__ = ["SCHEME", "verify"]
 
@@ -26,12 +26,7 @@ SCHEME = SignatureScheme(
 
 
 def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
-    require_post(request, "INFI")
-    check_allowlist(route, request)
-    scheme = scheme_for(route, SCHEME)
-    verify_signature(scheme, secret_keys(route, scheme), request)
-    require_json(request)
-    body = json_object(request.body)
+    body = verified_json(route, request, "INFI", SCHEME)
     event_id = request.header("X-Infi-Event-Id") or body.get("eventId")
     if event_id:
         dedup = f"event:{event_id}"
