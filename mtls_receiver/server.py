@@ -9,7 +9,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timezone
 
 import aiohttp
@@ -189,26 +189,36 @@ class Receiver:
         return f"listening on {addresses}; {len(self.config.routes)} route(s)"
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Stop accepting, let in-flight requests finish (bounded), then close the store."""
+        """Stop accepting, let in-flight requests finish (bounded), then close the store.
+
+        Every step has a deadline: a stop must end even if a connection or a delivery hangs.
+        """
         for tls in self._listeners.values():
-            await tls.stop()
+            await _bounded(tls.stop(), 5, f"stopping listener {tls.config.name}")
         self._listeners.clear()
         deadline = time.monotonic() + grace
         while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for runner in reversed(self._runners):
-            await runner.cleanup()
+            await _bounded(runner.cleanup(), 5, "closing connections")
         self._runners.clear()
         if self._admin is not None:
-            await self._admin.cleanup()
+            await _bounded(self._admin.cleanup(), 5, "closing the admin listener")
             self._admin = None
         if self.forwarder is not None:
-            await self.forwarder.stop()
+            await _bounded(self.forwarder.stop(), 10, "stopping the forwarder")
             self.forwarder = None
         if self._session is not None:
-            await self._session.close()
+            await _bounded(self._session.close(), 5, "closing the HTTP client")
             self._session = None
         await self.store.close()
+
+
+async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.warning("stop: %s took more than %gs; going on", what, seconds)
 
 
 @contextlib.contextmanager
