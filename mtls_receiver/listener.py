@@ -1,49 +1,63 @@
-"""A TLS listening socket whose handshakes we drive ourselves.
+"""A TLS listening socket and its connections, driven straight off the event loop.
 
-aiohttp's sites hand the socket to ``loop.create_server``, which hides the
-handshake. Accepting here lets us read a PROXY protocol header *before* TLS,
-bound the handshake time, log every refused handshake with its reason, and
-remember the real client address for the connection.
+Each connection is a non-blocking :class:`ssl.SSLSocket` watched with
+``loop.add_reader``: one ``recv`` both reads the socket and decrypts, so a
+request costs a few C calls rather than asyncio's transport and protocol layers.
+Driving it ourselves also lets us read a PROXY protocol header *before* TLS,
+bound every phase (handshake, head, body, keep-alive), log every refused
+handshake with its reason, and let OpenSSL send its alert on a refused handshake
+(asyncio's own TLS transport drops it: CPython issue 98078).
+
+HTTP itself is :mod:`.http11` (pure); what a request means is the server's
+``handler``, awaited once per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
-import weakref
-from asyncio import sslproto
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from .addresses import canonical_ip, in_networks
 from .config import ListenerConfig
+from .errors import Refusal
+from .http11 import CONTINUE, RequestHead, Response, head_too_large, parse_chunked, parse_head
 from .proxy_protocol import ProxyProtocolError, read_header
 from .tls import ClientTrust
 
-__all__ = ["TLSListener"]
+__all__ = ["Request", "TLSListener"]
 
 log = logging.getLogger("mtls_receiver")
 
+RECV_SIZE = 65536  # more than one TLS record (16 KiB), so one recv takes a whole record
+LINGER = 2.0  # seconds a closing connection keeps draining what the client still sends
+ACCEPTS_PER_WAKEUP = 64
 
-class _AlertingSSLProtocol(sslproto.SSLProtocol):
-    """asyncio's server-side TLS, except that a refused handshake still sends OpenSSL's alert.
 
-    CPython's asyncio (issue 98078) closes the connection without writing the alert
-    OpenSSL produced, so a client without a certificate sees "connection reset" instead
-    of "certificate required". Flushing the outgoing buffer first fixes that.
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request and what the connection knows of its sender.
+
+    ``refusal`` is set when the connection itself refused it (malformed head, body too
+    large or too slow); ``head`` is None when not even the request line could be read.
     """
 
-    # asyncio allocates (and zeroes) a 256 KiB read buffer per connection; a TLS record is at
-    # most 16 KiB, so 32 KiB serves as well and 1,000 idle connections cost ~200 MiB less.
-    max_size = 32 * 1024
+    head: RequestHead | None
+    body: bytes
+    peer: str  # the TCP peer, or the client a trusted PROXY header named
+    client_der: bytes | None  # the verified client certificate, DER
+    context: ssl.SSLContext | None  # the context the connection was handshaken with
+    refusal: Refusal | None = None
 
-    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        if handshake_exc is not None:
-            with contextlib.suppress(Exception):
-                self._process_outgoing()
-        super()._on_handshake_complete(handshake_exc)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+# connection phases; each has its own deadline (see _Connection._arm)
+_HANDSHAKE, _IDLE, _HEAD, _BODY, _HANDLING, _CLOSING = range(6)
 
 
 class TLSListener:
@@ -51,27 +65,28 @@ class TLSListener:
         self,
         config: ListenerConfig,
         context: ssl.SSLContext,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        handler: Handler,
         inherited: socket.socket | None = None,
         on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.config = config
         self.context = context  # replaced on reload: each handshake uses the current one
         self.trust = ClientTrust(config)
-        self._factory = protocol_factory
+        self.handler = handler
+        self.stopping = False  # set by stop(): answers close their connection
         self._inherited = inherited
         self._on_refused = on_refused
         self._socket: socket.socket | None = None
-        self._accepting: asyncio.Task[None] | None = None
-        self._handshakes: set[asyncio.Task[None]] = set()
-        self._sources: weakref.WeakKeyDictionary[asyncio.BaseTransport, str] = weakref.WeakKeyDictionary()
-        self._started: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
-        self._open: dict[str, list[asyncio.Task[None] | asyncio.BaseTransport]] = {}
+        self._connections: set[_Connection] = set()
+        self._per_ip: dict[str, int] = {}
+        self._proxied: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         self._socket = self._inherited or self._bind()
         self._socket.setblocking(False)
-        self._accepting = asyncio.create_task(self._accept_loop(self._socket), name=f"accept-{self.config.name}")
+        asyncio.get_running_loop().add_reader(self._socket.fileno(), self._accept)
+        self._sweep()
 
     def _bind(self) -> socket.socket:
         host = self.config.host
@@ -83,9 +98,9 @@ class TLSListener:
         """New TLS material for new handshakes; the socket and open connections stay as they are."""
         self.config, self.context, self.trust = config, context, ClientTrust(config)
 
-    def still_trusted(self, ssl_object: ssl.SSLObject | None, der: bytes) -> bool:
+    def still_trusted(self, context: ssl.SSLContext | None, der: bytes) -> bool:
         """A connection handshaken before a reload is checked against the trust in force now."""
-        if ssl_object is None or ssl_object.context is self.context:
+        if context is None or context is self.context:
             return True
         return self.trust.trusts(der)
 
@@ -99,111 +114,379 @@ class TLSListener:
         host = self.config.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
-    def source_address(self, transport: asyncio.BaseTransport) -> str | None:
-        """The client address a PROXY header gave for this connection, if any."""
-        return self._sources.get(transport)
-
-    def request_started(self, transport: asyncio.BaseTransport) -> None:
-        """A request's headers arrived on this connection: the header deadline no longer applies."""
-        self._started.add(transport)
-
     async def stop(self) -> None:
-        """Stop accepting and abandon handshakes in progress; established connections are aiohttp's."""
-        if self._accepting is not None:
-            self._accepting.cancel()
-        for task in list(self._handshakes):
-            task.cancel()
-        await asyncio.gather(*self._handshakes, *(t for t in [self._accepting] if t), return_exceptions=True)
+        """Stop accepting; drop handshakes and idle connections. Requests in progress finish."""
+        self.stopping = True
         if self._socket is not None:
+            asyncio.get_running_loop().remove_reader(self._socket.fileno())
             self._socket.close()
             self._socket = None
+        for task in list(self._proxied):
+            task.cancel()
+        await asyncio.gather(*self._proxied, return_exceptions=True)
+        for connection in list(self._connections):
+            if connection.phase in (_HANDSHAKE, _IDLE):
+                connection.close()
 
-    async def _accept_loop(self, listening: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    @property
+    def busy(self) -> int:
+        """Connections with a request partly received or being handled: a graceful stop waits for them."""
+        return sum(1 for connection in self._connections if connection.phase in (_HEAD, _BODY, _HANDLING))
+
+    def close_all(self) -> None:
+        """The end of a stop: whatever is still open is closed."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for connection in list(self._connections):
+            connection.close()
+
+    # --- accepting ------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._socket is not None
+        for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                conn, address = await loop.sock_accept(listening)
-            except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
+                conn, address = self._socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: keep serving the connections we have, retry shortly
                 log.error("listener=%s accept failed: %s", self.config.name, exc)
-                await asyncio.sleep(0.1)
-                continue
-            peer = canonical_ip(str(address[0]))
-            refusal = self._over_limit(peer)
-            if refusal:  # early, before any TLS work: the connections already open keep being served
-                conn.close()
-                self._refused(peer, "connection limit", refusal)
-                continue
-            task = asyncio.create_task(self._handshake(conn, peer))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
-            self._open.setdefault(peer, []).append(task)
+                self._pause_accepting()
+                return
+            self._admit(conn, canonical_ip(str(address[0])))
+
+    def _pause_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._socket is not None
+        fd = self._socket.fileno()
+        loop.remove_reader(fd)
+        loop.call_later(0.1, lambda: self._socket is not None and loop.add_reader(fd, self._accept))
+
+    def _admit(self, conn: socket.socket, peer: str) -> None:
+        refusal = self._over_limit(peer)
+        if refusal:  # early, before any TLS work: the connections already open keep being served
+            conn.close()
+            self._refused(peer, "connection limit", refusal)
+            return
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
+        if not self.config.proxy_protocol:
+            _Connection(self, conn, peer, peer).start()
+            return
+        task = asyncio.get_running_loop().create_task(self._after_proxy_header(conn, peer))
+        self._proxied.add(task)
+        task.add_done_callback(self._proxied.discard)
 
     def _over_limit(self, peer: str) -> str | None:
         limits = self.config.limits
-        live = self._live(peer)
-        if len(live) >= limits.max_connections_per_ip and not in_networks(peer, self.config.trusted_proxies):
-            return f"{len(live)} connections from this address (max_connections_per_ip = {limits.max_connections_per_ip})"
-        total = sum(len(self._live(ip)) for ip in list(self._open))
+        mine = self._per_ip.get(peer, 0)
+        if mine >= limits.max_connections_per_ip and not in_networks(peer, self.config.trusted_proxies):
+            return f"{mine} connections from this address (max_connections_per_ip = {limits.max_connections_per_ip})"
+        total = sum(self._per_ip.values())
         if total >= limits.max_connections:
             return f"{total} open connections (max_connections = {limits.max_connections})"
         return None
 
-    def _live(self, peer: str) -> list[asyncio.Task[None] | asyncio.BaseTransport]:
-        """This address's connections still open (handshakes in progress count)."""
-        live = [h for h in self._open.get(peer, ()) if not (h.done() if isinstance(h, asyncio.Task) else h.is_closing())]
-        if live:
-            self._open[peer] = live
+    def _release(self, peer: str) -> None:
+        left = self._per_ip.get(peer, 1) - 1
+        if left:
+            self._per_ip[peer] = left
         else:
-            self._open.pop(peer, None)
-        return live
+            self._per_ip.pop(peer, None)
+
+    async def _after_proxy_header(self, conn: socket.socket, peer: str) -> None:
+        timeout = self.config.limits.handshake_timeout
+        try:
+            if not in_networks(peer, self.config.trusted_proxies):
+                raise ProxyProtocolError("PROXY header from a peer that is not a trusted proxy")
+            async with asyncio.timeout(timeout):
+                header = await read_header(conn)
+        except (OSError, ProxyProtocolError, TimeoutError, asyncio.CancelledError) as exc:
+            conn.close()
+            self._release(peer)
+            if not isinstance(exc, asyncio.CancelledError):
+                reason = f"timed out after {timeout:g}s" if isinstance(exc, TimeoutError) else str(exc)
+                self._refused(peer, "PROXY header", reason, "timeout" if isinstance(exc, TimeoutError) else "proxy header")
+            return
+        source = canonical_ip(header.source) if header.source else peer
+        _Connection(self, conn, peer, source).start()
 
     def _refused(self, peer: str, step: str, reason: str, label: str | None = None) -> None:
         log.warning("refused listener=%s %s peer=%s reason=%r", self.config.name, step, peer, reason)
         self._on_refused(label or reason)
 
-    async def _handshake(self, conn: socket.socket, peer: str) -> None:
-        loop = asyncio.get_running_loop()
-        timeout = self.config.limits.handshake_timeout
-        step, raw = "PROXY header", None
+    # --- deadlines ------------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Every connection has one deadline for its current phase; one timer checks them all."""
+        now = time.monotonic()
+        for connection in list(self._connections):
+            if connection.deadline <= now:
+                connection.expired()
+        limits = self.config.limits
+        shortest = min(limits.handshake_timeout, limits.header_timeout, limits.body_timeout, limits.keepalive_timeout)
+        self._sweeper = asyncio.get_running_loop().call_later(max(0.02, min(0.25, shortest / 4)), self._sweep)
+
+
+class _Connection:
+    """One client: TLS handshake, then requests one at a time, each answered before the next is read."""
+
+    __slots__ = ("listener", "loop", "sock", "fd", "peer", "source", "tls", "phase", "deadline", "buffer",
+                 "head", "head_end", "continued", "client_der", "context", "pending", "reading", "writing")
+
+    # the socket is ``sock`` throughout; ``tls`` is the same object while TLS is in use, None once closing
+
+    def __init__(self, listener: TLSListener, sock: socket.socket, peer: str, source: str) -> None:
+        self.listener, self.loop, self.sock, self.peer, self.source = listener, asyncio.get_running_loop(), sock, peer, source
+        self.fd = sock.fileno()
+        self.tls: ssl.SSLSocket | None = None
+        self.buffer = bytearray()
+        self.head: RequestHead | None = None
+        self.head_end = 0
+        self.continued = False
+        self.client_der: bytes | None = None
+        self.context: ssl.SSLContext | None = None
+        self.pending = b""  # response bytes the socket would not take yet
+        self.reading = self.writing = False
+        self.phase, self.deadline = _HANDSHAKE, 0.0
+
+    def start(self) -> None:
+        self.listener._connections.add(self)
         try:
-            async with asyncio.timeout(timeout):
-                source = await self._proxy_source(conn, peer) if self.config.proxy_protocol else None
-                step = "TLS handshake"
-                waiter = loop.create_future()
-                app = self._factory()
-                tls = _AlertingSSLProtocol(loop, app, self.context, waiter, server_side=True,
-                                           ssl_handshake_timeout=timeout)
-                raw, _ = await loop.connect_accepted_socket(lambda: tls, conn)
-                await waiter
-        except (OSError, ProxyProtocolError, TimeoutError) as exc:
-            if raw is not None:
-                raw.abort()
-            conn.close()
-            reason = f"timed out after {timeout:g}s" if isinstance(exc, TimeoutError) else _reason(exc)
-            label = "timeout" if isinstance(exc, TimeoutError) else reason if step == "TLS handshake" else "proxy header"
-            self._refused(peer, step, reason, label)
+            self.sock = self.tls = self.listener.context.wrap_socket(self.sock, server_side=True,
+                                                                     do_handshake_on_connect=False)
+        except (OSError, ssl.SSLError) as exc:
+            self.listener._refused(self.peer, "TLS handshake", str(exc))
+            self.close()
             return
-        transport = app.transport  # type: ignore[attr-defined]
-        self._open.setdefault(peer, []).append(raw)
-        if source is not None:
-            self._sources[transport] = source
-        loop.call_later(self.config.limits.header_timeout, self._expire_if_idle, transport, peer)
+        self._arm(_HANDSHAKE)
+        self._watch(read=True)
 
-    def _expire_if_idle(self, transport: asyncio.BaseTransport, peer: str) -> None:
-        """Slowloris: a connection that has not sent a complete request head in time is closed."""
-        if transport not in self._started and not transport.is_closing():
-            transport.abort()
-            self._refused(peer, "request headers", f"not complete within {self.config.limits.header_timeout:g}s",
-                          "header timeout")
+    # phases and their deadlines
+    def _arm(self, phase: int) -> None:
+        limits = self.listener.config.limits
+        seconds = {_HANDSHAKE: limits.handshake_timeout, _IDLE: limits.keepalive_timeout, _HEAD: limits.header_timeout,
+                   _BODY: limits.body_timeout, _CLOSING: LINGER}.get(phase, float("inf"))
+        self.phase, self.deadline = phase, time.monotonic() + seconds
 
-    async def _proxy_source(self, conn: socket.socket, peer: str) -> str | None:
-        if not in_networks(peer, self.config.trusted_proxies):
-            raise ProxyProtocolError("PROXY header from a peer that is not a trusted proxy")
-        header = await read_header(conn)
-        return canonical_ip(header.source) if header.source else None
+    def expired(self) -> None:
+        limits = self.listener.config.limits
+        if self.phase == _HANDSHAKE:
+            self.listener._refused(self.peer, "TLS handshake", f"timed out after {limits.handshake_timeout:g}s", "timeout")
+        elif self.phase == _HEAD:
+            self.listener._refused(self.peer, "request headers", f"not complete within {limits.header_timeout:g}s",
+                                   "header timeout")
+        elif self.phase == _BODY:  # answered (and audited) like any refusal; the rest of the body is not read
+            self._dispatch(b"", Refusal(408, f"body not received within {limits.body_timeout:g}s"))
+            return
+        self.close()
 
+    # readiness
+    def _watch(self, read: bool = False, write: bool = False) -> None:
+        if read != self.reading:
+            (self.loop.add_reader(self.fd, self._readable) if read else self.loop.remove_reader(self.fd))
+            self.reading = read
+        if write != self.writing:
+            (self.loop.add_writer(self.fd, self._writable) if write else self.loop.remove_writer(self.fd))
+            self.writing = write
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return exc.reason
-    return str(exc) or type(exc).__name__
+    def _readable(self) -> None:
+        if self.phase == _HANDSHAKE:
+            self._handshake()
+        elif self.phase == _CLOSING:
+            self._drain()
+        else:
+            self._receive()
+
+    def _writable(self) -> None:
+        if self.phase == _HANDSHAKE:
+            self._handshake()
+        else:
+            self._flush()
+
+    # TLS handshake
+    def _handshake(self) -> None:
+        assert self.tls is not None
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(read=True)
+            return
+        except ssl.SSLWantWriteError:
+            self._watch(write=True)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._refuse_handshake(exc)
+            return
+        self.client_der = self.tls.getpeercert(binary_form=True)
+        self.context = self.tls.context
+        self._arm(_HEAD)
+        self._watch(read=True)
+        self._receive()  # the request may have come with the client's last handshake flight
+
+    def _refuse_handshake(self, exc: BaseException) -> None:
+        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else str(exc) or type(exc).__name__
+        self.listener._refused(self.peer, "TLS handshake", reason)
+        self._linger()  # OpenSSL has written its alert: let the client read it rather than a reset
+
+    # requests
+    def _receive(self) -> None:
+        assert self.tls is not None
+        try:
+            data = self.tls.recv(RECV_SIZE)
+            while self.tls.pending():
+                data += self.tls.recv(RECV_SIZE)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except (ssl.SSLError, OSError):
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        self.buffer += data
+        self._parse()
+
+    def _parse(self) -> None:
+        """Take in what was read: a complete request is handed over, a partial one waits for more."""
+        if self.phase == _IDLE:
+            self._arm(_HEAD)
+        limits = self.listener.config.limits
+        try:
+            if self.head is None and not self._read_head():
+                if head_too_large(len(self.buffer), limits):
+                    raise Refusal(431, "request head too large (max_headers, max_header_size)")
+                return
+            body = self._read_body()
+        except Refusal as refusal:
+            self._dispatch(b"", refusal)
+            return
+        if body is not None:
+            self._dispatch(body)
+
+    def _read_head(self) -> bool:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        limits = self.listener.config.limits
+        self.head = head = parse_head(bytes(self.buffer[:end]), limits)
+        self.head_end = end + 4
+        self._arm(_BODY)
+        if (head.content_length or 0) > limits.max_body:
+            raise Refusal(413, f"body of {head.content_length} bytes is over the limit of {limits.max_body} (max_body)")
+        return True
+
+    def _read_body(self) -> bytes | None:
+        head = self.head
+        assert head is not None
+        start = self.head_end
+        if head.chunked:
+            found = parse_chunked(memoryview(self.buffer)[start:], self.listener.config.limits.max_body)
+            if found is not None:
+                body, used = found
+                del self.buffer[:start + used]
+                return body
+        elif len(self.buffer) - start >= (head.content_length or 0):
+            end = start + (head.content_length or 0)
+            body = bytes(self.buffer[start:end])
+            del self.buffer[:end]
+            return body
+        if head.expect_continue and not self.continued:
+            self.continued = True
+            self._write(CONTINUE)
+        return None
+
+    def _dispatch(self, body: bytes, refusal: Refusal | None = None) -> None:
+        """Hand a request to the handler; nothing more is read from this connection until it is answered."""
+        request = Request(self.head, body, self.source, self.client_der, self.context, refusal)
+        self.head, self.continued = None, False
+        self._arm(_HANDLING)
+        self._watch()
+        self.loop.create_task(self._answer(request))
+
+    async def _answer(self, request: Request) -> None:
+        try:
+            response = await self.listener.handler(request)
+        except Exception:  # a bug: say so, and keep serving everyone else
+            log.exception("listener=%s: unexpected error while handling a request", self.listener.config.name)
+            response = Response.text(500, "internal error", close=True)
+        keep = (request.refusal is None and not response.close and request.head is not None
+                and request.head.keep_alive and not self.listener.stopping)
+        self._write(response.render(keep))
+        if self.phase == _CLOSING:  # the write failed
+            return
+        if keep:
+            self._arm(_IDLE)
+            if self.buffer:  # a pipelined request already arrived
+                self._parse()
+            if self.phase in (_IDLE, _HEAD, _BODY):
+                self._watch(read=True, write=bool(self.pending))
+        else:
+            self._linger()
+
+    # writing and closing
+    def _write(self, data: bytes) -> None:
+        assert self.tls is not None
+        if self.pending:
+            self.pending += data
+            return
+        try:
+            sent = self.tls.send(data)
+        except ssl.SSLWantWriteError:  # nothing was taken: the same bytes go again when writable
+            sent = 0
+        except (ssl.SSLError, OSError):
+            self.close()
+            return
+        if sent < len(data):
+            self.pending = data[sent:]
+            self._watch(read=self.reading, write=True)
+
+    def _flush(self) -> None:
+        assert self.tls is not None
+        data, self.pending = self.pending, b""
+        self._watch(read=self.reading)
+        self._write(data)
+        if not self.pending and self.phase == _CLOSING:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Say goodbye (close_notify, FIN), then read and drop what the client still sends, briefly."""
+        self._arm(_CLOSING)
+        if self.pending:  # wait for the answer to leave first
+            return
+        if self.tls is not None:
+            try:
+                self.tls.unwrap()
+            except (ssl.SSLError, OSError, ValueError):
+                pass
+            self.tls = None
+        try:
+            socket.socket.shutdown(self.sock, socket.SHUT_WR)
+        except OSError:
+            pass
+        self._watch(read=True)
+
+    def _drain(self) -> None:
+        try:
+            data = socket.socket.recv(self.sock, RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self._watch()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.fd = -1
+        self.phase = _CLOSING
+        self.listener._connections.discard(self)
+        self.listener._release(self.peer)

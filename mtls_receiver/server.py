@@ -1,4 +1,4 @@
-"""The running receiver: TLS listeners, one aiohttp app each, store before answer, reload, stop."""
+"""The running receiver: TLS listeners, routes, store before answer, reload, stop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import aiohttp
@@ -20,13 +21,14 @@ from .config import Config, ListenerConfig, RouteConfig, load_config
 from .errors import ConfigError, ReceiverError, Refusal, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
 from .forwarder import Forwarder
-from .listener import TLSListener
+from .http11 import Response
+from .listener import Request, TLSListener
 from .metrics import Metrics, admin_app, refusal_class
-from .providers import verification_method, verifier_for
+from .providers import Verifier, verification_method, verifier_for
 from .relay import Relayer
 from .store import Receipt, Store, open_store
 from .systemd import Notifier, listen_sockets
-from .tls import ClientIdentity, client_identity, create_ssl_context, read_certificates
+from .tls import client_identity, create_ssl_context, read_certificates
 
 __all__ = ["EXPIRY_WARNING_DAYS", "Receiver", "expiry_warnings", "serve_forever", "utc_now"]
 
@@ -34,8 +36,6 @@ log = logging.getLogger("mtls_receiver")
 
 EXPIRY_WARNING_DAYS = 21
 SHUTDOWN_GRACE = 15.0  # seconds in-flight requests get to finish on SIGTERM
-
-_NO_ROUTE = RouteConfig(path="-", listener="-", provider="-", mode="-")
 
 
 def utc_now() -> str:
@@ -49,13 +49,12 @@ class Receiver:
         self.config = config
         self.store = store or open_store(config.store)
         self.metrics = Metrics()
-        self._runners: list[web.AppRunner] = []
         self._listeners: dict[str, TLSListener] = {}
         self._admin: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.forwarder: Forwarder | None = None
         self.relayer: Relayer | None = None
-        self.in_flight = 0  # requests inside a handler: a graceful stop waits for them
+        self.in_flight = 0  # requests inside a handler (a graceful stop waits for them and partial ones)
 
     async def start(self, inherited: dict[str, socket.socket] | None = None) -> None:
         contexts = self._contexts(self.config)
@@ -95,24 +94,11 @@ class Receiver:
         }
 
     async def _start_listener(self, config: ListenerConfig, context: ssl.SSLContext, sock: socket.socket | None) -> None:
-        limits = config.limits
-        runner = web.AppRunner(web.Application(client_max_size=limits.max_body), access_log=None,
-                               handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
-                               keepalive_timeout=limits.keepalive_timeout, max_headers=limits.max_headers,
-                               max_line_size=limits.max_header_size, max_field_size=limits.max_header_size,
-                               lingering_time=2.0)
         failures = self.metrics.handshake_failures
-        tls = TLSListener(config, context, lambda: runner.server(), sock,  # type: ignore[arg-type, misc]
+        dispatcher = _Dispatcher(self, config.name)
+        tls = TLSListener(config, context, dispatcher, sock,
                           on_refused=lambda reason: failures.labels(config.name, reason).inc())
-        for route in self.config.routes_for(config.name):
-            handler = _RouteHandler(self, tls, route).handle
-            base = "" if route.path == "/" else route.path
-            if base:
-                runner.app.router.add_route("*", base, handler)
-            runner.app.router.add_route("*", base + "/{tail:.*}", handler)
-        runner.app.router.add_route("*", "/{anything:.*}", _RouteHandler(self, tls, _NO_ROUTE).handle)
-        await runner.setup()
-        self._runners.append(runner)
+        dispatcher.tls = tls
         await tls.start()
         self._listeners[config.name] = tls
         how = "inherited socket" if sock else "bound"
@@ -158,13 +144,20 @@ class Receiver:
 
     @config.setter
     def config(self, config: Config) -> None:
-        """Each route with whether it forwards, looked up once per config rather than per request."""
+        """Each listener's routes, with their verifier and whether they forward, worked out once per config."""
         self._config = config
-        self._routes = {(r.listener, r.path): (r, config.destination(r.path) is not None) for r in config.routes}
+        self._routes = {
+            listener.name: [_Route(r, "" if r.path == "/" else r.path, verifier_for(r.provider),
+                                   config.destination(r.path) is not None) for r in config.routes_for(listener.name)]
+            for listener in config.listeners
+        }
 
-    def route(self, listener: str, path: str) -> tuple[RouteConfig, bool]:
-        """The route in force now (a reload may have changed its settings), and whether it forwards."""
-        return self._routes[(listener, path)]
+    def route(self, listener: str, path: str) -> _Route:
+        """The route in force now (a reload may have changed its settings) that a request path falls under."""
+        for route in self._routes[listener]:
+            if path == route.base or path.startswith(route.base + "/"):
+                return route
+        return _NO_ROUTE
 
     async def reload(self) -> bool:
         """Re-read the config and TLS material; apply to new handshakes, or keep the old and say why."""
@@ -193,15 +186,15 @@ class Receiver:
 
         Every step has a deadline: a stop must end even if a connection or a delivery hangs.
         """
-        for tls in self._listeners.values():
-            await _bounded(tls.stop(), 5, f"stopping listener {tls.config.name}")
+        listeners = list(self._listeners.values())
         self._listeners.clear()
+        for tls in listeners:
+            await _bounded(tls.stop(), 5, f"stopping listener {tls.config.name}")
         deadline = time.monotonic() + grace
-        while self.in_flight and time.monotonic() < deadline:
+        while (self.in_flight or any(tls.busy for tls in listeners)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for runner in reversed(self._runners):
-            await _bounded(runner.cleanup(), 5, "closing connections")
-        self._runners.clear()
+        for tls in listeners:
+            tls.close_all()
         if self._admin is not None:
             await _bounded(self._admin.cleanup(), 5, "closing the admin listener")
             self._admin = None
@@ -267,86 +260,85 @@ def expiry_warnings(config: Config, days: int = EXPIRY_WARNING_DAYS) -> list[str
     return warnings
 
 
-class _RouteHandler:
-    """Reads the request, runs the route's verifier, stores, then answers."""
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """A configured route as requests meet it: its path prefix, verifier, and whether it forwards."""
 
-    def __init__(self, receiver: Receiver, tls: TLSListener, route: RouteConfig) -> None:
-        self.receiver, self.tls, self.path = receiver, tls, route.path
-        self.fixed = route if route is _NO_ROUTE else None
-        self.verify = verifier_for(route.provider)
+    config: RouteConfig
+    base: str  # "" for "/": every path falls under it
+    verify: Verifier
+    forwarding: bool
 
-    def route(self) -> tuple[RouteConfig, bool]:
-        return (self.fixed, False) if self.fixed else self.receiver.route(self.tls.config.name, self.path)
 
-    async def handle(self, request: web.Request) -> web.Response:
+_NO_ROUTE = _Route(RouteConfig(path="-", listener="-", provider="-", mode="-"), "-", verifier_for("-"), False)
+
+
+class _Dispatcher:
+    """One listener's requests: find the route, verify, store, then answer."""
+
+    def __init__(self, receiver: Receiver, listener: str) -> None:
+        self.receiver, self.listener = receiver, listener
+        self.tls: TLSListener
+
+    async def __call__(self, request: Request) -> Response:
         self.receiver.in_flight += 1
         try:
             return await self._handle(request)
         finally:
             self.receiver.in_flight -= 1
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: Request) -> Response:
         started = time.perf_counter()
-        route, forwarding = self.route()
-        identity, der, transport_peer = self._transport_facts(request)
-        peer = Peer(transport_peer, identity)
+        head, der = request.head, request.client_der
+        route = self.receiver.route(self.listener, head.path) if head is not None else _NO_ROUTE
+        identity = client_identity(der) if der else None
+        peer = Peer(request.peer, identity)
         verdict: Verdict | None = None
-        if request.transport is not None:
-            self.tls.request_started(request.transport)
         try:
+            if request.refusal is not None:  # the connection refused it: malformed, too large, too slow
+                raise request.refusal
+            assert head is not None
             if route is _NO_ROUTE:
                 raise Refusal(404, "not found")
-            if request.method != "POST":  # every sender POSTs; nothing else reads a body
-                raise Refusal(405, f"method {request.method} not allowed; senders POST")
-            if der and not self.tls.still_trusted(request.transport.get_extra_info("ssl_object"), der):  # type: ignore[union-attr]
+            if head.method != "POST":  # every sender POSTs; nothing else reads a body
+                raise Refusal(405, f"method {head.method} not allowed; senders POST")
+            if der and not self.tls.still_trusted(request.context, der):
                 raise Refusal(403, "certificate: no longer trusted after a configuration reload")
-            peer = Peer(client_address(transport_peer, request.headers, self.tls.config.trusted_proxies), identity)
-            incoming = _incoming(request, await self._read_body(request), peer)
-            verdict = self.verify(route, incoming)
-            status, reason, answer = await self._answer(route, incoming, verdict)
+            peer = Peer(client_address(request.peer, head.headers, self.tls.config.trusted_proxies), identity)
+            incoming = IncomingRequest(method=head.method, path=head.path, query_string=head.query_string,
+                                       headers=head.headers, body=request.body, peer=peer, now=time.time(),
+                                       raw_target=head.target)
+            verdict = route.verify(route.config, incoming)
+            status, reason, answer = await self._answer(route.config, incoming, verdict)
         except Refusal as refusal:
             status, reason = refusal.status, refusal.reason
-            answer = web.Response(status=status, text=reason + "\n")
-            if status == 408:  # the rest of a trickled body must not be read as a new request
-                answer.force_close()
-        except web.HTTPException as exc:  # raised by aiohttp itself, e.g. 413 body too large
-            status, reason = exc.status, exc.reason
-            answer = web.Response(status=status, text=reason + "\n")
+            answer = Response.text(status, reason, close=request.refusal is not None)
         except StoreUnavailable as exc:
-            return self._unavailable(route, peer, exc)
+            return self._unavailable(route.config, peer, exc)
         audit = AuditRecord(
-            at=utc_now(), listener=self.tls.config.name, route=route.path, method=request.method,
-            path=request.path, peer=peer.address, status=status, reason=reason, client=identity,
+            at=utc_now(), listener=self.listener, route=route.config.path, method=head.method if head else "-",
+            path=head.path if head else "-", peer=peer.address, status=status, reason=reason, client=identity,
         )
         try:
             receipt = await self.receiver.store.record(
-                route.provider, route.path, verdict.events if verdict else (), audit,
-                verified_by=verification_method(route, identity), queue=forwarding,
+                route.config.provider, route.config.path, verdict.events if verdict else (), audit,
+                verified_by=verification_method(route.config, identity), queue=route.forwarding,
             )
         except StoreUnavailable as exc:
-            return self._unavailable(route, peer, exc)
-        if receipt.stored and forwarding and self.receiver.forwarder is not None:
+            return self._unavailable(route.config, peer, exc)
+        if receipt.stored and route.forwarding and self.receiver.forwarder is not None:
             self.receiver.forwarder.wake()
-        self._count(route, verdict, status, reason, time.perf_counter() - started)
-        _log_request(audit, verdict, receipt, transport_peer)
+        self._count(route.config, verdict, status, reason, time.perf_counter() - started)
+        _log_request(audit, verdict, receipt, request.peer)
         return answer
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        """The whole body within ``body_timeout`` (a sender that trickles it is cut off with 408)."""
-        timeout = self.tls.config.limits.body_timeout
-        try:
-            return await asyncio.wait_for(request.read(), timeout)
-        except TimeoutError:
-            raise Refusal(408, f"body not received within {timeout:g}s") from None
-
-    async def _answer(self, route: RouteConfig, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, web.Response]:
+    async def _answer(self, route: RouteConfig, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, Response]:
         """The response for an accepted request; a relayed one is answered by the application."""
         if verdict.relay is None:
-            response = web.Response(status=verdict.status, body=verdict.body, content_type="text/plain")
-            return verdict.status, f"accepted {verdict.kind}", response
+            return verdict.status, f"accepted {verdict.kind}", Response(verdict.status, verdict.body, content_type="text/plain")
         assert self.receiver.relayer is not None
         relayed = await self.receiver.relayer.answer(route, incoming, verdict.relay)
-        return relayed.status, relayed.reason, web.Response(status=relayed.status, body=relayed.body, headers=relayed.headers)
+        return relayed.status, relayed.reason, Response(relayed.status, relayed.body, headers=relayed.headers)
 
     def _count(self, route: RouteConfig, verdict: Verdict | None, status: int, reason: str, seconds: float) -> None:
         metrics = self.receiver.metrics
@@ -355,35 +347,11 @@ class _RouteHandler:
         if verdict is None:
             metrics.refusals.labels(route.path, refusal_class(status, reason)).inc()
 
-    def _unavailable(self, route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> web.Response:
+    def _unavailable(self, route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> Response:
         """Nothing is acknowledged unless stored: the sender is told to retry."""
         self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
         log.error("route=%s status=503 reason=%r peer=%s", route.path, f"store unavailable: {exc}", peer.address)
-        return web.Response(status=503, text="store unavailable, retry later\n", headers={"Retry-After": "5"})
-
-    def _transport_facts(self, request: web.Request) -> tuple[ClientIdentity | None, bytes | None, str]:
-        """The verified client certificate (parsed and DER), and the peer (the PROXY header's, if one came)."""
-        transport = request.transport
-        if transport is None:
-            return None, None, "unknown"
-        ssl_object = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        peername = transport.get_extra_info("peername")
-        address = self.tls.source_address(transport) or (str(peername[0]) if peername else "unknown")
-        return (client_identity(der) if der else None), der, address
-
-
-def _incoming(request: web.Request, body: bytes, peer: Peer) -> IncomingRequest:
-    return IncomingRequest(
-        method=request.method,
-        path=request.path,
-        query_string=request.query_string,
-        headers=dict(request.headers),
-        body=body,
-        peer=peer,
-        now=time.time(),
-        raw_target=request.raw_path,
-    )
+        return Response.text(503, "store unavailable, retry later", headers={"Retry-After": "5"})
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:

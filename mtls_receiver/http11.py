@@ -1,0 +1,190 @@
+"""HTTP/1.1 for webhook senders: request heads, bodies and responses as bytes, without I/O.
+
+The connection code (``listener``) feeds bytes in and writes bytes out; everything
+here is a pure function, so every malformed-request case is testable without a
+socket. Only what a sender needs is supported: one request at a time, bodies by
+``Content-Length`` or ``chunked``; anything ambiguous (both framings, duplicate
+lengths, obsolete line folding) is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import unquote
+
+from .config import Limits
+from .errors import Refusal
+
+__all__ = ["CONTINUE", "RequestHead", "Response", "head_too_large", "parse_chunked", "parse_head"]
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(1\.[01])")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})(?:;[^\r\n]*)?")
+_BARE_CR_LF_NUL = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A parsed request line and headers (first value per name, names as sent)."""
+
+    method: str
+    target: str  # as sent: path and query, still percent-encoded
+    path: str  # percent-decoded
+    query_string: str
+    headers: dict[str, str]
+    content_length: int | None  # None with chunked (or no body)
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+
+
+def head_too_large(buffered: int, limits: Limits) -> bool:
+    """True when a head still without its blank line already exceeds what the limits allow."""
+    return buffered > (limits.max_headers + 1) * (limits.max_header_size + 2)
+
+
+def parse_head(data: bytes, limits: Limits) -> RequestHead:
+    """Parse everything before the blank line; Refusal(400/431/501) names what is wrong."""
+    if _BARE_CR_LF_NUL.search(data):
+        raise Refusal(400, "bare CR, LF or NUL in the request head")
+    lines = data.split(b"\r\n")
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        raise Refusal(400, "malformed request line")
+    if len(lines) - 1 > limits.max_headers:
+        raise Refusal(431, f"more than {limits.max_headers} header lines (max_headers)")
+    headers: dict[str, str] = {}
+    folded: dict[str, str] = {}  # lower-case name -> first value
+    lengths: set[bytes] = set()
+    for line in lines[1:]:
+        name, value = _header(line, limits)
+        lower = name.lower()
+        if lower == "content-length":
+            lengths.add(value.encode())
+        if lower not in folded:
+            folded[lower] = value
+            headers[name] = value
+    method, target, version = (part.decode("latin-1") for part in match.groups())
+    return _head(method, target, version, headers, folded, lengths)
+
+
+def _header(line: bytes, limits: Limits) -> tuple[str, str]:
+    if len(line) > limits.max_header_size:
+        raise Refusal(431, f"a header line is longer than {limits.max_header_size} bytes (max_header_size)")
+    name, colon, value = line.partition(b":")
+    if not colon or not _TOKEN.fullmatch(name):
+        raise Refusal(400, "malformed header line")
+    return name.decode("latin-1"), value.strip(b" \t").decode("latin-1")
+
+
+def _head(method: str, target: str, version: str, headers: dict[str, str], folded: dict[str, str],
+          lengths: set[bytes]) -> RequestHead:
+    encoding = folded.get("transfer-encoding", "").strip().lower()
+    if encoding and encoding != "chunked":
+        raise Refusal(501, f"Transfer-Encoding {encoding[:40]!r} not supported (only chunked)")
+    if encoding and lengths:
+        raise Refusal(400, "both Transfer-Encoding and Content-Length")
+    length = _content_length(lengths)
+    connection = folded.get("connection", "").lower()
+    keep_alive = "close" not in connection if version == "1.1" else "keep-alive" in connection
+    path, _, query = target.partition("?")
+    return RequestHead(
+        method=method, target=target, path=unquote(path) if "%" in path else path, query_string=query,
+        headers=headers, content_length=None if encoding else length, chunked=bool(encoding),
+        keep_alive=keep_alive, expect_continue=folded.get("expect", "").lower() == "100-continue",
+    )
+
+
+def _content_length(lengths: set[bytes]) -> int:
+    if not lengths:
+        return 0
+    (value, *others) = lengths
+    if others or not value.isdigit():
+        raise Refusal(400, "invalid Content-Length")
+    return int(value)
+
+
+def parse_chunked(data: bytes | bytearray, max_body: int) -> tuple[bytes, int] | None:
+    """(body, bytes consumed) once a whole chunked body is in ``data``; None while it is not."""
+    body = bytearray()
+    at = 0
+    while True:
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            return None
+        size_line = _CHUNK_SIZE.fullmatch(data, at, end)
+        if size_line is None:
+            raise Refusal(400, "malformed chunk size")
+        size = int(size_line.group(1), 16)
+        if len(body) + size > max_body:
+            raise Refusal(413, f"body is over the limit of {max_body} bytes (max_body)")
+        at = end + 2
+        if size == 0:
+            return _trailer_end(data, at, bytes(body))
+        if len(data) < at + size + 2:
+            return None
+        if data[at + size:at + size + 2] != b"\r\n":
+            raise Refusal(400, "malformed chunk")
+        body += data[at:at + size]
+        at += size + 2
+
+
+def _trailer_end(data: bytes | bytearray, at: int, body: bytes) -> tuple[bytes, int] | None:
+    """Skip trailer fields (ignored) up to the final blank line."""
+    while True:
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            return None
+        if end == at:
+            return body, end + 2
+        at = end + 2
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _date() -> bytes:
+    """The Date header's value, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode())
+    return _date_cache[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What the receiver answers; ``close`` ends the connection after it (e.g. a body left unread)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] | None = None
+    content_type: str = "text/plain; charset=utf-8"
+    close: bool = False
+
+    @classmethod
+    def text(cls, status: int, reason: str, close: bool = False, headers: dict[str, str] | None = None) -> Response:
+        return cls(status, reason.encode() + b"\n", headers, close=close)
+
+    def render(self, keep_alive: bool) -> bytes:
+        """The response as bytes; ``headers`` may override the content type."""
+        fields = {"Content-Type": self.content_type, **(self.headers or {})}
+        extra = "".join(f"{name}: {value}\r\n" for name, value in fields.items() if name.lower() not in _FRAMING)
+        connection = b"keep-alive" if keep_alive else b"close"
+        return b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\nConnection: %s\r\n%s\r\n%s" % (
+            self.status, _phrase(self.status), _date(), len(self.body), connection, extra.encode("latin-1"), self.body)
+
+
+_FRAMING = frozenset(("content-length", "connection", "date", "transfer-encoding"))
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
