@@ -6,6 +6,7 @@ report) are folded to IPv4 everywhere so allowlists written in IPv4 match them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +57,7 @@ def client_address(peer: str, headers: Mapping[str, str], trusted_proxies: Seque
     any other peer are ignored, so a forged ``X-Forwarded-For`` changes nothing.
     """
     peer = canonical_ip(peer)
-    if not in_networks(peer, trusted_proxies):
+    if not trusted_proxies or not in_networks(peer, trusted_proxies):
         return peer
     hops = _forwarded_hops(headers)
     for hop in reversed(hops):
@@ -65,8 +66,10 @@ def client_address(peer: str, headers: Mapping[str, str], trusted_proxies: Seque
     return hops[0] if hops else peer
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_ip(text: str) -> str:
-    """The normalized text of an address, or the text unchanged when it is not an address."""
+    """The normalized text of an address, or the text unchanged when it is not an address (cached:
+    it runs for every connection and request, and senders come from few addresses)."""
     try:
         return str(normalize_ip(text))
     except ValueError:

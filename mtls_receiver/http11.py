@@ -22,10 +22,9 @@ __all__ = ["CONTINUE", "RequestHead", "Response", "head_too_large", "parse_chunk
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(1\.[01])")
+_REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(1\.[01])")
+_HEADER_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*)")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})(?:;[^\r\n]*)?")
-_BARE_CR_LF_NUL = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +49,10 @@ def head_too_large(buffered: int, limits: Limits) -> bool:
 
 def parse_head(data: bytes, limits: Limits) -> RequestHead:
     """Parse everything before the blank line; Refusal(400/431/501) names what is wrong."""
-    if _BARE_CR_LF_NUL.search(data):
+    text = data.decode("latin-1")
+    lines = text.split("\r\n")
+    if text.count("\r") != len(lines) - 1 or text.count("\n") != len(lines) - 1 or "\x00" in text:
         raise Refusal(400, "bare CR, LF or NUL in the request head")
-    lines = data.split(b"\r\n")
     match = _REQUEST_LINE.fullmatch(lines[0])
     if match is None:
         raise Refusal(400, "malformed request line")
@@ -60,30 +60,26 @@ def parse_head(data: bytes, limits: Limits) -> RequestHead:
         raise Refusal(431, f"more than {limits.max_headers} header lines (max_headers)")
     headers: dict[str, str] = {}
     folded: dict[str, str] = {}  # lower-case name -> first value
-    lengths: set[bytes] = set()
+    lengths: set[str] = set()
     for line in lines[1:]:
-        name, value = _header(line, limits)
+        if len(line) > limits.max_header_size:
+            raise Refusal(431, f"a header line is longer than {limits.max_header_size} bytes (max_header_size)")
+        field = _HEADER_LINE.fullmatch(line)
+        if field is None:
+            raise Refusal(400, "malformed header line")
+        name, value = field.group(1), field.group(2).rstrip(" \t")
         lower = name.lower()
         if lower == "content-length":
-            lengths.add(value.encode())
+            lengths.add(value)
         if lower not in folded:
             folded[lower] = value
             headers[name] = value
-    method, target, version = (part.decode("latin-1") for part in match.groups())
+    method, target, version = match.groups()
     return _head(method, target, version, headers, folded, lengths)
 
 
-def _header(line: bytes, limits: Limits) -> tuple[str, str]:
-    if len(line) > limits.max_header_size:
-        raise Refusal(431, f"a header line is longer than {limits.max_header_size} bytes (max_header_size)")
-    name, colon, value = line.partition(b":")
-    if not colon or not _TOKEN.fullmatch(name):
-        raise Refusal(400, "malformed header line")
-    return name.decode("latin-1"), value.strip(b" \t").decode("latin-1")
-
-
 def _head(method: str, target: str, version: str, headers: dict[str, str], folded: dict[str, str],
-          lengths: set[bytes]) -> RequestHead:
+          lengths: set[str]) -> RequestHead:
     encoding = folded.get("transfer-encoding", "").strip().lower()
     if encoding and encoding != "chunked":
         raise Refusal(501, f"Transfer-Encoding {encoding[:40]!r} not supported (only chunked)")
@@ -100,11 +96,11 @@ def _head(method: str, target: str, version: str, headers: dict[str, str], folde
     )
 
 
-def _content_length(lengths: set[bytes]) -> int:
+def _content_length(lengths: set[str]) -> int:
     if not lengths:
         return 0
     (value, *others) = lengths
-    if others or not value.isdigit():
+    if others or not (value.isascii() and value.isdigit()):
         raise Refusal(400, "invalid Content-Length")
     return int(value)
 

@@ -56,7 +56,7 @@ class Request:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-# connection phases; each has its own deadline (see _Connection._arm)
+# connection phases; each has its own deadline (TLSListener.timeouts, in this order)
 _HANDSHAKE, _IDLE, _HEAD, _BODY, _HANDLING, _CLOSING = range(6)
 
 
@@ -93,6 +93,18 @@ class TLSListener:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         dualstack = host == "::" and socket.has_dualstack_ipv6()  # "[::]:443" also takes IPv4, as ::ffff:a.b.c.d
         return socket.create_server((host, self.config.port), family=family, backlog=1024, dualstack_ipv6=dualstack)
+
+    @property
+    def config(self) -> ListenerConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: ListenerConfig) -> None:
+        limits = config.limits
+        self._config = config
+        #: seconds each connection phase may last, indexed by phase
+        self.timeouts = (limits.handshake_timeout, limits.keepalive_timeout, limits.header_timeout,
+                         limits.body_timeout, float("inf"), LINGER)
 
     def swap(self, config: ListenerConfig, context: ssl.SSLContext) -> None:
         """New TLS material for new handshakes; the socket and open connections stay as they are."""
@@ -234,7 +246,7 @@ class _Connection:
     """One client: TLS handshake, then requests one at a time, each answered before the next is read."""
 
     __slots__ = ("listener", "loop", "sock", "fd", "peer", "source", "tls", "phase", "deadline", "buffer",
-                 "head", "head_end", "continued", "client_der", "context", "pending", "reading", "writing")
+                 "head", "head_end", "continued", "client_der", "context", "pending", "reading", "writing", "eof")
 
     # the socket is ``sock`` throughout; ``tls`` is the same object while TLS is in use, None once closing
 
@@ -249,7 +261,7 @@ class _Connection:
         self.client_der: bytes | None = None
         self.context: ssl.SSLContext | None = None
         self.pending = b""  # response bytes the socket would not take yet
-        self.reading = self.writing = False
+        self.reading = self.writing = self.eof = False
         self.phase, self.deadline = _HANDSHAKE, 0.0
 
     def start(self) -> None:
@@ -266,10 +278,7 @@ class _Connection:
 
     # phases and their deadlines
     def _arm(self, phase: int) -> None:
-        limits = self.listener.config.limits
-        seconds = {_HANDSHAKE: limits.handshake_timeout, _IDLE: limits.keepalive_timeout, _HEAD: limits.header_timeout,
-                   _BODY: limits.body_timeout, _CLOSING: LINGER}.get(phase, float("inf"))
-        self.phase, self.deadline = phase, time.monotonic() + seconds
+        self.phase, self.deadline = phase, time.monotonic() + self.listener.timeouts[phase]
 
     def expired(self) -> None:
         limits = self.listener.config.limits
@@ -344,10 +353,17 @@ class _Connection:
             self.close()
             return
         if not data:
-            self.close()
+            if self.phase == _HANDLING:  # the client is done sending; the answer may still reach it
+                self.eof = True
+                self._watch()
+            else:
+                self.close()
             return
         self.buffer += data
-        self._parse()
+        if self.phase != _HANDLING:
+            self._parse()
+        elif len(self.buffer) > RECV_SIZE:  # pipelining more than we hold: wait for the answer first
+            self._watch()
 
     def _parse(self) -> None:
         """Take in what was read: a complete request is handed over, a partial one waits for more."""
@@ -399,11 +415,10 @@ class _Connection:
         return None
 
     def _dispatch(self, body: bytes, refusal: Refusal | None = None) -> None:
-        """Hand a request to the handler; nothing more is read from this connection until it is answered."""
+        """Hand a request to the handler; what arrives meanwhile is kept, and parsed once it is answered."""
         request = Request(self.head, body, self.source, self.client_der, self.context, refusal)
         self.head, self.continued = None, False
         self._arm(_HANDLING)
-        self._watch()
         self.loop.create_task(self._answer(request))
 
     async def _answer(self, request: Request) -> None:
@@ -413,7 +428,7 @@ class _Connection:
             log.exception("listener=%s: unexpected error while handling a request", self.listener.config.name)
             response = Response.text(500, "internal error", close=True)
         keep = (request.refusal is None and not response.close and request.head is not None
-                and request.head.keep_alive and not self.listener.stopping)
+                and request.head.keep_alive and not self.listener.stopping and not self.eof)
         self._write(response.render(keep))
         if self.phase == _CLOSING:  # the write failed
             return
@@ -421,7 +436,7 @@ class _Connection:
             self._arm(_IDLE)
             if self.buffer:  # a pipelined request already arrived
                 self._parse()
-            if self.phase in (_IDLE, _HEAD, _BODY):
+            if self.phase in (_IDLE, _HEAD, _BODY) and not self.reading:
                 self._watch(read=True, write=bool(self.pending))
         else:
             self._linger()

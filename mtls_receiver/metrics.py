@@ -49,6 +49,16 @@ class Metrics:
         self.expiry = Gauge("mtls_receiver_certificate_expiry_days", "Days until a certificate expires.",
                             ["listener", "kind", "subject"], registry=registry)
         self._expiry_dates: list[tuple[tuple[str, str, str], datetime]] = []
+        self._per_request: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+    def count_request(self, route: str, provider: str, outcome: str, seconds: float) -> None:
+        """One answered request (the labelled children are looked up once, not per request)."""
+        key = (route, provider, outcome)
+        children = self._per_request.get(key)
+        if children is None:
+            children = self._per_request[key] = (self.requests.labels(*key), self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def certificates(self, config: Config) -> None:
         """Remember every certificate's expiry date (at start and reload); days are computed per scrape."""

@@ -342,8 +342,7 @@ class _Dispatcher:
 
     def _count(self, route: RouteConfig, verdict: Verdict | None, status: int, reason: str, seconds: float) -> None:
         metrics = self.receiver.metrics
-        metrics.requests.labels(route.path, route.provider, "accepted" if verdict else "refused").inc()
-        metrics.latency.labels(route.path).observe(seconds)
+        metrics.count_request(route.path, route.provider, "accepted" if verdict else "refused", seconds)
         if verdict is None:
             metrics.refusals.labels(route.path, refusal_class(status, reason)).inc()
 
@@ -355,6 +354,8 @@ class _Dispatcher:
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:
+    if not log.isEnabledFor(logging.INFO if verdict else logging.WARNING):
+        return
     client = audit.client.short if audit.client else "client=none"
     via = f" via={transport_peer}" if transport_peer != audit.peer else ""
     if verdict is None:

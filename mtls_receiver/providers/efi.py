@@ -68,6 +68,8 @@ def target(route_path: str, path: str, query_string: str) -> Target:
 def _parse_query(query_string: str) -> tuple[str | None, str | None]:
     """The kind appended to a query value (``ignorar=/pix``, ``hmac=S/pix``) and the hmac secret."""
     kind = secret = None
+    if not query_string:
+        return kind, secret
     for name, value in parse_qsl(query_string, keep_blank_values=True):
         if name not in _SUFFIX_CARRIERS:
             continue

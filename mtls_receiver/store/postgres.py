@@ -10,8 +10,6 @@ takes over when a lease runs out. Requests of one instance share commits (group 
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +20,8 @@ from ..errors import StoreUnavailable
 from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from . import Receipt
 from .group_commit import GroupCommit, Write
-from .rows import EVENT_COLUMNS, EVENTS_FROM, event_from_row, identity_columns, identity_from_columns
+from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, audit_row, event_from_row,
+                   event_row, identity_from_columns, new_event_id, order_key)
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION"]
 
@@ -175,35 +174,25 @@ class PostgresStore(GroupCommit):
             event_id = await self._insert_event(conn, batch[n], event)
             if event_id is not None:
                 stored[n].append(event_id)
-        for write in batch:
-            await conn.execute(
-                "INSERT INTO audit (at, listener, route, method, path, peer, status, reason, client_subject,"
-                " client_issuer, client_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                write.audit.at, write.audit.listener, write.audit.route, write.audit.method, write.audit.path,
-                write.audit.peer, write.audit.status, write.audit.reason, *identity_columns(write.audit.client),
-            )
+        await conn.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({_placeholders(11)})",
+                               [audit_row(write.audit) for write in batch])
         return [Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids)) for ids, write in zip(stored, batch)]
 
     @staticmethod
     async def _insert_event(conn: asyncpg.Connection, write: Write, event: NewEvent) -> str | None:
         """The new event's id, or None when (provider, dedup_key) is already stored."""
-        audit = write.audit
-        event_id = f"evt_{uuid.uuid4().hex}"
+        event_id = new_event_id()
         seq = await conn.fetchval(
-            "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer,"
-            " client_subject, client_issuer, client_fingerprint, verified_by)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES ({_placeholders(12)})"
             " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq",
-            event_id, write.provider, write.route, event.kind, event.dedup_key,
-            json.dumps(event.payload, ensure_ascii=False, separators=(",", ":")),
-            audit.at, audit.peer, *identity_columns(audit.client), write.verified_by,
+            *event_row(event_id, write, event),
         )
         if seq is None:
             return None
         if write.queue:
             await conn.execute(
                 "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at) VALUES ($1, $2, $3, 'pending', 0)",
-                event_id, seq, f"{write.provider}:{event.order_key or event.dedup_key}",
+                event_id, seq, order_key(write, event),
             )
         return event_id
 
@@ -336,3 +325,7 @@ class PostgresStore(GroupCommit):
         except StoreUnavailable:
             return False
         return True
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join(f"${n}" for n in range(1, count + 1))

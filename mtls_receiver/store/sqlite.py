@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import sqlite3
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +21,8 @@ from ..errors import StoreUnavailable
 from ..events import AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
 from . import Receipt
 from .group_commit import GroupCommit, Write
-from .rows import EVENT_COLUMNS, EVENTS_FROM, event_from_row, identity_columns, identity_from_columns
+from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, audit_row, event_from_row,
+                   event_row, identity_from_columns, new_event_id, order_key)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -104,6 +104,63 @@ SCHEMA_VERSION = max(MIGRATIONS)
 
 
 
+_MAX_ROWS_PER_INSERT = 500  # 12 columns each: well under SQLite's limit on bound parameters
+
+
+class _BatchRows:
+    """A group commit's rows: events as multi-row INSERTs, outbox entries for the ones stored, audit rows."""
+
+    def __init__(self, batch: list[Write]) -> None:
+        self.batch = batch
+        self.ids: list[list[str]] = []
+        self.events: list[list[Any]] = [[]]  # flat parameters, one list per INSERT statement
+        self.queued: list[tuple[str, str]] = []  # (event id, order key) to put in the outbox if stored
+        for write in batch:
+            ids = []
+            for event in write.events:
+                event_id = new_event_id()
+                ids.append(event_id)
+                if len(self.events[-1]) >= _MAX_ROWS_PER_INSERT * _EVENT_ARITY:
+                    self.events.append([])
+                self.events[-1].extend(event_row(event_id, write, event))
+                if write.queue:
+                    self.queued.append((event_id, order_key(write, event)))
+            self.ids.append(ids)
+        self.audits = [audit_row(write.audit) for write in batch]
+
+    def insert(self, db: sqlite3.Connection) -> dict[str, int]:
+        """Runs in the writer thread, inside the transaction: the stored events' ids and sequence numbers."""
+        stored: dict[str, int] = {}
+        for params in self.events:
+            if params:
+                stored.update(db.execute(_insert_events_sql(len(params) // _EVENT_ARITY), params).fetchall())
+        outbox = [(event_id, stored[event_id], key) for event_id, key in self.queued if event_id in stored]
+        if outbox:
+            db.executemany("INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
+                           " VALUES (?, ?, ?, 'pending', 0)", outbox)
+        db.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({', '.join('?' * _AUDIT_ARITY)})",
+                       self.audits)
+        return stored
+
+    def receipts(self, stored: dict[str, int]) -> list[Receipt]:
+        receipts = []
+        for ids in self.ids:
+            new = tuple(event_id for event_id in ids if event_id in stored)
+            receipts.append(Receipt(stored=new, duplicates=len(ids) - len(new)))
+        return receipts
+
+
+_EVENT_ARITY = len(EVENT_INSERT_COLUMNS.split(","))
+_AUDIT_ARITY = len(AUDIT_INSERT_COLUMNS.split(","))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_events_sql(rows: int) -> str:
+    values = ", ".join(["(" + ", ".join("?" * _EVENT_ARITY) + ")"] * rows)
+    return (f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES {values}"
+            " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id, seq")
+
+
 class SQLiteStore(GroupCommit):
     def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
         self.path = path
@@ -157,10 +214,14 @@ class SQLiteStore(GroupCommit):
     # --- receiving: group commit ---------------------------------------------------------------
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
-        """One transaction, one fsync, for every write queued since the last commit."""
-        receipts: list[Receipt] = await self._run(
-            self._transaction, lambda db: [self._insert(db, write) for write in batch])
-        return receipts
+        """One transaction, one fsync, for every write queued since the last commit.
+
+        The rows are built here, on the event loop; the writer thread only runs SQL, so the
+        two threads hardly ever want the interpreter at the same time.
+        """
+        rows = _BatchRows(batch)
+        stored: dict[str, int] = await self._run(self._transaction, rows.insert)
+        return rows.receipts(stored)
 
     def _transaction(self, fn: Any, *args: Any) -> Any:
         """BEGIN IMMEDIATE .. COMMIT; after a failed one (disk full, I/O error) the next starts clean."""
@@ -177,37 +238,6 @@ class SQLiteStore(GroupCommit):
                 db.execute("ROLLBACK")
             raise
         return result
-
-    def _insert(self, db: sqlite3.Connection, write: Write) -> Receipt:
-        audit = write.audit
-        identity = identity_columns(audit.client)
-        stored: list[str] = []
-        for event in write.events:
-            event_id = f"evt_{uuid.uuid4().hex}"
-            cursor = db.execute(
-                "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer,"
-                " client_subject, client_issuer, client_fingerprint, verified_by)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, dedup_key) DO NOTHING",
-                (event_id, write.provider, write.route, event.kind, event.dedup_key,
-                 json.dumps(event.payload, ensure_ascii=False, separators=(",", ":")),
-                 audit.at, audit.peer, *identity, write.verified_by),
-            )
-            if cursor.rowcount != 1:
-                continue
-            stored.append(event_id)
-            if write.queue:
-                db.execute(
-                    "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
-                    " VALUES (?, ?, ?, 'pending', 0)",
-                    (event_id, cursor.lastrowid, f"{write.provider}:{event.order_key or event.dedup_key}"),
-                )
-        db.execute(
-            "INSERT INTO audit (at, listener, route, method, path, peer, status, reason,"
-            " client_subject, client_issuer, client_fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (audit.at, audit.listener, audit.route, audit.method, audit.path, audit.peer,
-             audit.status, audit.reason, *identity),
-        )
-        return Receipt(stored=tuple(stored), duplicates=len(write.events) - len(stored))
 
     def _require_db(self) -> sqlite3.Connection:
         if self._db is None:
