@@ -3,8 +3,10 @@
 One command (see bench/README.md). Each server is started alone, warmed up, then measured on two
 workloads — a fresh mTLS connection per request (how PSPs deliver) and keep-alive — with the same
 certificates and Pix-shaped bodies (each request a new endToEndId). Server CPU is the user+sys
-time of the server's whole process tree from /proc, so the load generator's CPU does not count.
-Results are printed and written to BENCHMARKS.md.
+time of the server's whole process tree from /proc (the receiver's worker processes included), so
+the load generator's CPU does not count; the load generator's own CPU is reported next to it, to
+show whether it, not the server, was what ran out of cores. Results are printed and written to
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import trustme
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TICKS = os.sysconf("SC_CLK_TCK")
+RECEIVER_WORKERS = 2  # the receiver's default (one per core) on the 2-core machine the floors are for
 
 
 @dataclass
@@ -48,12 +51,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 30) -> None:
+def wait_for_port(port: int, timeout: float = 30, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{' '.join(map(str, process.args))} exited with code {process.returncode}"
+                               f" before listening on {port}")
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
 
@@ -111,10 +117,18 @@ class Certificates:
         client.private_key_and_cert_chain_pem.write_to_path(str(self.client))
 
 
-def start_receiver(work: Path, certs: Certificates, forward: bool) -> Target:
+def receiver_name(forward: bool, workers: int) -> str:
+    if forward:
+        return "mtls-receiver + forwarding"
+    return "mtls-receiver" if workers == RECEIVER_WORKERS else f"mtls-receiver ({workers} worker{'s' * (workers != 1)})"
+
+
+def start_receiver(work: Path, certs: Certificates, forward: bool, workers: int) -> Target:
+    """The receiver with ``workers`` processes (1 = a single process, no fork)."""
     port, admin = free_port(), free_port()
     config = work / f"receiver-{port}.toml"
-    text = f"""
+    text = f"""workers = {workers}
+
 [[listeners]]
 address = "127.0.0.1:{port}"
 cert = "{certs.server_cert}"
@@ -142,10 +156,15 @@ address = "127.0.0.1:{admin}"
     env = {**os.environ, "BENCH_FORWARD_SECRET": "whsec_" + "YmVuY2htYXJrLWZvcndhcmRpbmctc2VjcmV0LTMyYg=="}
     receiver = subprocess.Popen([sys.executable, "-m", "mtls_receiver", "--log-level", "warning", "serve",
                                  "--config", str(config)], env=env, stderr=subprocess.DEVNULL)
-    wait_for_port(port)
-    # only the receiver's CPU counts: the sink stands for the merchant's application
-    return Target("mtls-receiver" + (" + forwarding" if forward else ""), "/webhook/pix", [receiver], port,
-                  tuple(helpers))
+    # only the receiver's CPU counts (its workers are its children): the sink stands for the
+    # merchant's application
+    target = Target(receiver_name(forward, workers), "/webhook/pix", [receiver], port, tuple(helpers))
+    try:
+        wait_for_port(port, process=receiver)
+    except RuntimeError:
+        stop(target)
+        raise
+    return target
 
 
 NGINX = """
@@ -177,7 +196,7 @@ def start_nginx(work: Path, certs: Certificates, location: str, workers: int, na
     conf.write_text(NGINX.format(workers=workers, work=work, port=port, cert=certs.server_cert,
                                  key=certs.server_key, client_ca=certs.client_ca, location=location))
     master = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
-    wait_for_port(port)
+    wait_for_port(port, process=master)
     return Target(name, path, [master, *(extra or [])], port)
 
 
@@ -213,20 +232,21 @@ def stop(target: Target) -> None:
             process.kill()
 
 
-def load(target: Target, certs: Certificates, requests: int, fresh: bool, connections: int) -> dict:
+def load(target: Target, certs: Certificates, requests: int, fresh: bool, connections: int, processes: int) -> dict:
     command = [sys.executable, str(HERE / "loadgen.py"), "--port", str(target.port), "--path", target.path,
                "--ca", str(certs.server_ca), "--cert", str(certs.client), "--requests", str(requests),
-               "--connections", str(connections), "--processes", "2"]
+               "--connections", str(connections), "--processes", str(processes)]
     if fresh:
         command.append("--fresh")
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
     return json.loads(output.stdout)
 
 
-def measure(target: Target, certs: Certificates, requests: int, fresh: bool, connections: int) -> dict:
-    load(target, certs, max(50, requests // 20), fresh, connections)  # warm-up
+def measure(target: Target, certs: Certificates, requests: int, fresh: bool, connections: int,
+            processes: int) -> dict:
+    load(target, certs, max(50, requests // 20), fresh, connections, processes)  # warm-up
     before = cpu_seconds(target)
-    result = load(target, certs, requests, fresh, connections)
+    result = load(target, certs, requests, fresh, connections, processes)
     result["cpu"] = cpu_seconds(target) - before
     result["per_cpu"] = result["ok"] / result["cpu"] if result["cpu"] else float("inf")
     return result
@@ -272,7 +292,8 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000, help="per target and workload")
-    parser.add_argument("--connections", type=int, default=16, help="per load-generator process (2 processes)")
+    parser.add_argument("--connections", type=int, default=16, help="per load-generator process")
+    parser.add_argument("--loadgen-processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--only", action="append", help="run only targets whose name contains this")
     args = parser.parse_args()
@@ -280,25 +301,30 @@ def main() -> None:
         raise SystemExit("nginx is needed (Debian: apt-get install nginx-light)")
     work = Path(tempfile.mkdtemp(prefix="mtls-bench-"))
     certs = Certificates(work)
-    starters = [
-        lambda: start_receiver(work, certs, forward=False),
-        lambda: start_receiver(work, certs, forward=True),
-        lambda: start_nginx(work, certs, 'location / { return 200 "200"; }', 1, "nginx answering 200 itself", "/webhook/pix"),
-        lambda: start_gunicorn_behind_nginx(work, certs),
-        lambda: start_flask_seed(work, certs),
+    nginx_200 = "nginx answering 200 itself"
+    starters = [  # (name, start): a target filtered out by --only is not even started
+        (receiver_name(False, RECEIVER_WORKERS), lambda: start_receiver(work, certs, False, RECEIVER_WORKERS)),
+        (receiver_name(False, 1), lambda: start_receiver(work, certs, False, 1)),
+        (receiver_name(True, RECEIVER_WORKERS), lambda: start_receiver(work, certs, True, RECEIVER_WORKERS)),
+        (nginx_200, lambda: start_nginx(work, certs, 'location / { return 200 "200"; }', 1, nginx_200, "/webhook/pix")),
+        ("nginx -> gunicorn/Flask (seed)", lambda: start_gunicorn_behind_nginx(work, certs)),
+        ("Flask app.run (seed, as written)", lambda: start_flask_seed(work, certs)),
     ]
     rows = []
-    for start in starters:
+    for name, start in starters:
+        if args.only and not any(part in name for part in args.only):
+            continue
         target = start()
         try:
-            if args.only and not any(part in target.name for part in args.only):
-                continue
             for workload, fresh in (("fresh connection", True), ("keep-alive", False)):
-                result = measure(target, certs, args.requests, fresh, args.connections)
+                result = measure(target, certs, args.requests, fresh, args.connections, args.loadgen_processes)
                 rows.append((target.name, workload, result))
                 print(f"{target.name:36} {workload:17} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms"
                       f"  p99 {result['p99_ms']:7.1f} ms  errors {result['errors'] + result['non2xx']:4d}"
-                      f"  {result['per_cpu']:8.0f} req/CPU-s", flush=True)
+                      f"  {result['per_cpu']:8.0f} req/CPU-s  server CPU {result['cpu']:6.2f} s"
+                      f"  loadgen CPU {result['client_cpu_s']:6.2f} s", flush=True)
+                if result.get("first_error"):
+                    print(f"{'':36} first error: {result['first_error']}", flush=True)
             if target.name == "mtls-receiver":
                 rss = idle_connections_rss(target, certs, 1000)
                 print(f"{target.name}: RSS with 1000 idle mTLS connections: {rss:.0f} MiB", flush=True)
@@ -333,6 +359,9 @@ def floors(rows: list[tuple[str, str, dict]]) -> list[tuple[str, float, float]]:
     stored = get("mtls-receiver", "keep-alive", "per_cpu")
     if stored is not None:
         out.append(("keep-alive: stored Pix per server CPU-s (>= 5000), in thousands", stored / 1000, 5.0))
+    two, one = get("mtls-receiver", "keep-alive", "rps"), get(receiver_name(False, 1), "keep-alive", "rps")
+    if two is not None and one:
+        out.append((f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s (>= 1.6x)", two / one, 1.6))
     return out
 
 
@@ -342,17 +371,23 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) ->
         "# Benchmarks", "",
         f"Run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}.", "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".", "",
-        f"Command: `{command.strip()}` ({args.requests} requests per row, 2 load-generator processes × "
-        f"{args.connections} connections, loopback only; every request a new Pix `endToEndId`; mtls-receiver "
-        "stores each one durably before answering; server CPU = user+sys of the server's process tree).", "",
-        "| server | workload | req/s | p50 ms | p99 ms | errors | server CPU s | req per server CPU-s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"Command: `{command.strip()}` ({args.requests} requests per row, {args.loadgen_processes} load-generator "
+        f"processes × {args.connections} connections, loopback only; every request a new Pix `endToEndId`; "
+        f"mtls-receiver stores each one durably before answering, with {RECEIVER_WORKERS} worker processes unless "
+        "the row says otherwise; server CPU = user+sys of the server's process tree; loadgen CPU = user+sys of "
+        "the load generator's processes while measuring, on the same cores: where server + loadgen CPU s come "
+        f"close to {os.cpu_count()} cores × the row's seconds (requests ÷ req/s), the cores were saturated and the "
+        "load generator's share is CPU the server did not get).", "",
+        "| server | workload | req/s | p50 ms | p99 ms | errors | server CPU s | req per server CPU-s |"
+        " loadgen CPU s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, workload, result in rows:
         if "rss" in result:
             continue
         lines.append(f"| {name} | {workload} | {result['rps']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |"
-                     f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} | {result['per_cpu']:.0f} |")
+                     f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} | {result['per_cpu']:.0f} |"
+                     f" {result['client_cpu_s']:.2f} |")
     lines += [""] + [f"- {name}: RSS with 1000 idle open mTLS connections: {r['rss']:.0f} MiB"
                      for name, _, r in rows if "rss" in r]
     lines += ["", "Floors (issue #7), from the rows above:", "",

@@ -33,6 +33,7 @@ from .server import Receiver, serve_forever, expiry_warnings
 from .events import StoredEvent
 from .store import Store, open_store
 from .tls import create_ssl_context, read_certificates
+from .workers import serve_worker, supervise, worker_spec
 
 __all__ = ["main"]
 
@@ -42,6 +43,7 @@ T = TypeVar("T")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # workers are started with the same arguments
     handler = logging.StreamHandler(sys.stderr)  # stderr: journald takes it as it is
     handler.setFormatter(JsonFormatter() if args.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -197,7 +199,13 @@ def _serve(args: argparse.Namespace) -> int:
     # with 503, not kill the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     _raise_open_files_limit()
-    asyncio.run(serve_forever(config, announce))
+    spec = worker_spec()
+    if spec is not None:  # started by a supervisor (workers > 1)
+        asyncio.run(serve_worker(config, spec))
+    elif config.workers > 1 and not args.dev:  # the dev server is one process
+        asyncio.run(supervise(config, [sys.executable, "-m", "mtls_receiver", *args.argv]))
+    else:
+        asyncio.run(serve_forever(config, announce))
     return 0
 
 

@@ -181,6 +181,7 @@ class Config:
     store: StoreConfig
     forward: ForwardConfig = ForwardConfig()
     admin: AdminConfig = AdminConfig()
+    workers: int = 1  # processes serving the listeners; the file's default is the number of cores
 
     def destination(self, route_path: str) -> Destination | None:
         """Where events of the route at ``route_path`` are forwarded, if anywhere."""
@@ -212,7 +213,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     """Validate an already-parsed TOML document; paths are relative to ``source``."""
     reader = _Reader(source)
-    reader.only_keys(raw, "", {"listeners", "routes", "store", "forward", "admin"})
+    reader.only_keys(raw, "", {"workers", "listeners", "routes", "store", "forward", "admin"})
+    workers = reader.integer(raw, "", "workers", default=os.cpu_count() or 1, minimum=1)
     listeners = tuple(
         _listener(reader, item, f"listeners[{i}]")
         for i, item in enumerate(reader.table_list(raw, "listeners", required=True))
@@ -226,7 +228,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     store = _store(reader, reader.table(raw, "store"))
     forward = _forward(reader, reader.table(raw, "forward"), routes)
     return Config(source=source, listeners=listeners, routes=routes, store=store, forward=forward,
-                  admin=_admin(reader, reader.table(raw, "admin")))
+                  admin=_admin(reader, reader.table(raw, "admin")), workers=workers)
 
 
 def _store(reader: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
@@ -598,7 +600,7 @@ class _Reader:
         if value is default:
             return value
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(f"{key}.{name}", f"must be a whole number >= {minimum}, got {value!r}")
+            self.fail(f"{key}.{name}" if key else name, f"must be a whole number >= {minimum}, got {value!r}")
         return value
 
     def number(self, raw: Mapping[str, Any], key: str, name: str, default: float, minimum: float) -> float:

@@ -105,10 +105,10 @@ def _content_length(lengths: set[str]) -> int:
     return int(value)
 
 
-def parse_chunked(data: bytes | bytearray, max_body: int) -> tuple[bytes, int] | None:
-    """(body, bytes consumed) once a whole chunked body is in ``data``; None while it is not."""
+def parse_chunked(data: bytes | bytearray, max_body: int, start: int = 0) -> tuple[bytes, int] | None:
+    """(body, where it ends in ``data``) once a whole chunked body from ``start`` is in; None while it is not."""
     body = bytearray()
-    at = 0
+    at = start
     while True:
         end = data.find(b"\r\n", at)
         if end < 0:

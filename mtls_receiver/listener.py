@@ -29,7 +29,7 @@ from .http11 import CONTINUE, RequestHead, Response, head_too_large, parse_chunk
 from .proxy_protocol import ProxyProtocolError, read_header
 from .tls import ClientTrust
 
-__all__ = ["Request", "TLSListener"]
+__all__ = ["Request", "TLSListener", "bind"]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -60,6 +60,15 @@ Handler = Callable[[Request], Awaitable[Response]]
 _HANDSHAKE, _IDLE, _HEAD, _BODY, _HANDLING, _CLOSING = range(6)
 
 
+def bind(config: ListenerConfig, port: int | None = None, reuse_port: bool = False) -> socket.socket:
+    """The listening socket of a listener; workers each get one on the same port (``reuse_port``)."""
+    host = config.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    dualstack = host == "::" and socket.has_dualstack_ipv6()  # "[::]:443" also takes IPv4, as ::ffff:a.b.c.d
+    return socket.create_server((host, config.port if port is None else port), family=family, backlog=1024,
+                                dualstack_ipv6=dualstack, reuse_port=reuse_port)
+
+
 class TLSListener:
     def __init__(
         self,
@@ -83,16 +92,10 @@ class TLSListener:
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
-        self._socket = self._inherited or self._bind()
+        self._socket = self._inherited or bind(self.config)
         self._socket.setblocking(False)
         asyncio.get_running_loop().add_reader(self._socket.fileno(), self._accept)
         self._sweep()
-
-    def _bind(self) -> socket.socket:
-        host = self.config.host
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        dualstack = host == "::" and socket.has_dualstack_ipv6()  # "[::]:443" also takes IPv4, as ::ffff:a.b.c.d
-        return socket.create_server((host, self.config.port), family=family, backlog=1024, dualstack_ipv6=dualstack)
 
     @property
     def config(self) -> ListenerConfig:
@@ -302,18 +305,29 @@ class _Connection:
             self.writing = write
 
     def _readable(self) -> None:
-        if self.phase == _HANDSHAKE:
-            self._handshake()
-        elif self.phase == _CLOSING:
-            self._drain()
-        else:
-            self._receive()
+        try:
+            if self.phase == _HANDSHAKE:
+                self._handshake()
+            elif self.phase == _CLOSING:
+                self._drain()
+            else:
+                self._receive()
+        except Exception:
+            self._failed()
 
     def _writable(self) -> None:
-        if self.phase == _HANDSHAKE:
-            self._handshake()
-        else:
-            self._flush()
+        try:
+            if self.phase == _HANDSHAKE:
+                self._handshake()
+            else:
+                self._flush()
+        except Exception:
+            self._failed()
+
+    def _failed(self) -> None:
+        """A bug: say so, drop this connection, keep serving everyone else."""
+        log.exception("listener=%s peer=%s: unexpected error; connection closed", self.listener.config.name, self.peer)
+        self.close()
 
     # TLS handshake
     def _handshake(self) -> None:
@@ -399,10 +413,10 @@ class _Connection:
         assert head is not None
         start = self.head_end
         if head.chunked:
-            found = parse_chunked(memoryview(self.buffer)[start:], self.listener.config.limits.max_body)
+            found = parse_chunked(self.buffer, self.listener.config.limits.max_body, start)
             if found is not None:
-                body, used = found
-                del self.buffer[:start + used]
+                body, end = found
+                del self.buffer[:end]
                 return body
         elif len(self.buffer) - start >= (head.content_length or 0):
             end = start + (head.content_length or 0)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timezone
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from .config import Config
 from .tls import read_certificates
@@ -78,14 +82,51 @@ class Metrics:
         for labels, not_after in self._expiry_dates:
             self.expiry.labels(*labels).set(round((not_after - now).total_seconds() / 86400, 2))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, workers: Sequence[str] = ()) -> bytes:
+        """The exposition text; with ``workers`` (theirs), their counters and histograms are added in."""
+        if not workers:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        merged.register(_Summed(self.registry, workers))
+        return generate_latest(merged)
 
 
-def admin_app(metrics: Metrics, refresh: Callable[[], Awaitable[None]], ready: Callable[[], Awaitable[bool]]) -> web.Application:
+class _Summed(Collector):
+    """This process's metrics, with each counter and histogram sample summed over the workers' texts.
+
+    Requests and handshakes happen in the workers; gauges (inbox, outbox, certificates) and
+    delivery counts are the supervisor's own.
+    """
+
+    def __init__(self, own: CollectorRegistry, workers: Sequence[str]) -> None:
+        self.own, self.workers = own, workers
+
+    def collect(self) -> Iterator[Metric]:
+        added: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for text in self.workers:
+            for family in text_string_to_metric_families(text):
+                if family.type in ("counter", "histogram"):
+                    for sample in family.samples:
+                        key = (sample.name, tuple(sorted(sample.labels.items())))
+                        added[key] = added.get(key, 0.0) + sample.value
+        for family in self.own.collect():
+            if family.type in ("counter", "histogram"):
+                seen = {(s.name, tuple(sorted(s.labels.items()))) for s in family.samples}
+                family.samples = [s._replace(value=s.value + added.get((s.name, tuple(sorted(s.labels.items()))), 0.0))
+                                  for s in family.samples]
+                family.samples += [Sample(name, dict(labels), value) for (name, labels), value in added.items()
+                                   if _belongs(name, family) and (name, labels) not in seen]
+            yield family
+
+
+def _belongs(sample: str, family: Metric) -> bool:
+    suffixes = ("_total",) if family.type == "counter" else ("_bucket", "_count", "_sum")
+    return any(sample == family.name + suffix for suffix in suffixes)
+
+
+def admin_app(render: Callable[[], Awaitable[bytes]], ready: Callable[[], Awaitable[bool]]) -> web.Application:
     async def get_metrics(request: web.Request) -> web.Response:
-        await refresh()
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=await render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -10,6 +10,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -17,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from .addresses import client_address
-from .config import Config, ListenerConfig, RouteConfig, load_config
+from .config import AdminConfig, Config, ListenerConfig, RouteConfig, load_config
 from .errors import ConfigError, ReceiverError, Refusal, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
 from .forwarder import Forwarder
@@ -30,7 +31,12 @@ from .store import Receipt, Store, open_store
 from .systemd import Notifier, listen_sockets
 from .tls import client_identity, create_ssl_context, read_certificates
 
-__all__ = ["EXPIRY_WARNING_DAYS", "Receiver", "expiry_warnings", "serve_forever", "utc_now"]
+if TYPE_CHECKING:
+    from .workers import WorkerPool
+
+__all__ = ["EXPIRY_WARNING_DAYS", "SHUTDOWN_GRACE", "SINGLE", "SUPERVISOR", "WORKER", "Receiver", "Role",
+           "bind_errors", "check_reloadable", "expiry_warnings", "match_sockets", "serve_forever",
+           "serve_until_stopped", "utc_now"]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -42,13 +48,29 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+@dataclass(frozen=True)
+class Role:
+    """Which parts of the receiver one process runs: all of them, or its share among workers."""
+
+    listen: bool = True  # serve the TLS listeners
+    forward: bool = True  # run the forwarder: one process per inbox leases the outbox
+    admin: AdminConfig | None = None  # where the admin port listens (None: the config's)
+
+
+SINGLE = Role()
+SUPERVISOR = Role(listen=False)  # forwards, serves the admin port, watches the workers
+WORKER = Role(forward=False, admin=AdminConfig(host="127.0.0.1", port=0))  # its admin port is for the supervisor
+
+
 class Receiver:
     """Everything ``serve`` runs: the store, the forwarder, one TLS listener per listener, the admin port."""
 
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None, role: Role = SINGLE) -> None:
         self.config = config
-        self.store = store or open_store(config.store)
+        self.role = role
+        self.store = store or open_store(config.store, owner=role.forward)
         self.metrics = Metrics()
+        self.workers: WorkerPool | None = None  # set by the supervisor of several worker processes
         self._listeners: dict[str, TLSListener] = {}
         self._admin: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -62,16 +84,18 @@ class Receiver:
         await self.store.open()
         self._session = aiohttp.ClientSession()
         try:
-            self.forwarder = Forwarder(self.config, self.store, self._session, self.metrics)
             self.relayer = Relayer(self.store, self._session)
-            await self.forwarder.start()
-            sockets = _match_sockets(self.config, inherited or {})
-            for listener in self.config.listeners:
+            if self.role.forward:
+                self.forwarder = Forwarder(self.config, self.store, self._session, self.metrics)
+                await self.forwarder.start()
+            sockets = match_sockets(self.config, inherited or {})
+            for listener in self.config.listeners if self.role.listen else ():
                 key = f"{self.config.listener_key(listener.name)}.address"
-                with _bind_errors(self.config, key, listener.address):
+                with bind_errors(self.config, key, listener.address):
                     await self._start_listener(listener, contexts[listener.name], sockets.get(listener.name))
-            with _bind_errors(self.config, "admin.address", f"{self.config.admin.host}:{self.config.admin.port}"):
-                await self._start_admin()
+            admin = self.role.admin or self.config.admin
+            with bind_errors(self.config, "admin.address", f"{admin.host}:{admin.port}"):
+                await self._start_admin(admin)
         except BaseException:
             await self.stop()
             raise
@@ -101,24 +125,30 @@ class Receiver:
         dispatcher.tls = tls
         await tls.start()
         self._listeners[config.name] = tls
-        how = "inherited socket" if sock else "bound"
-        log.info("listening on https://%s (%s, client certs %s, %s)", tls.shown_address, config.name,
-                 config.client_certs, how)
+        if self.role is not WORKER:  # the supervisor says it once all its workers listen
+            log.info("listening on https://%s (%s, client certs %s, %s)", tls.shown_address, config.name,
+                     config.client_certs, "inherited socket" if sock else "bound")
 
-    async def _start_admin(self) -> None:
-        admin = self.config.admin
+    async def _start_admin(self, admin: AdminConfig) -> None:
         if not admin.enabled:
             return
-        self._admin = web.AppRunner(admin_app(self.metrics, self._refresh_metrics, self.ready), access_log=None,
-                                    handle_signals=False)
+        self._admin = web.AppRunner(admin_app(self.render_metrics, self.ready), access_log=None, handle_signals=False)
         await self._admin.setup()
         await web.TCPSite(self._admin, admin.host, admin.port).start()
-        log.info("admin (metrics, health) on http://%s:%d", admin.host, self.admin_port)
+        log.log(logging.DEBUG if self.role is WORKER else logging.INFO, "admin (metrics, health) on http://%s:%d",
+                admin.host, self.admin_port)
 
     @property
     def admin_port(self) -> int:
         assert self._admin is not None, "admin listener disabled"
         return int(self._admin.addresses[0][1])
+
+    async def render_metrics(self) -> bytes:
+        """This process's metrics; the supervisor's add up its workers' request and handshake counts."""
+        await self._refresh_metrics()
+        if self.workers is None:
+            return self.metrics.render()
+        return self.metrics.render(await self.workers.scrape())
 
     async def _refresh_metrics(self) -> None:
         self.metrics.refresh_expiry()
@@ -131,8 +161,9 @@ class Receiver:
             self.metrics.outbox.labels(status).set(stats.get(status, 0))
 
     async def ready(self) -> bool:
-        """Listening and the store can take a write."""
-        return bool(self._listeners) and await self.store.check_writable()
+        """Listening (or every worker is) and the store can take a write."""
+        serving = self.workers.ready if self.workers is not None else bool(self._listeners)
+        return serving and await self.store.check_writable()
 
     def port(self, listener: str | None = None) -> int:
         """The bound port of a listener (useful when the config asked for port 0)."""
@@ -163,13 +194,14 @@ class Receiver:
         """Re-read the config and TLS material; apply to new handshakes, or keep the old and say why."""
         try:
             config = load_config(self.config.source)
-            _check_reloadable(self.config, config)
+            check_reloadable(self.config, config)
             contexts = self._contexts(config)
         except ReceiverError as exc:
             log.error("reload rejected, still serving the previous configuration: %s", exc)
             return False
         for listener in config.listeners:
-            self._listeners[listener.name].swap(listener, contexts[listener.name])
+            if listener.name in self._listeners:
+                self._listeners[listener.name].swap(listener, contexts[listener.name])
         self.config = config
         if self.forwarder is not None:
             self.forwarder.config = config
@@ -178,6 +210,8 @@ class Receiver:
         return True
 
     def summary(self) -> str:
+        if self.workers is not None:
+            return f"{self.workers.summary()}; {len(self.config.routes)} route(s)"
         addresses = ", ".join(tls.shown_address for tls in self._listeners.values())
         return f"listening on {addresses}; {len(self.config.routes)} route(s)"
 
@@ -215,7 +249,7 @@ async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
 
 
 @contextlib.contextmanager
-def _bind_errors(config: Config, key: str, address: str) -> Iterator[None]:
+def bind_errors(config: Config, key: str, address: str) -> Iterator[None]:
     """A port already in use (or not ours to bind) is a config problem the user can act on."""
     try:
         yield
@@ -223,7 +257,7 @@ def _bind_errors(config: Config, key: str, address: str) -> Iterator[None]:
         raise ConfigError(str(config.source), key, f"cannot listen on {address}: {exc.strerror or exc}") from None
 
 
-def _match_sockets(config: Config, inherited: dict[str, socket.socket]) -> dict[str, socket.socket]:
+def match_sockets(config: Config, inherited: dict[str, socket.socket]) -> dict[str, socket.socket]:
     """Socket-activation sockets by listener name; a single unnamed one serves a single listener."""
     names = {listener.name for listener in config.listeners}
     matched = {name: sock for name, sock in inherited.items() if name in names}
@@ -235,12 +269,14 @@ def _match_sockets(config: Config, inherited: dict[str, socket.socket]) -> dict[
     return matched
 
 
-def _check_reloadable(old: Config, new: Config) -> None:
+def check_reloadable(old: Config, new: Config) -> None:
     """Listeners' addresses and the set of routes are bound at start; everything else reloads."""
     if [(lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in old.listeners] != [
         (lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in new.listeners
     ]:
         raise ReceiverError(f"{new.source}: listeners' names, addresses or proxy_protocol changed: restart to apply")
+    if old.workers != new.workers:
+        raise ReceiverError(f"{new.source}: workers changed ({old.workers} -> {new.workers}): restart to apply")
     if sorted((r.listener, r.path, r.provider) for r in old.routes) != sorted((r.listener, r.path, r.provider)
                                                                                 for r in new.routes):
         raise ReceiverError(f"{new.source}: routes were added, removed or changed provider: restart to apply")
@@ -372,38 +408,50 @@ def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, 
 
 
 async def serve_forever(config: Config, announce: Callable[[Receiver], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM (SIGHUP reloads), telling systemd what happens when it asks to know."""
-    notifier = Notifier()
-    stop = asyncio.Event()
+    """One process serving everything (``workers = 1``)."""
+    receiver = Receiver(config)
+
+    async def start() -> None:
+        await receiver.start(listen_sockets())
+        if announce is not None:
+            announce(receiver)
+
+    await serve_until_stopped(receiver, start, receiver.stop, Notifier())
+
+
+async def serve_until_stopped(receiver: Receiver, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]],
+                              notifier: Notifier, on_reload: Callable[[], None] | None = None,
+                              also_stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``also_stop``); SIGHUP reloads. systemd hears of each step if it asks to."""
+    stopping = also_stop or asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start is not fatal
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
-    receiver = Receiver(config)
-    await receiver.start(listen_sockets())
+    await start()
     notifier.send("READY=1", f"STATUS={receiver.summary()}")
     notifier.start_watchdog()
-    if announce is not None:
-        announce(receiver)
-    reloader = asyncio.create_task(_reload_on_signal(receiver, reloads, notifier))
+    reloader = asyncio.create_task(_reload_on_signal(receiver, reloads, notifier, on_reload))
     try:
-        await stop.wait()
+        await stopping.wait()
     finally:
         notifier.send("STOPPING=1", "STATUS=stopping: finishing requests in flight")
         log.info("stopping: finishing requests in flight (up to %gs)", SHUTDOWN_GRACE)
         reloader.cancel()
-        await receiver.stop()
+        await stop()
         notifier.close()
         log.info("stopped")
 
 
-async def _reload_on_signal(receiver: Receiver, reloads: "asyncio.Queue[None]", notifier: Notifier) -> None:
+async def _reload_on_signal(receiver: Receiver, reloads: "asyncio.Queue[None]", notifier: Notifier,
+                            on_reload: Callable[[], None] | None) -> None:
     while True:
         await reloads.get()
         monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading")
         ok = await receiver.reload()
+        if ok and on_reload is not None:
+            on_reload()
         status = receiver.summary() if ok else "reload rejected (see log); serving the previous configuration"
         notifier.send("READY=1", f"STATUS={status}")
-

@@ -216,6 +216,17 @@ class ServerProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(20)
 
+    def pids(self) -> list[int]:
+        """The server's process and its workers (``workers = N`` starts N child processes)."""
+        assert self.proc is not None
+        found, frontier = [self.proc.pid], [self.proc.pid]
+        while frontier:
+            for children in Path(f"/proc/{frontier.pop()}/task").glob("*/children"):
+                kids = [int(pid) for pid in children.read_text().split()]
+                found += kids
+                frontier += kids
+        return found
+
     def signal(self, number: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(number)

@@ -28,10 +28,12 @@ def test_disk_full_gives_503_then_recovers(tmp_path: Path, pki: Pki) -> None:
         assert post("E-BEFORE") == 200
         assert server.proc is not None
         unlimited = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, unlimited[1]))  # "the disk is full"
+        for pid in server.pids():  # the supervisor and its workers: "the disk is full"
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, unlimited[1]))
         assert [post(f"E-FULL-{n}") for n in range(5)] == [503] * 5
         assert server.proc.poll() is None  # still running
-        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, unlimited)  # space again
+        for pid in server.pids():  # space again
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, unlimited)
         assert post("E-FULL-0") == 200 and post("E-AFTER") == 200
     finally:
         server.kill()

@@ -83,8 +83,8 @@ class Store(Protocol):
     async def check_writable(self) -> bool: ...
 
 
-def open_store(config: StoreConfig) -> Store:
-    """The backend for a store config (not yet opened)."""
+def open_store(config: StoreConfig, owner: bool = True) -> Store:
+    """The backend for a store config (not yet opened); ``owner`` is the process that forwards."""
     if config.url is not None:
         try:
             from .postgres import PostgresStore
@@ -94,4 +94,4 @@ def open_store(config: StoreConfig) -> Store:
     from .sqlite import SQLiteStore
 
     assert config.path is not None
-    return SQLiteStore(config.path)
+    return SQLiteStore(config.path, owner=owner)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
 from ..events import AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
@@ -99,6 +100,7 @@ CREATE INDEX attempts_event ON attempts (event_id, number);
 """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+T = TypeVar("T")
 
 
 
@@ -162,8 +164,9 @@ def _insert_events_sql(rows: int) -> str:
 
 
 class SQLiteStore(GroupCommit):
-    def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000, owner: bool = True) -> None:
         self.path = path
+        self.owner = owner  # the one process that forwards: it may release leases left by a crash
         self.busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
@@ -187,12 +190,13 @@ class SQLiteStore(GroupCommit):
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        db.execute("PRAGMA busy_timeout=0")  # waits for the write lock are ours: see _when_free
         self._db = db
         self._transaction(self._migrate)
-        # One process owns a SQLite inbox: leases left by a previous run (killed mid-delivery)
-        # are released at once instead of waiting for them to expire.
-        self._transaction(lambda conn: conn.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0"))
+        # One process forwards from a SQLite inbox: leases left by a previous run (killed
+        # mid-delivery) are released at once instead of waiting for them to expire.
+        if self.owner:
+            self._transaction(lambda conn: conn.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0"))
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Apply each missing migration in order, in one transaction."""
@@ -229,7 +233,7 @@ class SQLiteStore(GroupCommit):
         if db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-        db.execute("BEGIN IMMEDIATE")
+        self._when_free(db.execute, "BEGIN IMMEDIATE")
         try:
             result = fn(db, *args)
             db.execute("COMMIT")
@@ -238,6 +242,39 @@ class SQLiteStore(GroupCommit):
                 db.execute("ROLLBACK")
             raise
         return result
+
+    def _bookkeeping(self, fn: Any, *args: Any) -> Any:
+        """A transaction committed without its own fsync: delivery leases and outcomes.
+
+        Losing the last of them to a power cut only means an event is delivered again
+        (deliveries are at-least-once, with a stable webhook-id); the next durable commit
+        syncs them anyway. An fsync per delivery would hold the write lock that the
+        workers' group commits wait for.
+        """
+        db = self._require_db()
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._transaction(fn, *args)
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
+
+    def _when_free(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn`` once the database is not locked by another process, within ``busy_timeout_ms``.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries; workers of one
+        receiver hold the write lock for about one fsync, so waiting in short steps keeps
+        their group commits flowing instead of stalling on that schedule.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        pause = 0.00005
+        while True:
+            try:
+                return fn(*args)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
 
     def _require_db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -282,7 +319,7 @@ class SQLiteStore(GroupCommit):
     async def claim_due(self, now: float, limit: int, lease: float) -> list[StoredEvent]:
         """Up to ``limit`` due events, leased for ``lease`` seconds; an event waits while an earlier
         one with the same order key is still pending."""
-        return await self._run(self._transaction, self._claim_due, now, limit, lease)
+        return await self._run(self._bookkeeping, self._claim_due, now, limit, lease)
 
     def _claim_due(self, db: sqlite3.Connection, now: float, limit: int, lease: float) -> list[StoredEvent]:
         rows = db.execute(
@@ -298,7 +335,7 @@ class SQLiteStore(GroupCommit):
 
     async def finish_attempt(self, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float) -> None:
         """Record an attempt; ``outcome`` is the new status: delivered, pending (retry later) or dead."""
-        await self._run(self._transaction, self._finish_attempt, event_id, attempt, outcome, next_attempt_at)
+        await self._run(self._bookkeeping, self._finish_attempt, event_id, attempt, outcome, next_attempt_at)
 
     @staticmethod
     def _finish_attempt(
@@ -380,6 +417,6 @@ class SQLiteStore(GroupCommit):
         return [AuditRecord(*r[:8], client=identity_from_columns(r[8:11])) for r in rows]
 
     def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        return self._require_db().execute(sql, params).fetchall()
+        return self._when_free(lambda: self._require_db().execute(sql, params).fetchall())
 
 
