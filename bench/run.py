@@ -291,7 +291,9 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=3000, help="per target and workload")
+    parser.add_argument("--requests", type=int, default=3000, help="per target, fresh-connection rows")
+    parser.add_argument("--keepalive-requests", type=int, default=20000,
+                        help="per target, keep-alive rows (seconds long, not a blip); the seed's app.run gets --requests")
     parser.add_argument("--connections", type=int, default=16, help="per load-generator process")
     parser.add_argument("--loadgen-processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -317,7 +319,8 @@ def main() -> None:
         target = start()
         try:
             for workload, fresh in (("fresh connection", True), ("keep-alive", False)):
-                result = measure(target, certs, args.requests, fresh, args.connections, args.loadgen_processes)
+                requests = args.requests if fresh or "app.run" in name else args.keepalive_requests
+                result = measure(target, certs, requests, fresh, args.connections, args.loadgen_processes)
                 rows.append((target.name, workload, result))
                 print(f"{target.name:36} {workload:17} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms"
                       f"  p99 {result['p99_ms']:7.1f} ms  errors {result['errors'] + result['non2xx']:4d}"
@@ -371,7 +374,8 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) ->
         "# Benchmarks", "",
         f"Run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}.", "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".", "",
-        f"Command: `{command.strip()}` ({args.requests} requests per row, {args.loadgen_processes} load-generator "
+        f"Command: `{command.strip()}` ({args.requests} requests per fresh-connection row, {args.keepalive_requests} "
+        f"per keep-alive row but {args.requests} for Flask app.run, {args.loadgen_processes} load-generator "
         f"processes × {args.connections} connections, loopback only; every request a new Pix `endToEndId`; "
         f"mtls-receiver stores each one durably before answering, with {RECEIVER_WORKERS} worker processes unless "
         "the row says otherwise; server CPU = user+sys of the server's process tree; loadgen CPU = user+sys of "

@@ -162,6 +162,7 @@ class StoreConfig:
 
     path: Path | None = None
     url: str | None = field(default=None, repr=False)  # postgresql://... (may carry a password)
+    commit_delay: float = 0.001  # seconds a group commit waits for more writes when several are arriving
 
     @property
     def description(self) -> str:
@@ -232,9 +233,12 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
 
 
 def _store(reader: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
-    reader.only_keys(raw, "store", {"path", "url"})
+    reader.only_keys(raw, "store", {"path", "url", "commit_delay"})
+    delay = reader.number(raw, "store", "commit_delay", default=StoreConfig.commit_delay, minimum=0)
+    if delay > 0.1:
+        reader.fail("store.commit_delay", f"must be at most 0.1 (seconds), got {delay!r}")
     if "url" not in raw:
-        return StoreConfig(path=reader.path(raw, "store", "path", default="inbox.db"))
+        return StoreConfig(path=reader.path(raw, "store", "path", default="inbox.db"), commit_delay=delay)
     if "path" in raw:
         reader.fail("store.url", "give either path (SQLite) or url (PostgreSQL), not both")
     url = reader.string(raw, "store", "url")
@@ -244,7 +248,7 @@ def _store(reader: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
             reader.fail("store.url", f"environment variable {raw['url'][4:]} is not set or empty")
     if not url.startswith(("postgresql://", "postgres://")):
         reader.fail("store.url", "must be a postgresql:// URL (or env:VAR naming one)")
-    return StoreConfig(url=url)
+    return StoreConfig(url=url, commit_delay=delay)
 
 
 def _admin(reader: _Reader, raw: Mapping[str, Any]) -> AdminConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,10 @@ def _duplicate_route(doc: dict[str, Any]) -> None:
                      "must be a number", id="limit-not-a-number"),
         pytest.param(_route(provider="infi", secrets=[{"env": ENV_VAR + "_B64"}], tolerance=0),
                      "routes[0].tolerance", "whole number >= 1", id="tolerance-zero"),
+        pytest.param(lambda doc: doc["store"].update(commit_delay=1), "store.commit_delay", "at most 0.1",
+                     id="commit-delay-too-long"),
+        pytest.param(lambda doc: doc["store"].update(commit_delay=-0.001), "store.commit_delay",
+                     "must be a number >= 0", id="commit-delay-negative"),
     ],
 )
 def test_error_names_file_key_and_problem(
@@ -301,3 +306,16 @@ def test_check_config_fails_with_message(
     assert captured.out == ""
     assert captured.err.startswith(f"mtls-receiver: {path}: ")
     assert message in captured.err
+
+
+def test_workers_default_to_the_cores_and_commit_delay_to_a_millisecond(dev: DevCerts) -> None:
+    config = load_config(dev.config)
+    assert config.workers == (os.cpu_count() or 1)
+    assert config.store.commit_delay == 0.001
+
+
+@pytest.mark.parametrize("value", ["0", '"all"', "1.5", "true"])
+def test_workers_must_be_a_whole_number_of_at_least_one(dev: DevCerts, tmp_path: Path, value: str) -> None:
+    error = config_error(write_config(tmp_path, f"workers = {value}\n" + dev.config.read_text()))
+    assert (error.key, error.problem.split(",")[0]) == ("workers", "must be a whole number >= 1")
+    assert load_config(write_config(tmp_path, "workers = 3\n" + dev.config.read_text())).workers == 3

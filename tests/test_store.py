@@ -207,3 +207,25 @@ async def test_synchronous_answers_once_per_key(store: Store) -> None:
     assert done.state == "done" and done.answer == StoredAnswer(200, "application/json", b'{"ok":1}')
     assert (await store.claim_request("/auth", "k2", now=200.0, stale_after=10)).state == "new"  # abandoned: taken over
     assert await store.check_writable()
+
+
+async def test_commit_delay_gathers_writes_arriving_together(store_config: StoreConfig) -> None:
+    """Writes that keep arriving while others do share a commit; a write alone is never held back."""
+    store = open_store(dataclasses.replace(store_config, commit_delay=0.1))
+    await store.open()
+    try:
+        alone = NewEvent("pix", "E-ALONE", {"n": 0})
+        await store.record("efi", "/webhook", [alone], audit())
+        assert store.commits == 1  # nothing else was arriving: committed at once, without the delay
+        pair = [store.record("efi", "/webhook", [NewEvent("pix", f"E-PAIR-{n}", {})], audit()) for n in range(2)]
+        await asyncio.gather(*pair)
+        assert store.commits == 2  # queued together: one commit
+
+        async def trickle(n: int) -> None:
+            await asyncio.sleep(0.002 * n)  # one every 2 ms, well inside the 100 ms delay
+            await store.record("efi", "/webhook", [NewEvent("pix", f"E-TRICKLE-{n}", {})], audit())
+
+        await asyncio.gather(*(trickle(n) for n in range(6)))
+        assert store.commits <= 4  # 6 writes in at most 2 commits, not 6
+    finally:
+        await store.close()

@@ -90,8 +90,8 @@ def open_store(config: StoreConfig, owner: bool = True) -> Store:
             from .postgres import PostgresStore
         except ImportError:  # asyncpg is the "postgres" extra
             raise ConfigError("[store]", "url", "PostgreSQL needs asyncpg: pip install 'mtls-receiver[postgres]'") from None
-        return PostgresStore(config.url)
+        return PostgresStore(config.url, commit_delay=config.commit_delay)
     from .sqlite import SQLiteStore
 
     assert config.path is not None
-    return SQLiteStore(config.path, owner=owner)
+    return SQLiteStore(config.path, owner=owner, commit_delay=config.commit_delay)

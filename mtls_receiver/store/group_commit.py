@@ -30,10 +30,12 @@ class Write:
 class GroupCommit:
     """Mixin for a store: ``record`` queues, ``_commit_batch`` (the backend's) commits a whole batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, commit_delay: float = 0.0) -> None:
         self._queue: list[Write] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self.commit_delay = commit_delay
+        self._last_batch = 0
         self.commits = 0  # transactions committed: shows group commit at work
 
     def _start_writer(self) -> None:
@@ -60,8 +62,13 @@ class GroupCommit:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            if self.commit_delay and self._last_batch > 1:
+                # Requests are arriving together: a moment's wait lets more of them share the
+                # fsync (PostgreSQL's commit_delay). One request alone is never held back.
+                await asyncio.sleep(self.commit_delay)
             self._wake.clear()
             batch, self._queue = self._queue, []
+            self._last_batch = len(batch)
             try:
                 receipts = await self._commit_batch(batch)
                 self.commits += 1

@@ -122,10 +122,10 @@ async def migrate(dsn: str) -> tuple[int, int]:
 
 
 class PostgresStore(GroupCommit):
-    def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0, commit_delay: float = 0.0) -> None:
         self.dsn, self.pool_size, self.timeout = dsn, pool_size, timeout
         self._pool: asyncpg.Pool | None = None
-        super().__init__()
+        super().__init__(commit_delay)
 
     async def open(self) -> None:
         try:

@@ -164,13 +164,13 @@ def _insert_events_sql(rows: int) -> str:
 
 
 class SQLiteStore(GroupCommit):
-    def __init__(self, path: Path, busy_timeout_ms: int = 5000, owner: bool = True) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000, owner: bool = True, commit_delay: float = 0.0) -> None:
         self.path = path
         self.owner = owner  # the one process that forwards: it may release leases left by a crash
         self.busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
-        super().__init__()
+        super().__init__(commit_delay)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
