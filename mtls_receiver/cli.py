@@ -188,6 +188,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    spec = worker_spec()
+    if spec is not None:  # started by a supervisor (workers > 1): its configuration, not the file's
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the event loop handles it: a reload, not an exit
+        _prepare_process()
+        asyncio.run(serve_worker(spec.read_config(), spec))
+        return 0
     if args.dev:
         directory = args.state_dir or _default_state_dir()
         config = load_config(_ensure_dev_config(directory, args.port))
@@ -195,18 +201,19 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config)
         announce = None
-    # A write past RLIMIT_FSIZE (a quota, a full disk) must fail as an error the store answers
-    # with 503, not kill the process.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    _raise_open_files_limit()
-    spec = worker_spec()
-    if spec is not None:  # started by a supervisor (workers > 1)
-        asyncio.run(serve_worker(config, spec))
-    elif config.workers > 1 and not args.dev:  # the dev server is one process
+    _prepare_process()
+    if config.workers > 1 and not args.dev:  # the dev server is one process
         asyncio.run(supervise(config, [sys.executable, "-m", "mtls_receiver", *args.argv]))
     else:
         asyncio.run(serve_forever(config, announce))
     return 0
+
+
+def _prepare_process() -> None:
+    # A write past RLIMIT_FSIZE (a quota, a full disk) must fail as an error the store answers
+    # with 503, not kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    _raise_open_files_limit()
 
 
 def _raise_open_files_limit() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 
 from aiohttp import web
@@ -17,7 +17,7 @@ from prometheus_client.samples import Sample
 from .config import Config
 from .tls import read_certificates
 
-__all__ = ["Metrics", "admin_app", "refusal_class"]
+__all__ = ["Metrics", "SampleKey", "admin_app", "counted", "refusal_class"]
 
 _STATUS_CLASSES = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found",
                    405: "method not allowed", 413: "body too large", 415: "unsupported media type"}
@@ -82,33 +82,42 @@ class Metrics:
         for labels, not_after in self._expiry_dates:
             self.expiry.labels(*labels).set(round((not_after - now).total_seconds() / 86400, 2))
 
-    def render(self, workers: Sequence[str] = ()) -> bytes:
-        """The exposition text; with ``workers`` (theirs), their counters and histograms are added in."""
-        if not workers:
+    def render(self, added: Mapping[SampleKey, float] | None = None) -> bytes:
+        """The exposition text; ``added`` (the workers' counts, see ``counted``) is added in."""
+        if added is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        merged.register(_Summed(self.registry, workers))
+        merged.register(_Summed(self.registry, added))
         return generate_latest(merged)
 
 
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]  # sample name, sorted labels
+
+
+def counted(texts: Iterable[str], into: dict[SampleKey, float] | None = None) -> dict[SampleKey, float]:
+    """Every counter and histogram sample in exposition ``texts``, summed (into ``into``, if given)."""
+    total = {} if into is None else into
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.type in ("counter", "histogram"):
+                for sample in family.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    total[key] = total.get(key, 0.0) + sample.value
+    return total
+
+
 class _Summed(Collector):
-    """This process's metrics, with each counter and histogram sample summed over the workers' texts.
+    """This process's metrics, with the workers' counter and histogram samples added in.
 
     Requests and handshakes happen in the workers; gauges (inbox, outbox, certificates) and
     delivery counts are the supervisor's own.
     """
 
-    def __init__(self, own: CollectorRegistry, workers: Sequence[str]) -> None:
-        self.own, self.workers = own, workers
+    def __init__(self, own: CollectorRegistry, added: Mapping[SampleKey, float]) -> None:
+        self.own, self.added = own, added
 
     def collect(self) -> Iterator[Metric]:
-        added: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for text in self.workers:
-            for family in text_string_to_metric_families(text):
-                if family.type in ("counter", "histogram"):
-                    for sample in family.samples:
-                        key = (sample.name, tuple(sorted(sample.labels.items())))
-                        added[key] = added.get(key, 0.0) + sample.value
+        added = self.added
         for family in self.own.collect():
             if family.type in ("counter", "histogram"):
                 seen = {(s.name, tuple(sorted(s.labels.items()))) for s in family.samples}

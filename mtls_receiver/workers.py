@@ -8,10 +8,12 @@ the admin port (the workers' counts added up), systemd's notifications, signals,
 and a new worker for one that died.
 
 Workers are fresh interpreters running ``serve`` again, not forks of a process that
-already has an event loop and threads. They learn their sockets and two pipes from
-``MTLS_RECEIVER_WORKER``: on the *ready* pipe a worker reports its admin port once it
-serves; the *lifeline* is never written, so its end of file tells every worker that
-the supervisor is gone (even after ``kill -9``), and they stop as on SIGTERM.
+already has an event loop and threads. They learn their sockets and three pipes from
+``MTLS_RECEIVER_WORKER``: on the *config* pipe the supervisor hands over the configuration
+it serves (so a worker started after a rejected reload serves what the others serve, not
+the file on disk); on the *ready* pipe a worker reports its admin port once it serves; the
+*lifeline* is never written, so its end of file tells every worker that the supervisor is
+gone (even after ``kill -9``), and they stop as on SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import pickle
 import signal
 import socket
 from dataclasses import asdict, dataclass
@@ -28,6 +31,7 @@ import aiohttp
 
 from .config import Config
 from .listener import bind
+from .metrics import SampleKey, counted
 from .server import SHUTDOWN_GRACE, SUPERVISOR, WORKER, Receiver, bind_errors, match_sockets, serve_until_stopped
 from .systemd import Notifier, listen_sockets
 
@@ -52,10 +56,17 @@ class WorkerSpec:
     index: int
     lifeline: int
     ready: int
+    config: int
     sockets: dict[str, int]  # listener name -> file descriptor
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
+
+    def read_config(self) -> Config:
+        """The configuration the supervisor serves (validated there), from the config pipe."""
+        with os.fdopen(self.config, "rb") as pipe:
+            config: Config = pickle.load(pipe)
+        return config
 
 
 def worker_spec(environ: dict[str, str] | None = None) -> WorkerSpec | None:
@@ -88,6 +99,8 @@ class WorkerPool:
         self.stopping = False
         self._procs: list[asyncio.subprocess.Process | None] = [None] * self.count
         self._admin_ports: list[int | None] = [None] * self.count
+        self._texts: list[str | None] = [None] * self.count  # each worker's metrics, last read
+        self._retired: dict[SampleKey, float] = {}  # counts of workers that exited: totals never go down
         self._lifeline, self._lifeline_end = os.pipe()  # we never write: our death is its end of file
         self._keepers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -115,6 +128,8 @@ class WorkerPool:
                 started.set_result(None)
             code = await process.wait()
             self._admin_ports[index] = None
+            counted([self._texts[index] or ""], into=self._retired)
+            self._texts[index] = None
             if self.stopping:
                 return
             log.error("worker %d (pid %d) exited with %s; starting another", index, process.pid, _exit_status(code))
@@ -122,15 +137,18 @@ class WorkerPool:
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         ready, ready_end = os.pipe()
+        config_end, config = os.pipe()
         fds = {name: sockets[index].fileno() for name, sockets in self.sockets.items()}
-        spec = WorkerSpec(index=index, lifeline=self._lifeline, ready=ready_end, sockets=fds)
+        spec = WorkerSpec(index=index, lifeline=self._lifeline, ready=ready_end, config=config_end, sockets=fds)
         env = {key: value for key, value in os.environ.items() if key not in _NOT_FOR_WORKERS}
         env[WORKER_ENV] = spec.to_env()
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.command, env=env, pass_fds=(self._lifeline, ready_end, *fds.values()))
+                *self.command, env=env, pass_fds=(self._lifeline, ready_end, config_end, *fds.values()))
         finally:
             os.close(ready_end)
+            os.close(config_end)
+        await asyncio.to_thread(_write_all, config, pickle.dumps(self.config))
         self._procs[index] = process
         try:
             line = await asyncio.wait_for(asyncio.to_thread(_read_all, ready), START_TIMEOUT)
@@ -152,6 +170,15 @@ class WorkerPool:
         for process in self._procs:
             if process is not None and process.returncode is None:
                 process.send_signal(number)
+
+    def reloaded(self, config: Config) -> None:
+        """After the supervisor accepted a reload: workers that serve reload too; one still
+        starting (whose SIGHUP handler may not be installed yet) gets this config from its pipe
+        only if spawned from now on, and reloads with the next SIGHUP."""
+        self.config = config
+        for process, port in zip(self._procs, self._admin_ports):
+            if process is not None and process.returncode is None and port is not None:
+                process.send_signal(signal.SIGHUP)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """SIGTERM to every worker (each finishes its requests in flight), SIGKILL past the grace."""
@@ -175,20 +202,20 @@ class WorkerPool:
             for sock in set(sockets):
                 sock.close()
 
-    async def scrape(self) -> list[str]:
-        """Each running worker's metrics, from its loopback admin port."""
+    async def scrape(self) -> dict[SampleKey, float]:
+        """The workers' counts added up: each running worker's, read from its loopback admin port
+        (its last reading if it does not answer now), and those of workers that have exited."""
         assert self._session is not None
-        texts = []
-        for port in self._admin_ports:
+        for index, port in enumerate(self._admin_ports):
             if port is None:
                 continue
             try:
                 async with self._session.get(f"http://127.0.0.1:{port}/metrics",
                                              timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    texts.append(await response.text())
+                    self._texts[index] = await response.text()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("metrics of the worker on admin port %d not read: %s", port, exc)
-        return texts
+                log.warning("metrics of worker %d not read (its last reading is used): %s", index, exc)
+        return counted([text for text in self._texts if text], into=dict(self._retired))
 
     def addresses(self) -> list[tuple[str, str, str]]:
         """(listener, host:port, how) of every listener: its socket was bound here, or passed by systemd."""
@@ -201,6 +228,14 @@ class WorkerPool:
 
     def summary(self) -> str:
         return f"listening on {', '.join(address for _, address, _ in self.addresses())} with {self.count} workers"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as pipe:
+        try:
+            pipe.write(data)
+        except BrokenPipeError:  # the worker died at once; _spawn reports it
+            pass
 
 
 def _read_all(fd: int) -> str:
@@ -237,7 +272,7 @@ async def supervise(config: Config, command: list[str]) -> None:
         await pool.stop()
         await receiver.stop()
 
-    await serve_until_stopped(receiver, start, stop, Notifier(), on_reload=lambda: pool.signal(signal.SIGHUP))
+    await serve_until_stopped(receiver, start, stop, Notifier(), on_reload=lambda: pool.reloaded(receiver.config))
 
 
 async def serve_worker(config: Config, spec: WorkerSpec) -> None:
