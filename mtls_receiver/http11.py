@@ -169,6 +169,17 @@ class Response:
 
     def render(self, keep_alive: bool) -> bytes:
         """The response as bytes; ``headers`` may override the content type."""
+        if self.headers is None:  # the usual answers: rendered once per second (the Date header)
+            key = (self.status, self.body, self.content_type, keep_alive)
+            rendered = _rendered.get(key)
+            if rendered is None or rendered[0] != _date():
+                if len(_rendered) >= _RENDERED_MAX:  # refusal texts vary: keep the cache small
+                    _rendered.clear()
+                rendered = _rendered[key] = (_date(), self._render(keep_alive))
+            return rendered[1]
+        return self._render(keep_alive)
+
+    def _render(self, keep_alive: bool) -> bytes:
         fields = {"Content-Type": self.content_type, **(self.headers or {})}
         extra = "".join(f"{name}: {value}\r\n" for name, value in fields.items() if name.lower() not in _FRAMING)
         connection = b"keep-alive" if keep_alive else b"close"
@@ -177,6 +188,8 @@ class Response:
 
 
 _FRAMING = frozenset(("content-length", "connection", "date", "transfer-encoding"))
+_RENDERED_MAX = 256
+_rendered: dict[tuple[int, bytes, str, bool], tuple[bytes, bytes]] = {}  # -> (Date, response)
 
 
 def _phrase(status: int) -> bytes:

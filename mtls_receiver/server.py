@@ -44,8 +44,17 @@ EXPIRY_WARNING_DAYS = 21
 SHUTDOWN_GRACE = 15.0  # seconds in-flight requests get to finish on SIGTERM
 
 
+_second: tuple[int, str] = (0, "")
+
+
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    """Now in UTC as ISO 8601 with milliseconds (the date and time formatted once per second)."""
+    global _second
+    now = time.time()
+    second = int(now)
+    if _second[0] != second:
+        _second = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}+00:00"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,13 +51,16 @@ def identity_from_columns(columns: Sequence[str | None]) -> ClientIdentity | Non
     return ClientIdentity(subject=subject, issuer=issuer, fingerprint=fingerprint)
 
 
+_ids = random.Random(os.urandom(32))  # ids need to be unique, not secret: no system call per id
+
+
 def new_event_id() -> str:
     """``evt_`` and 32 hex digits: the time in milliseconds, then 80 random bits.
 
     Ids that grow with time keep index inserts on the last page (a random id would
     dirty one more index page per event at every commit).
     """
-    return f"evt_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"evt_{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
 
 
 def event_row(event_id: str, write: Write, event: NewEvent) -> tuple[Any, ...]:
