@@ -94,6 +94,11 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_event ON attempts (event_id, number);
 """,
+    # due events in arrival order, without reading and sorting every pending row of a backlog
+    2: """
+DROP INDEX outbox_due;
+CREATE INDEX outbox_pending ON outbox (status, seq);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -25,7 +25,7 @@ from .group_commit import GroupCommit, Write
 from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, audit_row, event_from_row,
                    event_row, identity_from_columns, new_event_id, order_key)
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["CLAIM_DUE", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
 ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
 
@@ -98,6 +98,12 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_event ON attempts (event_id, number);
 """,
+    # due events are found in arrival order: with a backlog, an index on (status, next_attempt_at)
+    # made every claim read and sort all pending rows (20 ms at 20,000 pending; now microseconds)
+    4: """
+DROP INDEX outbox_due;
+CREATE INDEX outbox_pending ON outbox (status, seq);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 T = TypeVar("T")
@@ -106,6 +112,14 @@ T = TypeVar("T")
 
 
 
+#: due events, oldest first; one waits while an earlier one with its order key is pending
+CLAIM_DUE = (
+    f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
+    " WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND o.lease_until <= ?"
+    " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_key = o.order_key AND p.seq < o.seq"
+    "                 AND p.status = 'pending')"
+    " ORDER BY o.seq LIMIT ?"
+)
 _MAX_ROWS_PER_INSERT = 500  # 12 columns each: well under SQLite's limit on bound parameters
 
 
@@ -322,14 +336,7 @@ class SQLiteStore(GroupCommit):
         return await self._run(self._bookkeeping, self._claim_due, now, limit, lease)
 
     def _claim_due(self, db: sqlite3.Connection, now: float, limit: int, lease: float) -> list[StoredEvent]:
-        rows = db.execute(
-            f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
-            " WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND o.lease_until <= ?"
-            " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_key = o.order_key AND p.seq < o.seq"
-            "                 AND p.status = 'pending')"
-            " ORDER BY o.seq LIMIT ?",
-            (now, now, limit),
-        ).fetchall()
+        rows = db.execute(CLAIM_DUE, (now, now, limit)).fetchall()
         db.executemany("UPDATE outbox SET lease_until = ? WHERE event_id = ?", [(now + lease, r[0]) for r in rows])
         return [event_from_row(row) for row in rows]
 
