@@ -434,7 +434,7 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) ->
                      for name, _, r in rows if "rss" in r]
     lines += ["", "Floors (issue #7), from the rows above:", "",
               "| floor | measured | met |", "| --- | ---: | --- |"]
-    lines += [f"| {label} | {value:.2f} | {'yes' if value >= floor else 'no'} |"
+    lines += [f"| {label} | {value:.3f} | {'yes' if value >= floor else 'no'} |"
               for label, value, floor in floors(rows)]
     args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")

@@ -10,9 +10,9 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
