@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtls_receiver.addresses import client_address, parse_networks
-from mtls_receiver.config import RouteConfig, parse_config
+from mtls_receiver.config import Limits, RouteConfig, parse_config
 from mtls_receiver.errors import ConfigError, Refusal
 from mtls_receiver.events import IncomingRequest, Peer
+from mtls_receiver.http11 import parse_chunked, parse_head
 from mtls_receiver.providers import efi, firebanking, generic, infi, pomelo
 from mtls_receiver.proxy_protocol import ProxyProtocolError, bytes_needed, parse_header
 from mtls_receiver.signatures import SignatureScheme
@@ -35,6 +36,7 @@ ROUTES = {
                         signature=SignatureScheme(header="X-Sig", prefix="v1=", signed=("timestamp", "body"),
                                                   separator=".", timestamp_header="X-Ts")),
 }
+HTTP_LIMITS = Limits(max_headers=16, max_header_size=200)
 VERIFIERS = {"infi": infi.verify, "firebanking": firebanking.verify, "pomelo": pomelo.verify, "hmac": generic.verify}
 
 
@@ -93,6 +95,22 @@ def signed_request(data: bytes) -> None:
             pass
 
 
+def http_head(data: bytes) -> None:
+    """Whatever came before a blank line: a request head whose framing is consistent, or a Refusal."""
+    head = parse_head(data, HTTP_LIMITS)
+    assert (head.content_length is None) == head.chunked
+    assert head.content_length is None or head.content_length >= 0
+    assert head.path.startswith("/") or not head.target.startswith("/")
+
+
+def chunked_body(data: bytes) -> None:
+    """A chunked body: complete (within the limit, ending inside the data), incomplete, or a Refusal."""
+    found = parse_chunked(data, 4096)
+    if found is not None:
+        body, end = found
+        assert len(body) <= 4096 and 0 < end <= len(data)
+
+
 def config_toml(data: bytes) -> None:
     try:
         document = tomllib.loads(_text(data))
@@ -109,6 +127,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "proxy_header": proxy_header,
     "signed_request": signed_request,
     "config_toml": config_toml,
+    "http_head": http_head,
+    "chunked_body": chunked_body,
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -103,6 +104,64 @@ def test_config_documents(document: dict[str, object]) -> None:
         targets.parse_config(document, Path("/nonexistent/config.toml"))
     except ConfigError as error:
         assert error.file == "/nonexistent/config.toml"
+
+
+header_lines = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["Content-Length", "content-length", "Transfer-Encoding", "Connection", "Expect",
+                                   "X-Forwarded-For", "Bad Name", ""]),
+                  st.text(alphabet="0123456789abcdefchunkedlosxp-, \t\r\n:", max_size=12))
+        .map(lambda kv: f"{kv[0]}: {kv[1]}"),
+        st.text(max_size=30),
+    ),
+    max_size=8,
+)
+
+
+@BOUNDED
+@given(method=st.sampled_from(["POST", "GET", "P OST", ""]), target=st.text(max_size=20),
+       version=st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "http/1.1"]), lines=header_lines)
+def test_http_heads_that_look_almost_right(method: str, target: str, version: str, lines: list[str]) -> None:
+    data = "\r\n".join([f"{method} {target} {version}", *lines]).encode("utf-8", "surrogatepass")
+    targets.check(targets.http_head, data)
+
+
+def test_server_never_answers_5xx_to_raw_bytes(tmp_path: Path, pki: Pki) -> None:
+    """Arbitrary bytes after the handshake, as the request itself: an answer below 500, or a close."""
+    path = tmp_path / "config.toml"
+    path.write_text(config_text(pki), encoding="utf-8")
+    loop = asyncio.new_event_loop()
+    receiver = Receiver(load_config(path))
+    loop.run_until_complete(receiver.start())
+    context = client_context(pki, pki.client)
+    answered: list[bytes] = []
+
+    async def send(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port(), ssl=context,
+                                                       server_hostname="localhost")
+        writer.write(data)
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(head=st.one_of(st.binary(max_size=200),
+                          header_lines.map(lambda lines: "\r\n".join(["POST /webhook/pix HTTP/1.1", *lines]).encode())),
+           body=st.binary(max_size=100))
+    def one(head: bytes, body: bytes) -> None:
+        raw = loop.run_until_complete(send(head + b"\r\n\r\n" + body + b"\r\n\r\n"))
+        statuses = [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+        assert all(status < 500 for status in statuses), raw[:300]
+        answered.append(raw)
+
+    try:
+        one()
+    finally:
+        loop.run_until_complete(receiver.stop())
+        loop.close()
+    assert sum(1 for raw in answered if raw.startswith(b"HTTP/1.1 4")) >= 10  # refusals were really produced
 
 
 def test_server_never_answers_5xx_to_garbage(tmp_path: Path, pki: Pki) -> None:
