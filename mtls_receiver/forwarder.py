@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import json
 import logging
 import random
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from . import __version__
+from . import __version__, jsoncodec
 from .config import Config, Destination, ForwardConfig
 from .errors import ConfigError, StoreUnavailable
 from .events import DeliveryAttempt, StoredEvent
@@ -79,7 +78,7 @@ def envelope(event: StoredEvent) -> dict[str, Any]:
 
 
 def envelope_bytes(event: StoredEvent) -> bytes:
-    return json.dumps(envelope(event), ensure_ascii=False, separators=(",", ":")).encode()
+    return jsoncodec.dumps(envelope(event)).encode()
 
 
 class Forwarder:

@@ -48,7 +48,10 @@ def head_too_large(buffered: int, limits: Limits) -> bool:
 
 
 def parse_head(data: bytes, limits: Limits) -> RequestHead:
-    """Parse everything before the blank line; Refusal(400/431/501) names what is wrong."""
+    """Parse everything before the blank line; Refusal(400/431) names what is wrong.
+
+    An unknown transfer coding is a 400, not HTTP's 501: bad input never gets a 5xx here.
+    """
     text = data.decode("latin-1")
     lines = text.split("\r\n")
     if text.count("\r") != len(lines) - 1 or text.count("\n") != len(lines) - 1 or "\x00" in text:
@@ -82,7 +85,7 @@ def _head(method: str, target: str, version: str, headers: dict[str, str], folde
           lengths: set[str]) -> RequestHead:
     encoding = folded.get("transfer-encoding", "").strip().lower()
     if encoding and encoding != "chunked":
-        raise Refusal(501, f"Transfer-Encoding {encoding[:40]!r} not supported (only chunked)")
+        raise Refusal(400, f"Transfer-Encoding {encoding[:40]!r} not supported (only chunked)")
     if encoding and lengths:
         raise Refusal(400, "both Transfer-Encoding and Content-Length")
     length = _content_length(lengths)

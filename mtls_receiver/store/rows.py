@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import jsoncodec
 from ..events import AuditRecord, NewEvent, StoredEvent
 from ..tls import ClientIdentity
 
@@ -66,7 +67,7 @@ def new_event_id() -> str:
 def event_row(event_id: str, write: Write, event: NewEvent) -> tuple[Any, ...]:
     """An ``events`` row, in EVENT_INSERT_COLUMNS order."""
     audit = write.audit
-    payload = json.dumps(event.payload, ensure_ascii=False, separators=(",", ":"))
+    payload = jsoncodec.dumps(event.payload)
     return (event_id, write.provider, write.route, event.kind, event.dedup_key, payload, audit.at, audit.peer,
             *identity_columns(audit.client), write.verified_by)
 
