@@ -173,12 +173,12 @@ class Response:
     def render(self, keep_alive: bool) -> bytes:
         """The response as bytes; ``headers`` may override the content type."""
         if self.headers is None:  # the usual answers: rendered once per second (the Date header)
-            key = (self.status, self.body, self.content_type, keep_alive)
+            key, date = (self.status, self.body, self.content_type, keep_alive), _date()
             rendered = _rendered.get(key)
-            if rendered is None or rendered[0] != _date():
+            if rendered is None or rendered[0] != date:
                 if len(_rendered) >= _RENDERED_MAX:  # refusal texts vary: keep the cache small
                     _rendered.clear()
-                rendered = _rendered[key] = (_date(), self._render(keep_alive))
+                rendered = _rendered[key] = (date, self._render(keep_alive))
             return rendered[1]
         return self._render(keep_alive)
 

@@ -108,6 +108,8 @@ class TLSListener:
         #: seconds each connection phase may last, indexed by phase
         self.timeouts = (limits.handshake_timeout, limits.keepalive_timeout, limits.header_timeout,
                          limits.body_timeout, float("inf"), LINGER)
+        shortest = min(self.timeouts)
+        self._sweep_every = max(0.02, min(0.25, shortest / 4))  # deadlines are met within a quarter of themselves
 
     def swap(self, config: ListenerConfig, context: ssl.SSLContext) -> None:
         """New TLS material for new handshakes; the socket and open connections stay as they are."""
@@ -240,16 +242,15 @@ class TLSListener:
         for connection in list(self._connections):
             if connection.deadline <= now:
                 connection.expired()
-        limits = self.config.limits
-        shortest = min(limits.handshake_timeout, limits.header_timeout, limits.body_timeout, limits.keepalive_timeout)
-        self._sweeper = asyncio.get_running_loop().call_later(max(0.02, min(0.25, shortest / 4)), self._sweep)
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
 
 class _Connection:
     """One client: TLS handshake, then requests one at a time, each answered before the next is read."""
 
     __slots__ = ("listener", "loop", "sock", "fd", "peer", "source", "tls", "phase", "deadline", "buffer",
-                 "head", "head_end", "continued", "client_der", "context", "pending", "reading", "writing", "eof")
+                 "head", "head_end", "continued", "client_der", "context", "pending", "reading", "writing", "eof",
+                 "answering")
 
     # the socket is ``sock`` throughout; ``tls`` is the same object while TLS is in use, None once closing
 
@@ -265,6 +266,7 @@ class _Connection:
         self.context: ssl.SSLContext | None = None
         self.pending = b""  # response bytes the socket would not take yet
         self.reading = self.writing = self.eof = False
+        self.answering: asyncio.Task[None] | None = None
         self.phase, self.deadline = _HANDSHAKE, 0.0
 
     def start(self) -> None:
@@ -305,29 +307,20 @@ class _Connection:
             self.writing = write
 
     def _readable(self) -> None:
-        try:
-            if self.phase == _HANDSHAKE:
-                self._handshake()
-            elif self.phase == _CLOSING:
-                self._drain()
-            else:
-                self._receive()
-        except Exception:
-            self._failed()
+        self._step(self._handshake if self.phase == _HANDSHAKE else self._drain if self.phase == _CLOSING
+                   else self._receive)
 
     def _writable(self) -> None:
-        try:
-            if self.phase == _HANDSHAKE:
-                self._handshake()
-            else:
-                self._flush()
-        except Exception:
-            self._failed()
+        self._step(self._handshake if self.phase == _HANDSHAKE else self._flush)
 
-    def _failed(self) -> None:
-        """A bug: say so, drop this connection, keep serving everyone else."""
-        log.exception("listener=%s peer=%s: unexpected error; connection closed", self.listener.config.name, self.peer)
-        self.close()
+    def _step(self, step: Callable[[], None]) -> None:
+        """Run one readiness step; a bug is logged and drops this connection, everyone else is served."""
+        try:
+            step()
+        except Exception:
+            log.exception("listener=%s peer=%s: unexpected error; connection closed", self.listener.config.name,
+                          self.peer)
+            self.close()
 
     # TLS handshake
     def _handshake(self) -> None:
@@ -418,8 +411,8 @@ class _Connection:
                 body, end = found
                 del self.buffer[:end]
                 return body
-        elif len(self.buffer) - start >= (head.content_length or 0):
-            end = start + (head.content_length or 0)
+        elif len(self.buffer) - start >= (length := head.content_length or 0):
+            end = start + length
             body = bytes(self.buffer[start:end])
             del self.buffer[:end]
             return body
@@ -433,7 +426,7 @@ class _Connection:
         request = Request(self.head, body, self.source, self.client_der, self.context, refusal)
         self.head, self.continued = None, False
         self._arm(_HANDLING)
-        self.loop.create_task(self._answer(request))
+        self.answering = self.loop.create_task(self._answer(request))  # held: a task nobody holds may vanish
 
     async def _answer(self, request: Request) -> None:
         try:

@@ -5,9 +5,12 @@ atheris in fuzz/.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import ssl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -126,17 +129,26 @@ def test_http_heads_that_look_almost_right(method: str, target: str, version: st
     targets.check(targets.http_head, data)
 
 
-def test_server_never_answers_5xx_to_raw_bytes(tmp_path: Path, pki: Pki) -> None:
-    """Arbitrary bytes after the handshake, as the request itself: an answer below 500, or a close."""
+@contextlib.contextmanager
+def live_receiver(tmp_path: Path, pki: Pki) -> Iterator[tuple[asyncio.AbstractEventLoop, Receiver, ssl.SSLContext]]:
+    """A receiver on its own event loop, for hypothesis tests that drive it one example at a time."""
     path = tmp_path / "config.toml"
     path.write_text(config_text(pki), encoding="utf-8")
     loop = asyncio.new_event_loop()
     receiver = Receiver(load_config(path))
     loop.run_until_complete(receiver.start())
-    context = client_context(pki, pki.client)
+    try:
+        yield loop, receiver, client_context(pki, pki.client)
+    finally:
+        loop.run_until_complete(receiver.stop())
+        loop.close()
+
+
+def test_server_never_answers_5xx_to_raw_bytes(tmp_path: Path, pki: Pki) -> None:
+    """Arbitrary bytes after the handshake, as the request itself: an answer below 500, or a close."""
     answered: list[bytes] = []
 
-    async def send(data: bytes) -> bytes:
+    async def send(receiver: Receiver, context: ssl.SSLContext, data: bytes) -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port(), ssl=context,
                                                        server_hostname="localhost")
         writer.write(data)
@@ -151,27 +163,18 @@ def test_server_never_answers_5xx_to_raw_bytes(tmp_path: Path, pki: Pki) -> None
                           header_lines.map(lambda lines: "\r\n".join(["POST /webhook/pix HTTP/1.1", *lines]).encode())),
            body=st.binary(max_size=100))
     def one(head: bytes, body: bytes) -> None:
-        raw = loop.run_until_complete(send(head + b"\r\n\r\n" + body + b"\r\n\r\n"))
+        raw = loop.run_until_complete(send(receiver, context, head + b"\r\n\r\n" + body + b"\r\n\r\n"))
         statuses = [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
         assert all(status < 500 for status in statuses), raw[:300]
         answered.append(raw)
 
-    try:
+    with live_receiver(tmp_path, pki) as (loop, receiver, context):
         one()
-    finally:
-        loop.run_until_complete(receiver.stop())
-        loop.close()
     assert sum(1 for raw in answered if raw.startswith(b"HTTP/1.1 4")) >= 10  # refusals were really produced
 
 
 def test_server_never_answers_5xx_to_garbage(tmp_path: Path, pki: Pki) -> None:
     """Random paths, query strings, headers and bodies against a live receiver: always < 500."""
-    path = tmp_path / "config.toml"
-    path.write_text(config_text(pki), encoding="utf-8")
-    loop = asyncio.new_event_loop()
-    receiver = Receiver(load_config(path))
-    loop.run_until_complete(receiver.start())
-    context = client_context(pki, pki.client)
     statuses: list[int] = []
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -187,9 +190,6 @@ def test_server_never_answers_5xx_to_garbage(tmp_path: Path, pki: Pki) -> None:
         statuses.append(answer.status)
         assert answer.status < 500, (target, body, answer)
 
-    try:
+    with live_receiver(tmp_path, pki) as (loop, receiver, context):
         one()
-    finally:
-        loop.run_until_complete(receiver.stop())
-        loop.close()
     assert len(statuses) >= 30  # hypothesis really drove the server
