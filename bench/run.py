@@ -314,6 +314,9 @@ def main() -> None:
     parser.add_argument("--keepalive-requests", type=int, default=20000,
                         help="per target, keep-alive rows (seconds long, not a blip); the seed's app.run gets --requests")
     parser.add_argument("--connections", type=int, default=16, help="per load-generator process")
+    parser.add_argument("--scaling-connections", type=int, default=64,
+                        help="per load-generator process, for the extra keep-alive rows of the 2- and 1-worker receiver"
+                             " that compare their throughput: enough for one worker to use a whole core")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the row reports the median")
     parser.add_argument("--loadgen-processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -338,11 +341,14 @@ def main() -> None:
             continue
         target = start()
         try:
-            for workload, fresh in (("fresh connection", True), ("keep-alive", False)):
+            workloads = [("fresh connection", True, args.connections), ("keep-alive", False, args.connections)]
+            if name in SCALING:
+                workloads.append((saturating(args), False, args.scaling_connections))
+            for workload, fresh, connections in workloads:
                 requests = args.requests if fresh or "app.run" in name else args.keepalive_requests
                 runs = []
                 for _ in range(args.repeat):
-                    result = measure(target, certs, requests, fresh, args.connections, args.loadgen_processes)
+                    result = measure(target, certs, requests, fresh, connections, args.loadgen_processes)
                     runs.append(result)
                     print(f"{target.name:36} {workload:17} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms"
                           f"  p99 {result['p99_ms']:7.1f} ms  errors {result['errors'] + result['non2xx']:4d}"
@@ -396,10 +402,50 @@ def floors(rows: list[tuple[str, str, dict]]) -> list[tuple[str, float, float]]:
         stored = get(receiver, "keep-alive", "per_cpu")
         if stored is not None:
             out.append(("keep-alive: stored Pix per server CPU-s (>= 5000), in thousands" + suffix, stored / 1000, 5.0))
-    two, one = get("mtls-receiver", "keep-alive", "rps"), get(receiver_name(False, 1), "keep-alive", "rps")
-    if two is not None and one:
-        out.append((f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s (>= 1.6x)", two / one, 1.6))
+    saturated = [found.get((receiver, workload)) for receiver in SCALING for workload in found_saturating(found)]
+    if len(saturated) == 2 and all(saturated):
+        two, one = saturated
+        out.append((f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s, saturating load (>= 1.6x)",
+                    two["rps"] / one["rps"], 1.6))
     return out
+
+
+SCALING = ("mtls-receiver", receiver_name(False, 1))  # the two receivers whose throughput is compared
+
+
+def saturating(args: argparse.Namespace) -> str:
+    return f"keep-alive, {args.loadgen_processes}×{args.scaling_connections} connections"
+
+
+def found_saturating(found: dict[tuple[str, str], dict]) -> list[str]:
+    return sorted({workload for name, workload in found if name == SCALING[0] and workload.startswith("keep-alive, ")})
+
+
+def cpu_budget(rows: list[tuple[str, str, dict]]) -> list[str]:
+    """Where the 2-worker receiver's throughput goes on this machine: its cores, the load generator's, the ceiling.
+
+    With both cores full, req/s can be at most cores ÷ (server + load-generator CPU per request):
+    over the 1-worker req/s, that is the best ratio this machine allows with this load generator.
+    """
+    found = {(name, workload): result for name, workload, result in rows}
+    lines = []
+    for workload in found_saturating(found):
+        two, one = found.get((SCALING[0], workload)), found.get((SCALING[1], workload))
+        if not (two and one):
+            continue
+        for name, result in ((SCALING[0], two), (SCALING[1], one)):
+            seconds = result["seconds"]
+            lines.append(f"- {name}, {workload}: {result['rps']:.0f} req/s using {result['cpu'] / seconds:.2f} "
+                         f"cores, the load generator {result['client_cpu_s'] / seconds:.2f} cores")
+        per_request = (two["cpu"] + two["client_cpu_s"]) / two["ok"]
+        ceiling = os.cpu_count() / per_request
+        lines.append(f"- with {os.cpu_count()} cores full, {SCALING[0]} plus this load generator could reach at most "
+                     f"{ceiling:.0f} req/s ({(two['cpu'] / two['ok']) * 1e6:.0f} µs server + "
+                     f"{(two['client_cpu_s'] / two['ok']) * 1e6:.0f} µs load-generator CPU per request): "
+                     f"{ceiling / one['rps']:.2f}× the 1-worker req/s"
+                     + (" — below 1.6×: on this machine the load generator's share of the cores is the bottleneck"
+                        if ceiling / one["rps"] < 1.6 else ""))
+    return lines
 
 
 def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> None:
@@ -436,6 +482,10 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) ->
               "| floor | measured | met |", "| --- | ---: | --- |"]
     lines += [f"| {label} | {value:.3f} | {'yes' if value >= floor else 'no'} |"
               for label, value, floor in floors(rows)]
+    budget = cpu_budget(rows)
+    if budget:
+        lines += ["", "Scaling, from the saturating keep-alive rows (both receivers given enough connections to "
+                  "keep a worker busy; server and load generator share the machine's cores):", ""] + budget
     args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")
 

@@ -14,7 +14,7 @@ from typing import Any
 from .tls import ClientIdentity
 
 __all__ = [
-    "AuditRecord", "Claim", "DeliveryAttempt", "IncomingRequest", "NewEvent", "Peer", "Relay", "StoredAnswer", "StoredEvent", "Verdict",
+    "AttemptOutcome", "AuditRecord", "Claim", "DeliveryAttempt", "IncomingRequest", "NewEvent", "Peer", "Relay", "StoredAnswer", "StoredEvent", "Verdict",
 ]
 
 
@@ -119,6 +119,17 @@ class DeliveryAttempt:
     duration_ms: int
     status_code: int | None  # None: no HTTP answer (timeout, refused, handler exception)
     error: str = ""
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """An attempt and what it made of its event: ``status`` delivered, pending (retry at
+    ``next_attempt_at``) or dead."""
+
+    event_id: str
+    attempt: DeliveryAttempt
+    status: str
+    next_attempt_at: float
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import aiohttp
 from . import __version__, jsoncodec
 from .config import Config, Destination, ForwardConfig
 from .errors import ConfigError, StoreUnavailable
-from .events import DeliveryAttempt, StoredEvent
+from .events import AttemptOutcome, DeliveryAttempt, StoredEvent
 from .metrics import Metrics
 from .signatures import standard_webhook_signature
 from .store import Store
@@ -30,6 +30,8 @@ from .store import Store
 __all__ = ["Forwarder", "envelope", "envelope_bytes", "resolve_handlers"]
 
 log = logging.getLogger("mtls_receiver")
+
+_Finished = tuple[StoredEvent, Destination | None, AttemptOutcome]  # a delivery that ended, to record
 
 POLL_INTERVAL = 1.0  # seconds between looks at the outbox when nothing wakes the forwarder
 LEASE_MARGIN = 10.0  # a lease outlives the delivery timeout by this much
@@ -89,7 +91,8 @@ class Forwarder:
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Task[_Finished]] = set()
+        self._finished: list[_Finished] = []  # deliveries that ended, not yet recorded
 
     @property
     def policy(self) -> ForwardConfig:
@@ -117,9 +120,11 @@ class Forwarder:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self._record_finished()
 
     async def _run(self) -> None:
         while True:
+            await self._record_finished()
             free = self.policy.concurrency - len(self._in_flight)
             if free > 0:
                 try:
@@ -137,26 +142,43 @@ class Forwarder:
                 pass
             self._wake.clear()
 
-    def _delivered(self, task: asyncio.Task[None]) -> None:
+    def _delivered(self, task: asyncio.Task[_Finished]) -> None:
         self._in_flight.discard(task)
-        self.wake()  # a slot is free, and a successor with the same order key may now be due
+        if not task.cancelled():
+            if task.exception() is None:
+                self._finished.append(task.result())
+            else:  # a bug: the lease runs out and the event is tried again
+                log.error("delivery failed unexpectedly", exc_info=task.exception())
+        self.wake()  # a slot is free, and a successor with the same order key may be due once this is recorded
 
-    async def _deliver(self, event: StoredEvent) -> None:
+    async def _record_finished(self) -> None:
+        """Record every delivery that ended since the last look, in one transaction.
+
+        Deliveries end at about the same time under load: one transaction for all of them
+        instead of one each keeps the outbox's bookkeeping off the store's write lock.
+        """
+        finished, self._finished = self._finished, []
+        if not finished:
+            return
+        try:
+            await self.store.finish_attempts([outcome for _, _, outcome in finished])
+        except StoreUnavailable as exc:  # the leases run out and the events are tried again
+            log.error("could not record %d deliveries: %s", len(finished), exc)
+            return
+        for event, destination, outcome in finished:
+            self._log(event, destination, outcome)
+            if self.metrics is not None:
+                self.metrics.deliveries.labels("retry" if outcome.status == "pending" else outcome.status).inc()
+
+    async def _deliver(self, event: StoredEvent) -> _Finished:
         number = event.attempts + 1
         started = time.monotonic()
         at = datetime.now().astimezone().isoformat(timespec="milliseconds")
         destination = self.config.destination(event.route)
         status_code, error = await self._attempt(destination, event)
         attempt = DeliveryAttempt(number, at, round((time.monotonic() - started) * 1000), status_code, error)
-        outcome, next_at = self._outcome(event, attempt)
-        try:
-            await self.store.finish_attempt(event.id, attempt, outcome, next_at)
-        except StoreUnavailable as exc:  # the lease runs out and the event is tried again
-            log.error("could not record delivery of %s: %s", event.id, exc)
-            return
-        self._log(event, destination, attempt, outcome, next_at)
-        if self.metrics is not None:
-            self.metrics.deliveries.labels("retry" if outcome == "pending" else outcome).inc()
+        status, next_at = self._outcome(event, attempt)
+        return event, destination, AttemptOutcome(event.id, attempt, status, next_at)
 
     async def _attempt(self, destination: Destination | None, event: StoredEvent) -> tuple[int | None, str]:
         """One try: (HTTP status or None, error text; empty when delivered)."""
@@ -210,15 +232,15 @@ class Forwarder:
         return "pending", now + delay * random.uniform(0.5, 1.0)
 
     @staticmethod
-    def _log(event: StoredEvent, destination: Destination | None, attempt: DeliveryAttempt, outcome: str,
-             next_at: float) -> None:
+    def _log(event: StoredEvent, destination: Destination | None, outcome: AttemptOutcome) -> None:
         target = destination.describe() if destination else "nowhere"
-        if outcome == "delivered":
+        attempt = outcome.attempt
+        if outcome.status == "delivered":
             log.info("forwarded event=%s to=%s attempt=%d status=%s ms=%d", event.id, target, attempt.number,
                      attempt.status_code, attempt.duration_ms)
-        elif outcome == "dead":
+        elif outcome.status == "dead":
             log.error("forwarding gave up event=%s to=%s after %d attempts: %s", event.id, target, attempt.number,
                       attempt.error)
         else:
             log.warning("forward failed event=%s to=%s attempt=%d error=%r retry in %.1fs", event.id, target,
-                        attempt.number, attempt.error, next_at - time.time())
+                        attempt.number, attempt.error, outcome.next_attempt_at - time.time())

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Pki, client_context, https_post, pix
 from mtls_receiver.config import StoreConfig
-from mtls_receiver.events import AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer
+from mtls_receiver.events import AttemptOutcome, AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer
 from mtls_receiver.server import Receiver
 from mtls_receiver.store import Store, open_store
 from mtls_receiver.store.sqlite import CLAIM_DUE, SCHEMA_VERSION, SQLiteStore
@@ -170,9 +170,9 @@ async def test_outbox_claims_lease_and_finish(store: Store) -> None:
     (again,) = await store.claim_due(now=1031.0, limit=10, lease=30)  # the lease ran out: another may take it
     assert again.id == event_id
     attempt = DeliveryAttempt(1, "t", 5, 503, "HTTP 503")
-    await store.finish_attempt(event_id, attempt, "pending", next_attempt_at=2000.0)
+    await store.finish_attempts([AttemptOutcome(event_id, attempt, "pending", next_attempt_at=2000.0)])
     assert await store.claim_due(now=1999.0, limit=10, lease=30) == []  # not due yet
-    await store.finish_attempt(event_id, DeliveryAttempt(2, "t", 5, 204, ""), "delivered", 2000.0)
+    await store.finish_attempts([AttemptOutcome(event_id, DeliveryAttempt(2, "t", 5, 204, ""), "delivered", 2000.0)])
     found = await store.get_event(event_id)
     assert found is not None and found[0].status == "delivered" and [a.status_code for a in found[1]] == [503, 204]
     assert (await store.stats())["delivered"] == 1
@@ -184,14 +184,28 @@ async def test_outbox_keeps_order_per_key(store: Store) -> None:
     other = (await store.record("efi", "/w", [NewEvent("pix", "E2", {}, order_key="E2")], audit(), queue=True)).stored
     claimed = [e.id for e in await store.claim_due(now=1.0, limit=10, lease=30)]
     assert claimed == [first[0], other[0]]  # the second E1 waits for the first
-    await store.finish_attempt(first[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0)
+    await store.finish_attempts([AttemptOutcome(first[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0)])
     assert [e.id for e in await store.claim_due(now=2.0, limit=10, lease=30)] == [second[0]]
+
+
+async def test_outbox_records_many_attempts_at_once(store: Store) -> None:
+    stored = [(await store.record("efi", "/w", [NewEvent("pix", f"E{i}", {})], audit(), queue=True)).stored[0]
+              for i in range(3)]
+    assert len(await store.claim_due(now=1.0, limit=10, lease=30)) == 3
+    await store.finish_attempts([
+        AttemptOutcome(stored[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0),
+        AttemptOutcome(stored[1], DeliveryAttempt(1, "t", 1, 500, "HTTP 500"), "pending", 5.0),
+        AttemptOutcome(stored[2], DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0),
+    ])
+    statuses = {event.id: event.status for event in await store.list_events()}
+    assert [statuses[event_id] for event_id in stored] == ["delivered", "pending", "dead"]
+    assert [e.id for e in await store.claim_due(now=6.0, limit=10, lease=30)] == [stored[1]]  # lease released, due
 
 
 async def test_dead_events_replay(store: Store) -> None:
     (event_id,) = (await store.record("efi", "/w", [NewEvent("pix", "E1", {})], audit(), queue=True)).stored
     await store.claim_due(now=1.0, limit=1, lease=30)
-    await store.finish_attempt(event_id, DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0)
+    await store.finish_attempts([AttemptOutcome(event_id, DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0)])
     assert [e.id for e in await store.list_events(status="dead")] == [event_id]
     assert await store.replay(all_dead=True, dead_since="2000") == 1
     assert [e.id for e in await store.claim_due(now=2.0, limit=5, lease=30)] == [event_id]

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from ..config import StoreConfig
 from ..errors import ConfigError
-from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
+from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 
 __all__ = ["Receipt", "Store", "open_store"]
 
@@ -62,8 +62,8 @@ class Store(Protocol):
         """Lease up to ``limit`` events due for delivery, oldest first, keeping per-order-key order."""
         ...
 
-    async def finish_attempt(self, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float) -> None:
-        """Record a delivery attempt and the event's new status (delivered, pending or dead)."""
+    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
+        """Record delivery attempts and their events' new statuses, all in one transaction."""
         ...
 
     async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:

@@ -17,11 +17,11 @@ import asyncpg
 
 from ..config import redact_dsn
 from ..errors import StoreUnavailable
-from ..events import AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
+from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from . import Receipt
 from .group_commit import GroupCommit, Write
-from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, audit_row, event_from_row,
-                   event_row, identity_from_columns, new_event_id, order_key)
+from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, attempt_row, audit_row,
+                   event_from_row, event_row, identity_from_columns, new_event_id, order_key)
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION"]
 
@@ -251,15 +251,14 @@ class PostgresStore(GroupCommit):
 
         return await self._transaction(claim)
 
-    async def finish_attempt(self, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float) -> None:
+    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
         async def finish(conn: asyncpg.Connection) -> None:
-            await conn.execute(
+            await conn.executemany(
                 "INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                event_id, attempt.number, attempt.at, attempt.duration_ms, attempt.status_code, attempt.error)
-            await conn.execute(
+                " VALUES ($1, $2, $3, $4, $5, $6)", [attempt_row(outcome) for outcome in outcomes])
+            await conn.executemany(
                 "UPDATE outbox SET status = $2, attempts = $3, next_attempt_at = $4, lease_until = 0"
-                " WHERE event_id = $1", event_id, outcome, attempt.number, next_attempt_at)
+                " WHERE event_id = $1", [(o.event_id, o.status, o.attempt.number, o.next_attempt_at) for o in outcomes])
 
         await self._transaction(finish)
 

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import jsoncodec
-from ..events import AuditRecord, NewEvent, StoredEvent
+from ..events import AttemptOutcome, AuditRecord, NewEvent, StoredEvent
 from ..tls import ClientIdentity
 
 if TYPE_CHECKING:
     from .group_commit import Write
 
 __all__ = [
-    "AUDIT_INSERT_COLUMNS", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS", "EVENTS_FROM", "audit_row", "event_from_row",
+    "AUDIT_INSERT_COLUMNS", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS", "EVENTS_FROM", "attempt_row", "audit_row", "event_from_row",
     "event_row", "identity_columns", "identity_from_columns", "new_event_id", "order_key",
 ]
 
@@ -70,6 +70,12 @@ def event_row(event_id: str, write: Write, event: NewEvent) -> tuple[Any, ...]:
     payload = jsoncodec.dumps(event.payload)
     return (event_id, write.provider, write.route, event.kind, event.dedup_key, payload, audit.at, audit.peer,
             *identity_columns(audit.client), write.verified_by)
+
+
+def attempt_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
+    """Columns (event_id, number, at, duration_ms, status_code, error) of ``attempts``."""
+    attempt = outcome.attempt
+    return (outcome.event_id, attempt.number, attempt.at, attempt.duration_ms, attempt.status_code, attempt.error)
 
 
 def audit_row(audit: AuditRecord) -> tuple[Any, ...]:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
-from ..events import AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
+from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
 from . import Receipt
 from .group_commit import GroupCommit, Write
-from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, audit_row, event_from_row,
-                   event_row, identity_from_columns, new_event_id, order_key)
+from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, attempt_row, audit_row,
+                   event_from_row, event_row, identity_from_columns, new_event_id, order_key)
 
 __all__ = ["CLAIM_DUE", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -340,21 +340,19 @@ class SQLiteStore(GroupCommit):
         db.executemany("UPDATE outbox SET lease_until = ? WHERE event_id = ?", [(now + lease, r[0]) for r in rows])
         return [event_from_row(row) for row in rows]
 
-    async def finish_attempt(self, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float) -> None:
-        """Record an attempt; ``outcome`` is the new status: delivered, pending (retry later) or dead."""
-        await self._run(self._bookkeeping, self._finish_attempt, event_id, attempt, outcome, next_attempt_at)
+    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
+        """Record attempts; each outcome's status is its event's new one: delivered, pending or dead."""
+        await self._run(self._bookkeeping, self._finish_attempts, outcomes)
 
     @staticmethod
-    def _finish_attempt(
-        db: sqlite3.Connection, event_id: str, attempt: DeliveryAttempt, outcome: str, next_attempt_at: float
-    ) -> None:
-        db.execute(
+    def _finish_attempts(db: sqlite3.Connection, outcomes: Sequence[AttemptOutcome]) -> None:
+        db.executemany(
             "INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error) VALUES (?, ?, ?, ?, ?, ?)",
-            (event_id, attempt.number, attempt.at, attempt.duration_ms, attempt.status_code, attempt.error),
+            [attempt_row(outcome) for outcome in outcomes],
         )
-        db.execute(
+        db.executemany(
             "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = 0 WHERE event_id = ?",
-            (outcome, attempt.number, next_attempt_at, event_id),
+            [(o.status, o.attempt.number, o.next_attempt_at, o.event_id) for o in outcomes],
         )
 
     async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
