@@ -456,7 +456,8 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) ->
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".", "",
         f"Command: `{command.strip()}` ({args.requests} requests per fresh-connection row, {args.keepalive_requests} "
         f"per keep-alive row but {args.requests} for Flask app.run, {args.loadgen_processes} load-generator "
-        f"processes × {args.connections} connections, loopback only; every request a new Pix `endToEndId`; "
+        f"processes × {args.connections} connections ({args.scaling_connections} in the saturating rows), loopback "
+        "only; every request a new Pix `endToEndId`; "
         f"mtls-receiver stores each one durably before answering, with {RECEIVER_WORKERS} worker processes unless "
         "the row says otherwise; server CPU = user+sys of the server's process tree; loadgen CPU = user+sys of "
         "the load generator's processes while measuring, on the same cores: where server + loadgen CPU s come "
@@ -486,6 +487,9 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) ->
     if budget:
         lines += ["", "Scaling, from the saturating keep-alive rows (both receivers given enough connections to "
                   "keep a worker busy; server and load generator share the machine's cores):", ""] + budget
+    if any(value < floor for _, value, floor in floors(rows)):
+        lines += ["", "Where a floor is not met, the profile's top items (where the CPU goes, what was tried) are in "
+                  "[bench/README.md](bench/README.md#where-the-time-goes-profile)."]
     args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")
 
