@@ -335,36 +335,47 @@ def main() -> None:
         (GUNICORN, lambda: start_gunicorn_behind_nginx(work, certs)),
         ("Flask app.run (seed, as written)", lambda: start_flask_seed(work, certs)),
     ]
-    rows = []
-    for name, start in starters:
-        if args.only and not any(part in name for part in args.only):
-            continue
-        target = start()
-        try:
-            workloads = [("fresh connection", True, args.connections), ("keep-alive", False, args.connections)]
-            if name in SATURATED:
-                workloads.append((saturating(args), False, args.scaling_connections))
-            for workload, fresh, connections in workloads:
-                requests = args.requests if fresh or "app.run" in name else args.keepalive_requests
-                runs = []
-                for _ in range(args.repeat):
+    targets: list[Target] = []
+    try:
+        for name, start in starters:
+            if not args.only or any(part in name for part in args.only):
+                targets.append(start())
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for _ in range(args.repeat):  # round-robin: a slow spell of the machine falls on every target alike
+            for target in targets:
+                for workload, fresh, connections in workloads(args, target.name):
+                    requests = args.requests if fresh or "app.run" in target.name else args.keepalive_requests
                     result = measure(target, certs, requests, fresh, connections, args.loadgen_processes)
-                    runs.append(result)
-                    print(f"{target.name:36} {workload:17} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms"
-                          f"  p99 {result['p99_ms']:7.1f} ms  errors {result['errors'] + result['non2xx']:4d}"
-                          f"  {result['per_cpu']:8.0f} req/CPU-s  server CPU {result['cpu']:6.2f} s"
-                          f"  loadgen CPU {result['client_cpu_s']:6.2f} s", flush=True)
-                    if result.get("first_error"):
-                        print(f"{'':36} first error: {result['first_error']}", flush=True)
-                rows.append((target.name, workload, median_run(runs)))
+                    runs.setdefault((target.name, workload), []).append(result)
+                    report_run(target.name, workload, result)
+        rows = [(name, workload, median_run(results)) for (name, workload), results in runs.items()]
+        for target in targets:
             if target.name == "mtls-receiver":
                 rss = idle_connections_rss(target, certs, 1000)
                 print(f"{target.name}: RSS with 1000 idle mTLS connections: {rss:.0f} MiB", flush=True)
                 rows.append((target.name, "1000 idle connections", {"rss": rss}))
-        finally:
+    finally:
+        for target in targets:
             stop(target)
     write_report(args, rows)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def workloads(args: argparse.Namespace, name: str) -> list[tuple[str, bool, int]]:
+    """(workload, fresh connections?, connections per load-generator process) to measure for a target."""
+    found = [("fresh connection", True, args.connections), ("keep-alive", False, args.connections)]
+    if name in SATURATED:
+        found.append((saturating(args), False, args.scaling_connections))
+    return found
+
+
+def report_run(name: str, workload: str, result: dict) -> None:
+    print(f"{name:36} {workload:17} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms"
+          f"  p99 {result['p99_ms']:7.1f} ms  errors {result['errors'] + result['non2xx']:4d}"
+          f"  {result['per_cpu']:8.0f} req/CPU-s  server CPU {result['cpu']:6.2f} s"
+          f"  loadgen CPU {result['client_cpu_s']:6.2f} s", flush=True)
+    if result.get("first_error"):
+        print(f"{'':36} first error: {result['first_error']}", flush=True)
 
 
 def median_run(runs: list[dict]) -> dict:

@@ -198,6 +198,24 @@ async def test_concurrency_is_bounded(app: App, write_config, start_receiver, pk
     assert app.max_active == 2
 
 
+async def test_deliveries_ending_together_are_each_recorded_once(app: App, write_config, start_receiver,  # type: ignore[no-untyped-def]
+                                                                  pki: Pki) -> None:
+    app.delay = 0.05  # four at a time end together, and are recorded in one transaction
+    receiver = await receiver_with(write_config, start_receiver, forward_table(app.url, concurrency=4))
+    await send_pix(receiver, pki, *(pix(f"E{n}") for n in range(12)))
+
+    async def all_delivered() -> bool:
+        return (await receiver.store.stats()).get("delivered") == 12
+
+    await until(all_delivered)
+    for event in await receiver.store.list_events(status="delivered"):
+        found = await receiver.store.get_event(event.id)
+        assert found is not None and [a.status_code for a in found[1]] == [204]
+    assert receiver.metrics.registry.get_sample_value("mtls_receiver_delivery_attempts_total",
+                                                      {"outcome": "delivered"}) == 12
+    assert len(app.received) == 12
+
+
 HANDLERS = """
 import asyncio
 calls = []

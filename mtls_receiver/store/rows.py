@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from .group_commit import Write
 
 __all__ = [
-    "AUDIT_INSERT_COLUMNS", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS", "EVENTS_FROM", "attempt_row", "audit_row", "event_from_row",
-    "event_row", "identity_columns", "identity_from_columns", "new_event_id", "order_key",
+    "AUDIT_INSERT_COLUMNS", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS", "EVENTS_FROM", "attempt_row", "audit_row",
+    "event_from_row", "event_row", "identity_columns", "identity_from_columns", "new_event_id", "order_key",
 ]
 
 EVENT_INSERT_COLUMNS = ("id, provider, route, kind, dedup_key, payload, received_at, peer, client_subject,"
