@@ -212,7 +212,7 @@ def start_gunicorn_behind_nginx(work: Path, certs: Certificates) -> Target:
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(app_port)
     location = f"location /webhook/ {{ proxy_pass http://127.0.0.1:{app_port}/; proxy_http_version 1.1; }}"
-    return start_nginx(work, certs, location, 1, "nginx -> gunicorn/Flask (seed)", "/webhook/pix", [gunicorn])
+    return start_nginx(work, certs, location, 1, GUNICORN, "/webhook/pix", [gunicorn])
 
 
 def start_flask_seed(work: Path, certs: Certificates) -> Target:

@@ -101,7 +101,7 @@ def counted(texts: Iterable[str], into: dict[SampleKey, float] | None = None) ->
         for family in text_string_to_metric_families(text):
             if family.type in ("counter", "histogram"):
                 for sample in family.samples:
-                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    key = _sample_key(sample)
                     total[key] = total.get(key, 0.0) + sample.value
     return total
 
@@ -120,12 +120,15 @@ class _Summed(Collector):
         added = self.added
         for family in self.own.collect():
             if family.type in ("counter", "histogram"):
-                seen = {(s.name, tuple(sorted(s.labels.items()))) for s in family.samples}
-                family.samples = [s._replace(value=s.value + added.get((s.name, tuple(sorted(s.labels.items()))), 0.0))
-                                  for s in family.samples]
+                seen = {_sample_key(s) for s in family.samples}
+                family.samples = [s._replace(value=s.value + added.get(_sample_key(s), 0.0)) for s in family.samples]
                 family.samples += [Sample(name, dict(labels), value) for (name, labels), value in added.items()
                                    if _belongs(name, family) and (name, labels) not in seen]
             yield family
+
+
+def _sample_key(sample: Sample) -> SampleKey:
+    return sample.name, tuple(sorted(sample.labels.items()))
 
 
 def _belongs(sample: str, family: Metric) -> bool:

@@ -20,8 +20,9 @@ from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from . import Receipt
 from .group_commit import GroupCommit, Write
-from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, attempt_row, audit_row,
-                   event_from_row, event_row, identity_from_columns, new_event_id, order_key)
+from .rows import (AUDIT_ARITY, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM,
+                   attempt_row, audit_row, event_from_row, event_row, identity_from_columns, new_event_id, order_key,
+                   outcome_row)
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION"]
 
@@ -179,7 +180,7 @@ class PostgresStore(GroupCommit):
             event_id = await self._insert_event(conn, batch[n], event)
             if event_id is not None:
                 stored[n].append(event_id)
-        await conn.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({_placeholders(11)})",
+        await conn.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({_placeholders(AUDIT_ARITY)})",
                                [audit_row(write.audit) for write in batch])
         return [Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids)) for ids, write in zip(stored, batch)]
 
@@ -188,7 +189,7 @@ class PostgresStore(GroupCommit):
         """The new event's id, or None when (provider, dedup_key) is already stored."""
         event_id = new_event_id()
         seq = await conn.fetchval(
-            f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES ({_placeholders(12)})"
+            f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES ({_placeholders(EVENT_ARITY)})"
             " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq",
             *event_row(event_id, write, event),
         )
@@ -257,8 +258,8 @@ class PostgresStore(GroupCommit):
                 "INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error)"
                 " VALUES ($1, $2, $3, $4, $5, $6)", [attempt_row(outcome) for outcome in outcomes])
             await conn.executemany(
-                "UPDATE outbox SET status = $2, attempts = $3, next_attempt_at = $4, lease_until = 0"
-                " WHERE event_id = $1", [(o.event_id, o.status, o.attempt.number, o.next_attempt_at) for o in outcomes])
+                "UPDATE outbox SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = 0"
+                " WHERE event_id = $4", [outcome_row(outcome) for outcome in outcomes])
 
         await self._transaction(finish)
 

@@ -17,14 +17,17 @@ if TYPE_CHECKING:
     from .group_commit import Write
 
 __all__ = [
-    "AUDIT_INSERT_COLUMNS", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS", "EVENTS_FROM", "attempt_row", "audit_row",
-    "event_from_row", "event_row", "identity_columns", "identity_from_columns", "new_event_id", "order_key",
+    "AUDIT_ARITY", "AUDIT_INSERT_COLUMNS", "EVENT_ARITY", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS", "EVENTS_FROM",
+    "attempt_row", "audit_row", "event_from_row", "event_row", "identity_columns", "identity_from_columns",
+    "new_event_id", "order_key", "outcome_row",
 ]
 
 EVENT_INSERT_COLUMNS = ("id, provider, route, kind, dedup_key, payload, received_at, peer, client_subject,"
                         " client_issuer, client_fingerprint, verified_by")
 AUDIT_INSERT_COLUMNS = ("at, listener, route, method, path, peer, status, reason, client_subject, client_issuer,"
                         " client_fingerprint")
+EVENT_ARITY = len(EVENT_INSERT_COLUMNS.split(","))  # placeholders per row
+AUDIT_ARITY = len(AUDIT_INSERT_COLUMNS.split(","))
 
 EVENT_COLUMNS = (
     "e.id, e.provider, e.route, e.kind, e.dedup_key, e.payload, e.received_at, e.peer, e.client_subject,"
@@ -76,6 +79,11 @@ def attempt_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
     """Columns (event_id, number, at, duration_ms, status_code, error) of ``attempts``."""
     attempt = outcome.attempt
     return (outcome.event_id, attempt.number, attempt.at, attempt.duration_ms, attempt.status_code, attempt.error)
+
+
+def outcome_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
+    """(status, attempts, next_attempt_at, event_id): the outbox update an attempt makes."""
+    return (outcome.status, outcome.attempt.number, outcome.next_attempt_at, outcome.event_id)
 
 
 def audit_row(audit: AuditRecord) -> tuple[Any, ...]:

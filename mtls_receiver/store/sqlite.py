@@ -22,8 +22,9 @@ from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
 from . import Receipt
 from .group_commit import GroupCommit, Write
-from .rows import (AUDIT_INSERT_COLUMNS, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM, attempt_row, audit_row,
-                   event_from_row, event_row, identity_from_columns, new_event_id, order_key)
+from .rows import (AUDIT_ARITY, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM,
+                   attempt_row, audit_row, event_from_row, event_row, identity_from_columns, new_event_id, order_key,
+                   outcome_row)
 
 __all__ = ["CLAIM_DUE", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -108,10 +109,6 @@ CREATE INDEX outbox_pending ON outbox (status, seq);
 SCHEMA_VERSION = max(MIGRATIONS)
 T = TypeVar("T")
 
-
-
-
-
 #: due events, oldest first; one waits while an earlier one with its order key is pending
 CLAIM_DUE = (
     f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
@@ -127,7 +124,6 @@ class _BatchRows:
     """A group commit's rows: events as multi-row INSERTs, outbox entries for the ones stored, audit rows."""
 
     def __init__(self, batch: list[Write]) -> None:
-        self.batch = batch
         self.ids: list[list[str]] = []
         self.events: list[list[Any]] = [[]]  # flat parameters, one list per INSERT statement
         self.queued: list[tuple[str, str]] = []  # (event id, order key) to put in the outbox if stored
@@ -136,7 +132,7 @@ class _BatchRows:
             for event in write.events:
                 event_id = new_event_id()
                 ids.append(event_id)
-                if len(self.events[-1]) >= _MAX_ROWS_PER_INSERT * _EVENT_ARITY:
+                if len(self.events[-1]) >= _MAX_ROWS_PER_INSERT * EVENT_ARITY:
                     self.events.append([])
                 self.events[-1].extend(event_row(event_id, write, event))
                 if write.queue:
@@ -149,12 +145,12 @@ class _BatchRows:
         stored: dict[str, int] = {}
         for params in self.events:
             if params:
-                stored.update(db.execute(_insert_events_sql(len(params) // _EVENT_ARITY), params).fetchall())
+                stored.update(db.execute(_insert_events_sql(len(params) // EVENT_ARITY), params).fetchall())
         outbox = [(event_id, stored[event_id], key) for event_id, key in self.queued if event_id in stored]
         if outbox:
             db.executemany("INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
                            " VALUES (?, ?, ?, 'pending', 0)", outbox)
-        db.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({', '.join('?' * _AUDIT_ARITY)})",
+        db.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({', '.join('?' * AUDIT_ARITY)})",
                        self.audits)
         return stored
 
@@ -166,13 +162,9 @@ class _BatchRows:
         return receipts
 
 
-_EVENT_ARITY = len(EVENT_INSERT_COLUMNS.split(","))
-_AUDIT_ARITY = len(AUDIT_INSERT_COLUMNS.split(","))
-
-
 @functools.lru_cache(maxsize=64)
 def _insert_events_sql(rows: int) -> str:
-    values = ", ".join(["(" + ", ".join("?" * _EVENT_ARITY) + ")"] * rows)
+    values = ", ".join(["(" + ", ".join("?" * EVENT_ARITY) + ")"] * rows)
     return (f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES {values}"
             " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id, seq")
 
@@ -352,7 +344,7 @@ class SQLiteStore(GroupCommit):
         )
         db.executemany(
             "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = 0 WHERE event_id = ?",
-            [(o.status, o.attempt.number, o.next_attempt_at, o.event_id) for o in outcomes],
+            [outcome_row(outcome) for outcome in outcomes],
         )
 
     async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
