@@ -162,7 +162,7 @@ class StoreConfig:
 
     path: Path | None = None
     url: str | None = field(default=None, repr=False)  # postgresql://... (may carry a password)
-    commit_delay: float = 0.001  # seconds a group commit waits for more writes when several are arriving
+    commit_delay: float = 0.001  # the most a group commit waits for the writes it expects (group_commit)
 
     @property
     def description(self) -> str:

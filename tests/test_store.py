@@ -223,24 +223,27 @@ async def test_synchronous_answers_once_per_key(store: Store) -> None:
     assert await store.check_writable()
 
 
-async def test_commit_delay_gathers_writes_arriving_together(store_config: StoreConfig) -> None:
-    """Writes that keep arriving while others do share a commit; a write alone is never held back."""
-    store = open_store(dataclasses.replace(store_config, commit_delay=0.1))
+async def test_a_commit_waits_for_the_senders_it_last_answered(store_config: StoreConfig) -> None:
+    """Senders answered together come back together, each after its own pause: their next writes
+    share one commit, which goes as soon as all of them are in, not after ``commit_delay`` (30 s
+    here, against the test's 10 s deadline). A sender gone quiet costs one wait of the delay."""
+    store = open_store(dataclasses.replace(store_config, commit_delay=30))
     await store.open()
+
+    async def sender(n: int, rounds: int) -> None:
+        for r in range(rounds):
+            await store.record("efi", "/webhook", [NewEvent("pix", f"E-{n}-{r}-{rounds}", {})], audit())
+            await asyncio.sleep(0.001 * n)
+
     try:
-        alone = NewEvent("pix", "E-ALONE", {"n": 0})
-        await store.record("efi", "/webhook", [alone], audit())
-        assert store.commits == 1  # nothing else was arriving: committed at once, without the delay
-        pair = [store.record("efi", "/webhook", [NewEvent("pix", f"E-PAIR-{n}", {})], audit()) for n in range(2)]
-        await asyncio.gather(*pair)
-        assert store.commits == 2  # queued together: one commit
-
-        async def trickle(n: int) -> None:
-            await asyncio.sleep(0.002 * n)  # one every 2 ms, well inside the 100 ms delay
-            await store.record("efi", "/webhook", [NewEvent("pix", f"E-TRICKLE-{n}", {})], audit())
-
-        await asyncio.gather(*(trickle(n) for n in range(6)))
-        assert store.commits <= 4  # 6 writes in at most 2 commits, not 6
+        async with asyncio.timeout(10):
+            await store.record("efi", "/webhook", [NewEvent("pix", "E-ALONE", {})], audit())
+            assert store.commits == 1  # nothing else was arriving: committed at once, without the delay
+            await asyncio.gather(*(sender(n, rounds=4) for n in range(5)))
+            assert store.commits == 1 + 4  # one commit per round of the five senders
+            store.commit_delay = 0.2  # one sender stops: the first round without it waits the delay
+            await asyncio.gather(*(sender(n, rounds=3) for n in range(4)))
+            assert store.commits == 5 + 3
     finally:
         await store.close()
 
