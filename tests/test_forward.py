@@ -109,6 +109,13 @@ async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float 
     raise AssertionError("condition not reached in time")
 
 
+async def until_recorded(receiver: Receiver, delivered: int = 1) -> None:
+    """The application has its copy a moment before the receiver records the delivery."""
+    async def recorded() -> bool:
+        return len(await receiver.store.list_events(status="delivered")) == delivered
+    await until(recorded)
+
+
 async def test_delivery_is_signed_and_verifies_with_standardwebhooks(app: App, write_config, start_receiver, pki: Pki) -> None:  # type: ignore[no-untyped-def]
     receiver = await receiver_with(write_config, start_receiver, forward_table(app.url))
     await send_pix(receiver, pki, pix("E1", chave="k1"))
@@ -120,6 +127,7 @@ async def test_delivery_is_signed_and_verifies_with_standardwebhooks(app: App, w
     with pytest.raises(Exception):
         Webhook("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()).verify(body, headers)
     envelope = json.loads(body)
+    await until_recorded(receiver)
     (event,) = await receiver.store.list_events()
     assert envelope["id"] == headers["webhook-id"] == event.id and event.status == "delivered"
     assert (envelope["type"], envelope["provider"], envelope["route"], envelope["kind"]) == ("efi.pix", "efi", "/webhook", "pix")
@@ -134,7 +142,7 @@ async def test_application_down_then_back(app: App, write_config, start_receiver
     await send_pix(receiver, pki, pix("E1"))
     await until(lambda: len(app.attempts) >= 3)
     app.up = True
-    await until(lambda: app.delivered_ids() != [])
+    await until_recorded(receiver)
     (event,) = await receiver.store.list_events(status="delivered")
     stored = await receiver.store.get_event(event.id)
     assert stored is not None
@@ -249,9 +257,7 @@ async def test_python_handler_with_retry(handler: str, tmp_path: Path, write_con
     await until(lambda: len(calls) == 2)
     kind = handler.split("_")[0]
     assert calls == [(kind, "E1"), (kind, "E1")]
-    async def delivered() -> bool:
-        return len(await receiver.store.list_events(status="delivered")) == 1
-    await until(delivered)
+    await until_recorded(receiver)
     event = (await receiver.store.list_events())[0]
     _, attempts = await receiver.store.get_event(event.id)  # type: ignore[misc]
     assert attempts[0].status_code is None and ("RuntimeError" in attempts[0].error or "ValueError" in attempts[0].error)
