@@ -126,6 +126,11 @@ def receiver_name(forward: bool, workers: int) -> str:
     return "mtls-receiver" if workers == RECEIVER_WORKERS else f"mtls-receiver ({workers} worker{'s' * (workers != 1)})"
 
 
+GUNICORN = "nginx -> gunicorn/Flask (seed)"
+SCALING = (receiver_name(False, RECEIVER_WORKERS), receiver_name(False, 1))  # the receivers whose throughput is compared
+SATURATED = SCALING + (GUNICORN,)  # the targets that also get the saturating keep-alive row
+
+
 def start_receiver(work: Path, certs: Certificates, forward: bool, workers: int) -> Target:
     """The receiver with ``workers`` processes (1 = a single process, no fork)."""
     port, admin = free_port(), free_port()
@@ -350,7 +355,7 @@ def main() -> None:
                     report_run(target.name, workload, result)
         rows = [(name, workload, median_run(results)) for (name, workload), results in runs.items()]
         for target in targets:
-            if target.name == "mtls-receiver":
+            if target.name == SCALING[0]:
                 rss = idle_connections_rss(target, certs, 1000)
                 print(f"{target.name}: RSS with 1000 idle mTLS connections: {rss:.0f} MiB", flush=True)
                 rows.append((target.name, "1000 idle connections", {"rss": rss}))
@@ -412,8 +417,8 @@ def floors(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> list[
         (f"keep-alive: req/s vs nginx -> gunicorn/Flask, {standard} (>= 3x)", "keep-alive", "rps", GUNICORN, 3.0),
     ]
     out = []
-    for receiver in ("mtls-receiver", receiver_name(False, 1)):
-        suffix = "" if receiver == "mtls-receiver" else " — 1 worker"
+    for receiver in SCALING:
+        suffix = "" if receiver == SCALING[0] else " — 1 worker"
         for label, workload, key, other, floor in checks:
             mine, theirs = get(receiver, workload, key), get(other, workload, key)
             if mine is not None and theirs:
@@ -428,11 +433,6 @@ def floors(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> list[
         out.append((f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s, {at_saturation} (>= 1.6x)", two / one,
                     1.6))
     return out
-
-
-GUNICORN = "nginx -> gunicorn/Flask (seed)"
-SCALING = ("mtls-receiver", receiver_name(False, 1))  # the two receivers whose throughput is compared
-SATURATED = SCALING + (GUNICORN,)  # the targets that also get the saturating keep-alive row
 
 
 def saturating(args: argparse.Namespace) -> str:
