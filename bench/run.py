@@ -444,6 +444,8 @@ def cpu_budget(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> l
 
     With both cores full, req/s can be at most cores ÷ (server + load-generator CPU per request):
     over the 1-worker req/s, that is the best ratio this machine allows with this load generator.
+    The second bound assumes perfect scaling (2 workers as cheap per request as 1): what is left
+    is the load generator's share.
     """
     workload = saturating(args)
     found = {name: result for name, load, result in rows if load == workload}
@@ -456,13 +458,17 @@ def cpu_budget(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> l
         lines.append(f"- {name}, {workload}: {result['rps']:.0f} req/s using {result['cpu'] / seconds:.2f} "
                      f"cores, the load generator {result['client_cpu_s'] / seconds:.2f} cores")
     cores = os.cpu_count() or 1
-    ceiling = cores / ((two["cpu"] + two["client_cpu_s"]) / two["ok"])
+    server, client = two["cpu"] / two["ok"], two["client_cpu_s"] / two["ok"]  # CPU-seconds per request
+    ceiling = cores / (server + client)
     lines.append(f"- with {cores} cores full, {SCALING[0]} plus this load generator could reach at most "
-                 f"{ceiling:.0f} req/s ({(two['cpu'] / two['ok']) * 1e6:.0f} µs server + "
-                 f"{(two['client_cpu_s'] / two['ok']) * 1e6:.0f} µs load-generator CPU per request): "
-                 f"{ceiling / one['rps']:.2f}× the 1-worker req/s"
+                 f"{ceiling:.0f} req/s ({server * 1e6:.0f} µs server + {client * 1e6:.0f} µs load-generator CPU "
+                 f"per request): {ceiling / one['rps']:.2f}× the 1-worker req/s"
                  + (" — below 1.6×: on this machine the load generator's share of the cores is the bottleneck"
                     if ceiling / one["rps"] < 1.6 else ""))
+    single = one["cpu"] / one["ok"]
+    ideal = cores / (single + client)
+    lines.append(f"- even if 2 workers cost no more per request than 1 ({single * 1e6:.0f} µs) and kept both cores "
+                 f"full: at most {ideal:.0f} req/s, {ideal / one['rps']:.2f}× the 1-worker req/s")
     return lines
 
 
