@@ -128,6 +128,7 @@ def receiver_name(forward: bool, workers: int) -> str:
 
 GUNICORN = "nginx -> gunicorn/Flask (seed)"
 SCALING = (receiver_name(False, RECEIVER_WORKERS), receiver_name(False, 1))  # the receivers whose throughput is compared
+SCALING_FLOOR = 1.6  # issue #7: the first's keep-alive req/s over the second's
 SATURATED = SCALING + (GUNICORN,)  # the targets that also get the saturating keep-alive row
 
 
@@ -430,8 +431,8 @@ def floors(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> list[
                             stored / 1000, 5.0))
     two, one = get(SCALING[0], saturated, "rps"), get(SCALING[1], saturated, "rps")
     if two is not None and one:
-        out.append((f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s, {at_saturation} (>= 1.6x)", two / one,
-                    1.6))
+        out.append((f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s, {at_saturation} (>= {SCALING_FLOOR}x)",
+                    two / one, SCALING_FLOOR))
     return out
 
 
@@ -444,7 +445,7 @@ def cpu_budget(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> l
 
     With both cores full, req/s can be at most cores ÷ (server + load-generator CPU per request):
     over the 1-worker req/s, that is the best ratio this machine allows with this load generator.
-    The second bound assumes perfect scaling (2 workers as cheap per request as 1): what is left
+    The second bound assumes perfect scaling (workers as cheap per request as 1): what is left
     is the load generator's share.
     """
     workload = saturating(args)
@@ -463,12 +464,12 @@ def cpu_budget(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> l
     lines.append(f"- with {cores} cores full, {SCALING[0]} plus this load generator could reach at most "
                  f"{ceiling:.0f} req/s ({server * 1e6:.0f} µs server + {client * 1e6:.0f} µs load-generator CPU "
                  f"per request): {ceiling / one['rps']:.2f}× the 1-worker req/s"
-                 + (" — below 1.6×: on this machine the load generator's share of the cores is the bottleneck"
-                    if ceiling / one["rps"] < 1.6 else ""))
+                 + (f" — below {SCALING_FLOOR}×: on this machine the load generator's share of the cores is the "
+                    "bottleneck" if ceiling / one["rps"] < SCALING_FLOOR else ""))
     single = one["cpu"] / one["ok"]
     ideal = cores / (single + client)
-    lines.append(f"- even if 2 workers cost no more per request than 1 ({single * 1e6:.0f} µs) and kept both cores "
-                 f"full: at most {ideal:.0f} req/s, {ideal / one['rps']:.2f}× the 1-worker req/s")
+    lines.append(f"- even if {RECEIVER_WORKERS} workers cost no more per request than 1 ({single * 1e6:.0f} µs) and "
+                 f"kept both cores full: at most {ideal:.0f} req/s, {ideal / one['rps']:.2f}× the 1-worker req/s")
     return lines
 
 
