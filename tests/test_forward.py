@@ -169,6 +169,22 @@ async def test_dead_after_limit_then_replay_delivers(app: App, write_config, sta
     assert json.loads(listed.stdout)["status"] == "delivered"
 
 
+async def test_an_attempt_that_times_out_while_the_app_works_delivers_twice_with_one_webhook_id(  # type: ignore[no-untyped-def]
+        app: App, write_config, start_receiver, pki: Pki) -> None:
+    """What the README promises the application: at least once, so deduplicate on webhook-id.
+
+    The application is slower than the forwarder's timeout once: the receiver gives up on that
+    attempt and retries, while the application still finishes the first one."""
+    app.delay = 1.0
+    receiver = await receiver_with(write_config, start_receiver, forward_table(app.url, timeout=0.3))
+    await send_pix(receiver, pki, pix("E1"))
+    await until(lambda: len(app.attempts) >= 1)
+    app.delay = 0.0
+    await until(lambda: len(app.received) == 2)
+    (event,) = await receiver.store.list_events()
+    assert [headers["webhook-id"] for headers, _ in app.received] == [event.id, event.id]
+
+
 async def test_replay_by_id_redelivers(app: App, write_config, start_receiver, pki: Pki) -> None:  # type: ignore[no-untyped-def]
     receiver = await receiver_with(write_config, start_receiver, forward_table(app.url))
     await send_pix(receiver, pki, pix("E1"))
