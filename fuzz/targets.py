@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from mtls_receiver.addresses import client_address, parse_networks
+from mtls_receiver.addresses import CLIENT_ADDRESS_HEADERS, client_address, parse_networks
 from mtls_receiver.config import Limits, RouteConfig, parse_config
 from mtls_receiver.errors import ConfigError, Refusal
 from mtls_receiver.events import IncomingRequest, Peer
@@ -69,8 +69,12 @@ def efi_request(data: bytes) -> None:
 
 def forwarded(data: bytes) -> None:
     text = _text(data)
-    client_address("10.0.0.1", {"X-Forwarded-For": text}, PROXIES)
-    client_address("10.0.0.1", {"Forwarded": text}, PROXIES)
+    lines = [(name, value) for name in CLIENT_ADDRESS_HEADERS for value in text.split("\n")]
+    for header in CLIENT_ADDRESS_HEADERS:  # each line of the input is one header line
+        try:
+            client_address("10.0.0.1", lines, PROXIES, header)
+        except Refusal:
+            continue
 
 
 def proxy_header(data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Client addresses: parsing, allowlists, and proxy headers trusted only from trusted proxies.
+"""Client addresses: parsing, allowlists, and the one proxy header trusted only from trusted proxies.
 
 Pure functions. IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``, which PaaS proxies
 report) are folded to IPv4 everywhere so allowlists written in IPv4 match them.
@@ -9,14 +9,18 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from .errors import Refusal
 
-__all__ = ["Network", "canonical_ip", "client_address", "in_networks", "normalize_ip", "parse_networks"]
+__all__ = ["CLIENT_ADDRESS_HEADERS", "Network", "canonical_ip", "client_address", "combined_field",
+           "in_networks", "normalize_ip", "parse_networks"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The headers a trusted proxy can be named to write, spelled as the config and messages spell them.
+CLIENT_ADDRESS_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 _FORWARDED_PAIR = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)=("(?:[^"\\]|\\.)*"|[!#$%&\'*+.^_`|~0-9A-Za-z:\[\]-]*)\s*')
 
@@ -49,21 +53,53 @@ def in_networks(address: str, networks: Sequence[Network]) -> bool:
     return any(ip.version == net.version and ip in net for net in networks)
 
 
-def client_address(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[Network]) -> str:
-    """The sender's address: the TCP peer unless it is a trusted proxy.
+def client_address(peer: str, header_lines: Iterable[tuple[str, str]], trusted_proxies: Sequence[Network],
+                   header: str | None = None, hops: int | None = None) -> str:
+    """The sender's address: the TCP peer (or PROXY-protocol source) unless it is a trusted proxy.
 
-    Behind trusted proxies, ``Forwarded`` (RFC 7239) or else ``X-Forwarded-For`` is read
-    right to left and the first hop that is not itself a trusted proxy wins. Headers from
-    any other peer are ignored, so a forged ``X-Forwarded-For`` changes nothing.
+    From a trusted proxy, only ``header`` is read: the one header that proxy writes (one of
+    CLIENT_ADDRESS_HEADERS). Every other client-address header is ignored, because a proxy
+    passes on what it does not write: nginx appends to ``X-Forwarded-For`` but forwards the
+    client's own ``Forwarded`` untouched, so reading any header the proxy does not own lets
+    the client choose its address. Repeated lines of ``header`` are combined in order (RFC 9110
+    field-line combination) and read right to left, since a proxy appends, and the right end
+    is the part written by the proxies nearest to us: with ``hops`` the ``hops``-th address
+    from the right (Werkzeug's ``ProxyFix(x_for=N)``), else the first that is not itself a
+    trusted proxy (uvicorn's ``forwarded_allow_ips``). A malformed header is a 400.
     """
     peer = canonical_ip(peer)
-    if not trusted_proxies or not in_networks(peer, trusted_proxies):
+    if header is None or not trusted_proxies or not in_networks(peer, trusted_proxies):
         return peer
-    hops = _forwarded_hops(headers)
-    for hop in reversed(hops):
+    combined = combined_field(header_lines, header)
+    if combined is None:
+        return peer  # the proxy speaking for itself (a health check)
+    chain = _hop_chain(header, combined)
+    if hops is not None:
+        if len(chain) < hops:
+            raise Refusal(400, f"malformed {header} header: {len(chain)} address(es), "
+                               f"the listener expects proxy_hops = {hops}")
+        return chain[-hops]
+    for hop in reversed(chain):
         if not in_networks(hop, trusted_proxies):
             return hop
-    return hops[0] if hops else peer
+    return chain[0]
+
+
+def combined_field(header_lines: Iterable[tuple[str, str]], name: str) -> str | None:
+    """All lines of one header joined with ", " in order (RFC 9110 section 5.3), or None when absent."""
+    wanted = name.lower()
+    values = [value for key, value in header_lines if key.lower() == wanted]
+    return ", ".join(values) if values else None
+
+
+def _hop_chain(header: str, combined: str) -> list[str]:
+    """The addresses a header lists, left (farthest from us) to right (nearest)."""
+    if header == "Forwarded":
+        return [_forwarded_for(element) for element in _split_outside_quotes(combined, ",")]
+    parts = combined.split(",")
+    if header == "X-Real-IP" and len(parts) != 1:
+        raise Refusal(400, "malformed X-Real-IP header: more than one address")
+    return [_hop_address(part, header) for part in parts]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -74,21 +110,6 @@ def canonical_ip(text: str) -> str:
         return str(normalize_ip(text))
     except ValueError:
         return text
-
-
-def _forwarded_hops(headers: Mapping[str, str]) -> list[str]:
-    forwarded = _header(headers, "forwarded")
-    if forwarded is not None:
-        return [_forwarded_for(element) for element in _split_outside_quotes(forwarded, ",")]
-    xff = _header(headers, "x-forwarded-for")
-    if xff is None:
-        return []
-    return [_hop_address(part, "X-Forwarded-For") for part in xff.split(",")]
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    values = [value for key, value in headers.items() if key.lower() == name]
-    return ", ".join(values) if values else None
 
 
 def _forwarded_for(element: str) -> str:
@@ -129,7 +150,9 @@ def _hop_address(text: str, header: str) -> str:
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
             escaped = False

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .addresses import Network, parse_networks
+from .addresses import CLIENT_ADDRESS_HEADERS, Network, parse_networks
 from .errors import ConfigError
 from .signatures import SIGNED_PARTS, SignatureScheme, decode_secret
 
@@ -82,6 +82,8 @@ class ListenerConfig:
     min_tls: str = "1.2"
     key_password: str | None = field(default=None, repr=False)
     trusted_proxies: tuple[Network, ...] = ()
+    client_address_header: str | None = None  # the one header the trusted proxies write; None: PROXY only
+    proxy_hops: int | None = None  # the address that many from the right; None: skip trusted proxies
     proxy_protocol: bool = False
     limits: Limits = Limits()
 
@@ -304,7 +306,7 @@ def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConf
     reader.only_keys(
         raw, key,
         {"name", "address", "cert", "key", "key_password", "client_certs", "client_ca", "min_tls",
-         "trusted_proxies", "proxy_protocol", "limits"},
+         "trusted_proxies", "client_address_header", "proxy_hops", "proxy_protocol", "limits"},
     )
     host, port = _address(reader, raw, key)
     policy = reader.choice(raw, key, "client_certs", CLIENT_CERT_POLICIES, default="required")
@@ -315,6 +317,7 @@ def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConf
     proxy_protocol = reader.boolean(raw, key, "proxy_protocol", default=False)
     if proxy_protocol and not trusted_proxies:
         reader.fail(f"{key}.proxy_protocol", "needs trusted_proxies: the addresses of the load balancers allowed to send it")
+    header, hops = _client_address_header(reader, raw, key, trusted_proxies, proxy_protocol)
     return ListenerConfig(
         name=reader.string(raw, key, "name", default="default"),
         host=host,
@@ -326,9 +329,41 @@ def _listener(reader: _Reader, raw: Mapping[str, Any], key: str) -> ListenerConf
         min_tls=reader.choice(raw, key, "min_tls", TLS_VERSIONS, default="1.2"),
         key_password=reader.secret(raw, key, "key_password"),
         trusted_proxies=trusted_proxies,
+        client_address_header=header,
+        proxy_hops=hops,
         proxy_protocol=proxy_protocol,
         limits=_limits(reader, raw.get("limits", {}), f"{key}.limits"),
     )
+
+
+def _client_address_header(
+    reader: _Reader, raw: Mapping[str, Any], key: str, trusted_proxies: tuple[Network, ...], proxy_protocol: bool
+) -> tuple[str | None, int | None]:
+    """The one header the trusted proxies write, and the hop count; both checked against each other.
+
+    trusted_proxies without a header is allowed only with proxy_protocol (the address comes from
+    the PROXY header alone): otherwise which header to believe would be a guess, and a wrong guess
+    lets a client choose its own address.
+    """
+    named = reader.string(raw, key, "client_address_header", default=None)
+    hops = reader.integer(raw, key, "proxy_hops", default=None, minimum=1)
+    choices = ", ".join(map(repr, CLIENT_ADDRESS_HEADERS))
+    spelled = {known.lower(): known for known in CLIENT_ADDRESS_HEADERS}
+    header = spelled.get(named.lower()) if named is not None else None
+    if named is not None and header is None:
+        reader.fail(f"{key}.client_address_header", f"must be one of {choices}, got {named!r}")
+    if header is not None and not trusted_proxies:
+        reader.fail(f"{key}.client_address_header",
+                    "needs trusted_proxies: the addresses of the proxies that write it")
+    if hops is not None and header is None:
+        reader.fail(f"{key}.proxy_hops", "needs client_address_header: the header whose addresses it counts")
+    if hops is not None and hops > 1 and header == "X-Real-IP":
+        reader.fail(f"{key}.proxy_hops", "X-Real-IP holds one address: proxy_hops can only be 1")
+    if trusted_proxies and header is None and not proxy_protocol:
+        reader.fail(f"{key}.trusted_proxies",
+                    f"needs client_address_header: the one header your proxy writes ({choices}), "
+                    "or proxy_protocol = true")
+    return header, hops
 
 
 def _limits(reader: _Reader, raw: Any, key: str) -> Limits:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from urllib.parse import unquote
 
@@ -40,6 +40,7 @@ class RequestHead:
     chunked: bool
     keep_alive: bool
     expect_continue: bool
+    raw_headers: tuple[tuple[str, str], ...] = ()  # every header line in order, (name as sent, value)
 
 
 def head_too_large(buffered: int, limits: Limits) -> bool:
@@ -64,6 +65,7 @@ def parse_head(data: bytes, limits: Limits) -> RequestHead:
     headers: dict[str, str] = {}
     folded: dict[str, str] = {}  # lower-case name -> first value
     lengths: set[str] = set()
+    raw_headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         if len(line) > limits.max_header_size:
             raise Refusal(431, f"a header line is longer than {limits.max_header_size} bytes (max_header_size)")
@@ -71,6 +73,7 @@ def parse_head(data: bytes, limits: Limits) -> RequestHead:
         if field is None:
             raise Refusal(400, "malformed header line")
         name, value = field.group(1), field.group(2).rstrip(" \t")
+        raw_headers.append((name, value))
         lower = name.lower()
         if lower == "content-length":
             lengths.add(value)
@@ -78,7 +81,7 @@ def parse_head(data: bytes, limits: Limits) -> RequestHead:
             folded[lower] = value
             headers[name] = value
     method, target, version = match.groups()
-    return _head(method, target, version, headers, folded, lengths)
+    return replace(_head(method, target, version, headers, folded, lengths), raw_headers=tuple(raw_headers))
 
 
 def _head(method: str, target: str, version: str, headers: dict[str, str], folded: dict[str, str],

@@ -349,7 +349,9 @@ class _Dispatcher:
                 raise Refusal(405, f"method {head.method} not allowed; senders POST")
             if der and not self.tls.still_trusted(request.context, der):
                 raise Refusal(403, "certificate: no longer trusted after a configuration reload")
-            peer = Peer(client_address(request.peer, head.headers, self.tls.config.trusted_proxies), identity)
+            config = self.tls.config  # the listener's, as last reloaded
+            peer = Peer(client_address(request.peer, head.raw_headers, config.trusted_proxies,
+                                       config.client_address_header, config.proxy_hops), identity)
             incoming = IncomingRequest(method=head.method, path=head.path, query_string=head.query_string,
                                        headers=head.headers, body=request.body, peer=peer, now=time.time(),
                                        raw_target=head.target)

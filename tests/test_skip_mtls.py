@@ -167,7 +167,8 @@ async def test_forged_forwarded_for_from_untrusted_peer_is_ignored(write_config,
 async def test_forwarded_for_from_trusted_proxy_is_used(write_config, start_receiver, pki: Pki) -> None:  # type: ignore[no-untyped-def]
     receiver = await start_receiver(write_config(
         client_certs="optional", routes=skip_route('["34.193.116.226/32"]'),
-        listener_extra='trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]\n'))
+        listener_extra='trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]\n'
+                       'client_address_header = "X-Forwarded-For"\n'))
     port, target = receiver.port(), f"/webhook?hmac={SECRET}/pix"
     assert await post_with_headers(port, target, {"X-Forwarded-For": "1.2.3.4, 34.193.116.226, 10.0.0.7"}, pki) == 200
     assert await post_with_headers(port, target, {"X-Forwarded-For": "34.193.116.226, 198.51.100.1"}, pki) == 403
