@@ -184,6 +184,12 @@ def test_mode_and_logging_pick_the_targets_and_rows() -> None:
     assert all(run.wanted(everything, name) for name in names)
     assert [w.label for w in run.workloads(everything, run.NGINX_BODY)] == [
         "PSP client, TLS 1.2", "PSP client, TLS 1.3"]
+    assert [w.label for w in run.workloads(everything, run.NGINX_200)] == [
+        "fresh connection", "keep-alive", "fresh connection, TLS 1.2", "PSP client, TLS 1.2", "PSP client, TLS 1.3"]
+    # the floors' table holds today's rows only
+    assert run.in_floors_table(everything, run.NGINX_200, "fresh connection")
+    assert not run.in_floors_table(everything, run.NGINX_200, "fresh connection, TLS 1.2")
+    assert not run.in_floors_table(everything, run.NGINX_LOGGED, "fresh connection")
 
 
 def test_report_keeps_the_notes_below_its_marker(tmp_path: Path) -> None:
