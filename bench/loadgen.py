@@ -24,6 +24,15 @@ request that found its reused connection closed before any byte of answer is ret
 a new connection, and counted in ``retries``). Failures are counted, never raised. Output: one
 JSON object with ok, non2xx, errors, first_error, seconds, rps, p50_ms, p99_ms, client_cpu_s,
 retries.
+
+``--psp`` writes like the HTTP clients PSPs send with (Java/OkHttp, Go): a fresh connection per
+request whose socket keeps Nagle's algorithm on (no ``TCP_NODELAY``), the client's last handshake
+flight, the request head and the body each in a ``send`` of their own (three TLS records, typically
+three TCP segments), OkHttp's request headers (``Connection: Keep-Alive``), and the client, not the
+server, closing once the answer is read (``close_notify``, then FIN). A small segment waits under
+Nagle until the one before it is acknowledged, and a server that has nothing to answer yet may
+delay that ACK: the cost that the in-memory, one-``send`` fresh mode never meets. ``--tls 1.2`` or
+``--tls 1.3`` pins the protocol version (by default the highest both offer: 1.3).
 """
 
 from __future__ import annotations
@@ -51,10 +60,16 @@ DRAIN_SECONDS = 2.0  # how long a closing (fresh) connection may take to see the
 # connection states
 HANDSHAKE, RESPONSE, DRAIN = range(3)
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def _request(path: str, e2e: str, keep_alive: bool) -> bytes:
+def _request(path: str, e2e: str, keep_alive: bool, psp: bool = False) -> bytes:
+    """The whole request; with ``psp``, the headers OkHttp sends (it asks to keep the connection)."""
     body = BODY.format(e2e=e2e).encode()
+    if psp:
+        return (f"POST {path} HTTP/1.1\r\nContent-Type: application/json; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nHost: localhost\r\nConnection: Keep-Alive\r\n"
+                "Accept-Encoding: gzip\r\nUser-Agent: okhttp/4.12.0\r\n\r\n").encode() + body
     connection = "keep-alive" if keep_alive else "close"
     return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n").encode() + body
@@ -105,10 +120,11 @@ class _Client:
 
     def __init__(self, args: argparse.Namespace, context: ssl.SSLContext, ids: list[str]) -> None:
         self.context, self.ids, self.next_id = context, ids, 0
-        self.fresh, self.request_timeout = args.fresh, args.request_timeout
+        self.psp = args.psp
+        self.fresh, self.request_timeout = args.fresh or args.psp, args.request_timeout
         self.address = (args.host, args.port)
         self.family = socket.AF_INET6 if ip_address(args.host).version == 6 else socket.AF_INET
-        self.path, self.keep_alive = args.path, not args.fresh
+        self.path, self.keep_alive = args.path, not self.fresh
         self.templates: dict[int, tuple[bytes, bytes]] = {}  # by id length: the request around the id
         self.epoll = select.epoll()
         self.rbuf = bytearray(READ_SIZE)
@@ -125,7 +141,8 @@ class _Client:
         around = self.templates.get(len(e2e))
         if around is None:
             marker = b"\0" * len(e2e)
-            before, _, after = _request(self.path, marker.decode(), self.keep_alive).partition(marker)
+            request = _request(self.path, marker.decode(), self.keep_alive, self.psp)
+            before, _, after = request.partition(marker)
             around = self.templates[len(e2e)] = (before, after)
         return around[0] + e2e.encode() + around[1]
 
@@ -141,7 +158,8 @@ class _Client:
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not self.psp:  # PSPs' clients leave Nagle on (Java's default)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             code = sock.connect_ex(self.address)
             if code not in (0, errno.EINPROGRESS):
                 raise OSError(code, os.strerror(code))
@@ -258,14 +276,22 @@ class _Client:
         except ssl.SSLWantReadError:
             self.flush(conn)
             return
-        self.send_request(conn)  # the client's last handshake flight leaves with the request
+        if self.psp:  # a blocking client's handshake sends its last flight before it returns
+            self.flush(conn)
+        self.send_request(conn)  # otherwise the client's last handshake flight leaves with the request
 
     def send_request(self, conn: _Conn) -> None:
         conn.state = RESPONSE
         conn.buf.clear()
         conn.head_end = conn.body_end = -1
         conn.until_eof = False
-        conn.tls.write(self.request_bytes(conn.e2e))
+        request = self.request_bytes(conn.e2e)
+        if self.psp:  # head and body written apart, as an HTTP client writes them: two records, two sends
+            split = request.index(b"\r\n\r\n") + 4
+            conn.tls.write(request[:split])
+            self.flush(conn)
+            request = request[split:]
+        conn.tls.write(request)
         self.flush(conn)
 
     def readable(self, conn: _Conn) -> None:
@@ -361,10 +387,24 @@ class _Client:
             return
         if closed:
             self.close(conn)
+        elif self.psp:
+            self.hang_up(conn)
         else:  # the server closes: read to its end, then close (no RST, no TIME_WAIT here)
             conn.state, conn.deadline = DRAIN, now + DRAIN_SECONDS
             conn.buf.clear()
         self.start(None)
+
+    def hang_up(self, conn: _Conn) -> None:
+        """Close as an HTTP client done with a connection does: ``close_notify``, then FIN."""
+        try:
+            conn.tls.unwrap()
+        except ssl.SSLError:  # SSLWantReadError: the server's close_notify is not awaited
+            pass
+        try:
+            conn.sock.send(conn.wbuf + conn.outgoing.read())
+        except OSError:
+            pass
+        self.close(conn)
 
     def eof(self, conn: _Conn) -> None:
         if conn.state == DRAIN:
@@ -467,9 +507,11 @@ def _process(args: argparse.Namespace, index: int, barrier: multiprocessing.sync
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         context = ssl.create_default_context(cafile=args.ca)
         context.load_cert_chain(args.cert)
+        if args.tls:
+            context.minimum_version = context.maximum_version = TLS_VERSIONS[args.tls]
         client = _Client(args, context, ids)
         ready: list[_Conn] = []
-        if not args.fresh:
+        if not client.fresh:
             for _ in range(min(args.connections, len(ids))):
                 conn = client.connect_blocking(min(args.timeout, args.request_timeout))
                 if conn is not None:
@@ -564,6 +606,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--connections", type=int, default=8, help="per process")
     p.add_argument("--fresh", action="store_true", help="a new TLS connection per request")
+    p.add_argument("--psp", action="store_true",
+                   help="write like the HTTP clients PSPs use: a new connection per request, Nagle "
+                        "on, the last handshake flight, the head and the body in separate sends, the "
+                        "client closes")
+    p.add_argument("--tls", choices=sorted(TLS_VERSIONS),
+                   help="pin the TLS version (default: the highest both offer)")
     p.add_argument("--run-id", default=str(int(time.time()) % 10_000_000))
     p.add_argument("--timeout", type=float, default=600, help="for the whole run, seconds")
     p.add_argument("--request-timeout", type=float, default=60, help="for one request, seconds")

@@ -7,6 +7,15 @@ time of the server's whole process tree from /proc (the receiver's worker proces
 the load generator's CPU does not count; the load generator's own CPU is reported next to it, to
 show whether it, not the server, was what ran out of cores. Results are printed and written to
 BENCHMARKS.md.
+
+Two sender modes (``--mode``): "pipelined", the load generator's cheapest way of writing (each
+request in one ``send``, with a fresh connection's last handshake flight; TCP_NODELAY), which the
+floors of issue #7 are measured with; and "psp", written like the HTTP clients PSPs deliver with
+(``loadgen.py --psp``: a fresh connection, Nagle on, head and body in separate writes, TLS 1.2 and
+1.3), for the receiver and nginx. ``--logging on`` adds both with logging as shipped: the
+receiver's per-request log line (the default ``--log-level info``, to a file) and nginx's
+``access_log`` (to a file, as Debian's nginx.conf has it) — what an operator runs, not the
+logs-off setup the floors are measured in.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import trustme
 
@@ -36,6 +46,23 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 RECEIVER_WORKERS = 2  # the receiver's default (one per core) on the 2-core machine the floors are for
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How a row's requests are sent: its label in the report and what the load generator is told."""
+
+    label: str
+    fresh: bool  # a new connection per request
+    connections: int  # per load-generator process
+    flags: tuple[str, ...] = ()  # more loadgen.py options, e.g. the PSP client's
+
+    @property
+    def psp(self) -> bool:
+        return "--psp" in self.flags
+
+
+Row = tuple[str, str, dict]  # (target, workload label, result)
 
 
 @dataclass
@@ -46,6 +73,9 @@ class Target:
     port: int
     helpers: tuple[subprocess.Popen[bytes], ...] = ()  # e.g. the merchant's application: stopped, not measured
     admin: int | None = None  # the receiver's admin port: with forwarding, its CPU is counted until the outbox drains
+
+
+Starter = Callable[[], Target]
 
 
 def free_port() -> int:
@@ -130,10 +160,34 @@ GUNICORN = "nginx -> gunicorn/Flask (seed)"
 SCALING = (receiver_name(False, RECEIVER_WORKERS), receiver_name(False, 1))  # the receivers whose throughput is compared
 SCALING_FLOOR = 1.6  # issue #7: the first's keep-alive req/s over the second's
 SATURATED = SCALING + (GUNICORN,)  # the targets that also get the saturating keep-alive row
+NGINX_200, NGINX_BODY = "nginx answering 200 itself", "nginx reading the body, then 200"
+NGINX_ANSWERS = {  # the nginx references: name -> what the server block answers with
+    # `return` answers as soon as the head is read, and discards the body after
+    NGINX_200: 'location / { return 200 "200"; }',
+    # the echo module (which Debian's nginx-light brings) reads the whole body first, as a receiver must
+    NGINX_BODY: 'location / { echo_read_request_body; echo -n "200"; }',
+}
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+RECEIVER_LOGGED = SCALING[0] + " (log lines on)"
+NGINX_LOGGED, NGINX_BODY_LOGGED = NGINX_200 + " (access_log on)", NGINX_BODY + " (access_log on)"
+# logging as shipped -> the same server with logs off
+LOGGING_ON = {RECEIVER_LOGGED: SCALING[0], NGINX_LOGGED: NGINX_200, NGINX_BODY_LOGGED: NGINX_BODY}
+PSP_TARGETS = (SCALING[0], NGINX_200, NGINX_BODY, *LOGGING_ON)  # the targets that get the PSP-client rows
+PSP_ONLY = (NGINX_BODY, NGINX_BODY_LOGGED)  # with the pipelined sender the body is there with the head
+TLS_VERSIONS = ("1.2", "1.3")
+IDLE = "1000 idle connections"  # the label of the idle-connection RSS "row"
+FRESH_TLS12 = "fresh connection, TLS 1.2"  # the pipelined sender, pinned to TLS 1.2 (it negotiates 1.3)
 
 
-def start_receiver(work: Path, certs: Certificates, forward: bool, workers: int) -> Target:
-    """The receiver with ``workers`` processes (1 = a single process, no fork)."""
+def start_receiver(work: Path, certs: Certificates, forward: bool, workers: int, python: str,
+                   logged: bool = False) -> Target:
+    """The receiver with ``workers`` processes (1 = a single process, no fork), run by ``python``.
+
+    ``python`` may be another checkout's interpreter (``--receiver-python``), so that one script
+    measures the code before and after a change alike. ``logged``: its log lines as shipped (the
+    default level, a line per request) go to a file, as journald would take them; otherwise only
+    warnings are logged, and dropped.
+    """
     port, admin = free_port(), free_port()
     config = work / f"receiver-{port}.toml"
     text = f"""workers = {workers}
@@ -163,12 +217,16 @@ address = "127.0.0.1:{admin}"
         text += f'\n[forward]\nurl = "http://127.0.0.1:{sink}/events"\nsecrets = [{{ env = "BENCH_FORWARD_SECRET" }}]\n'
     config.write_text(text, encoding="utf-8")
     env = {**os.environ, "BENCH_FORWARD_SECRET": "whsec_" + "YmVuY2htYXJrLWZvcndhcmRpbmctc2VjcmV0LTMyYg=="}
-    receiver = subprocess.Popen([sys.executable, "-m", "mtls_receiver", "--log-level", "warning", "serve",
-                                 "--config", str(config)], env=env, stderr=subprocess.DEVNULL)
+    level = "info" if logged else "warning"
+    with open(work / f"receiver-{port}.log", "wb") if logged else open(os.devnull, "wb") as log:
+        # cwd: `-m` puts the working directory first on sys.path, which would import this checkout's
+        # mtls_receiver whatever ``python`` is
+        receiver = subprocess.Popen([python, "-m", "mtls_receiver", "--log-level", level, "serve",
+                                     "--config", str(config)], env=env, stderr=log, cwd=work)
     # only the receiver's CPU counts (its workers are its children): the sink stands for the
     # merchant's application
-    target = Target(receiver_name(forward, workers), "/webhook/pix", [receiver], port, tuple(helpers),
-                    admin if forward else None)
+    name = RECEIVER_LOGGED if logged else receiver_name(forward, workers)
+    target = Target(name, "/webhook/pix", [receiver], port, tuple(helpers), admin if forward else None)
     try:
         wait_for_port(port, process=receiver)
     except RuntimeError:
@@ -177,13 +235,13 @@ address = "127.0.0.1:{admin}"
     return target
 
 
-NGINX = """
+NGINX = """{modules}
 worker_processes {workers};
 pid {work}/nginx-{port}.pid;
 error_log {work}/nginx-{port}.log;
 events {{ worker_connections 8192; }}
 http {{
-  access_log off;
+  access_log {access_log};
   server {{
     listen 127.0.0.1:{port} ssl;
     ssl_certificate {cert};
@@ -200,14 +258,33 @@ http {{
 
 
 def start_nginx(work: Path, certs: Certificates, location: str, workers: int, name: str, path: str,
-                extra: list[subprocess.Popen[bytes]] | None = None) -> Target:
+                extra: list[subprocess.Popen[bytes]] | None = None, access_log: bool = False) -> Target:
+    """nginx with this ``location``; ``access_log``: a line per request to a file, Debian's default."""
     port = free_port()
     conf = work / f"nginx-{port}.conf"
-    conf.write_text(NGINX.format(workers=workers, work=work, port=port, cert=certs.server_cert,
-                                 key=certs.server_key, client_ca=certs.client_ca, location=location))
-    master = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    log = f"{work}/nginx-{port}-access.log" if access_log else "off"
+    modules = ""
+    if "echo_" in location:
+        if not ECHO_MODULE.exists():
+            raise SystemExit(f"{name}: nginx's echo module is needed ({ECHO_MODULE}; Debian: "
+                             "apt-get install -y libnginx-mod-http-echo, which nginx-light brings)")
+        modules = f"load_module {ECHO_MODULE};"
+    conf.write_text(NGINX.format(modules=modules, workers=workers, work=work, port=port, access_log=log,
+                                 cert=certs.server_cert, key=certs.server_key, client_ca=certs.client_ca,
+                                 location=location))
+    # -e: its error log from the start, not the compiled-in /var/log/nginx/error.log
+    master = subprocess.Popen([nginx_binary(), "-e", f"{work}/nginx-{port}.log", "-c", str(conf),
+                               "-g", "daemon off;"], stderr=subprocess.DEVNULL)
     wait_for_port(port, process=master)
     return Target(name, path, [master, *(extra or [])], port)
+
+
+def nginx_binary() -> str:
+    """nginx from PATH or /usr/sbin (not on a non-root user's PATH on Debian); exits if there is none."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if found is None:
+        raise SystemExit("nginx is needed (Debian: apt-get update && apt-get install -y nginx-light)")
+    return found
 
 
 def start_gunicorn_behind_nginx(work: Path, certs: Certificates) -> Target:
@@ -242,21 +319,20 @@ def stop(target: Target) -> None:
             process.kill()
 
 
-def load(target: Target, certs: Certificates, requests: int, fresh: bool, connections: int, processes: int) -> dict:
+def load(target: Target, certs: Certificates, requests: int, workload: Workload, processes: int) -> dict:
     command = [sys.executable, str(HERE / "loadgen.py"), "--port", str(target.port), "--path", target.path,
                "--ca", str(certs.server_ca), "--cert", str(certs.client), "--requests", str(requests),
-               "--connections", str(connections), "--processes", str(processes)]
-    if fresh:
+               "--connections", str(workload.connections), "--processes", str(processes), *workload.flags]
+    if workload.fresh:
         command.append("--fresh")
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
     return json.loads(output.stdout)
 
 
-def measure(target: Target, certs: Certificates, requests: int, fresh: bool, connections: int,
-            processes: int) -> dict:
-    load(target, certs, max(50, requests // 20), fresh, connections, processes)  # warm-up
+def measure(target: Target, certs: Certificates, requests: int, workload: Workload, processes: int) -> dict:
+    load(target, certs, max(50, requests // 20), workload, processes)  # warm-up
     before = cpu_seconds(target)
-    result = load(target, certs, requests, fresh, connections, processes)
+    result = load(target, certs, requests, workload, processes)
     if target.admin is not None:
         wait_for_outbox(target.admin)  # forwarding's CPU counts in full, not just what fit in the window
     result["cpu"] = cpu_seconds(target) - before
@@ -297,15 +373,41 @@ def idle_connections_rss(target: Target, certs: Certificates, count: int) -> flo
             sock.close()
 
 
-def versions() -> dict[str, str]:
-    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
-    found = {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION, "nginx": nginx.split("/")[-1]}
-    for package in ("mtls-receiver", "aiohttp", "flask", "gunicorn"):
+def versions(receiver: str) -> dict[str, str]:
+    nginx = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True).stderr.strip()
+    found = {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION,
+             "nginx": nginx.split("/")[-1], "mtls-receiver": receiver}
+    for package in ("aiohttp", "flask", "gunicorn"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             found[package] = "not installed"
     return found
+
+
+def receiver_version(python: str) -> str:
+    """The version and checkout (``git describe``) of the mtls-receiver ``python`` runs.
+
+    So that a report says which code it measured: a before/after comparison runs this script
+    twice, with ``--receiver-python`` naming the other checkout's interpreter. Exits with one line
+    if that interpreter cannot import mtls_receiver.
+    """
+    code = ("import importlib.metadata as m, mtls_receiver as r\n"
+            "print(m.version('mtls-receiver')); print(r.__file__)")
+    try:
+        found = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60,
+                               cwd=tempfile.gettempdir())  # not this checkout, which `-c` would import
+    except OSError as exc:
+        raise SystemExit(f"--receiver-python {python}: {exc.strerror}") from None
+    if found.returncode != 0:
+        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"--receiver-python {python}: cannot import mtls_receiver ({last})")
+    version, source = found.stdout.split("\n")[:2]
+    checkout = Path(source).resolve().parent.parent
+    described = subprocess.run(["git", "-C", str(checkout), "describe", "--always", "--dirty"],
+                               capture_output=True, text=True)
+    commit = f", {described.stdout.strip()}" if described.returncode == 0 else ""
+    return f"{version} ({checkout}{commit})"
 
 
 def machine() -> str:
@@ -314,9 +416,13 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Linux {platform.release()}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=3000, help="per target, fresh-connection rows")
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000,
+                        help="per target, fresh-connection rows")
+    parser.add_argument("--psp-requests", type=int, default=1000,
+                        help="per target, PSP-client rows (each waits out delayed ACKs: mostly idle time)")
     parser.add_argument("--keepalive-requests", type=int, default=20000,
                         help="per target, keep-alive rows (seconds long, not a blip); the seed's app.run gets --requests")
     parser.add_argument("--connections", type=int, default=16, help="per load-generator process")
@@ -327,52 +433,131 @@ def main() -> None:
     parser.add_argument("--loadgen-processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--only", action="append", help="run only targets whose name contains this")
-    args = parser.parse_args()
-    if shutil.which("nginx") is None:
-        raise SystemExit("nginx is needed (Debian: apt-get install nginx-light)")
+    parser.add_argument("--mode", choices=["both", "pipelined", "psp"], default="both",
+                        help="pipelined: today's rows (and the floors); psp: the receiver and nginx with "
+                             "a client that writes like the PSPs' HTTP clients, TLS 1.2 and 1.3; both "
+                             "(default)")
+    parser.add_argument("--logging", choices=["both", "off", "on"], default="both",
+                        help="off: logs off (the floors' setup); on: the receiver's per-request log line and "
+                             "nginx's access_log, as shipped, on; both (default)")
+    parser.add_argument("--receiver-python", default=sys.executable,
+                        help="the interpreter that runs mtls-receiver, e.g. another checkout's "
+                             ".venv/bin/python (default: this one)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    nginx_binary()  # exits at once, with what to install, if there is none
+    receiver = receiver_version(args.receiver_python)
     work = Path(tempfile.mkdtemp(prefix="mtls-bench-"))
     certs = Certificates(work)
-    nginx_200 = "nginx answering 200 itself"
-    starters = [  # (name, start): a target filtered out by --only is not even started
-        (receiver_name(False, RECEIVER_WORKERS), lambda: start_receiver(work, certs, False, RECEIVER_WORKERS)),
-        (receiver_name(False, 1), lambda: start_receiver(work, certs, False, 1)),
-        (receiver_name(True, RECEIVER_WORKERS), lambda: start_receiver(work, certs, True, RECEIVER_WORKERS)),
-        (nginx_200, lambda: start_nginx(work, certs, 'location / { return 200 "200"; }', 1, nginx_200, "/webhook/pix")),
-        (GUNICORN, lambda: start_gunicorn_behind_nginx(work, certs)),
-        ("Flask app.run (seed, as written)", lambda: start_flask_seed(work, certs)),
-    ]
     targets: list[Target] = []
     try:
-        for name, start in starters:
-            if not args.only or any(part in name for part in args.only):
+        for name, start in starters(args, work, certs):
+            if wanted(args, name):  # a target filtered out is not even started
                 targets.append(start())
-        runs: dict[tuple[str, str], list[dict]] = {}
-        for _ in range(args.repeat):  # round-robin: a slow spell of the machine falls on every target alike
-            for target in targets:
-                for workload, fresh, connections in workloads(args, target.name):
-                    requests = args.requests if fresh or "app.run" in target.name else args.keepalive_requests
-                    result = measure(target, certs, requests, fresh, connections, args.loadgen_processes)
-                    runs.setdefault((target.name, workload), []).append(result)
-                    report_run(target.name, workload, result)
-        rows = [(name, workload, median_run(results)) for (name, workload), results in runs.items()]
+        rows = measure_rounds(args, targets, certs)
         for target in targets:
-            if target.name == SCALING[0]:
+            if target.name == SCALING[0] and args.mode != "psp":
                 rss = idle_connections_rss(target, certs, 1000)
                 print(f"{target.name}: RSS with 1000 idle mTLS connections: {rss:.0f} MiB", flush=True)
-                rows.append((target.name, "1000 idle connections", {"rss": rss}))
+                rows.append((target.name, IDLE, {"rss": rss}))
     finally:
         for target in targets:
             stop(target)
-    write_report(args, rows)
+    write_report(args, rows, receiver)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def workloads(args: argparse.Namespace, name: str) -> list[tuple[str, bool, int]]:
-    """(workload, fresh connections?, connections per load-generator process) to measure for a target."""
-    found = [("fresh connection", True, args.connections), ("keep-alive", False, args.connections)]
-    if name in SATURATED:
-        found.append((saturating(args), False, args.scaling_connections))
+def starters(args: argparse.Namespace, work: Path, certs: Certificates) -> list[tuple[str, Starter]]:
+    """(name, start) of every target this script knows."""
+    python = args.receiver_python
+
+    def nginx(name: str) -> Starter:
+        logged = name in LOGGING_ON
+        answer = NGINX_ANSWERS[LOGGING_ON.get(name, name)]
+        return lambda: start_nginx(work, certs, answer, 1, name, "/webhook/pix", access_log=logged)
+
+    return [
+        (SCALING[0], lambda: start_receiver(work, certs, False, RECEIVER_WORKERS, python)),
+        (SCALING[1], lambda: start_receiver(work, certs, False, 1, python)),
+        (receiver_name(True, RECEIVER_WORKERS),
+         lambda: start_receiver(work, certs, True, RECEIVER_WORKERS, python)),
+        (NGINX_200, nginx(NGINX_200)),
+        (GUNICORN, lambda: start_gunicorn_behind_nginx(work, certs)),
+        ("Flask app.run (seed, as written)", lambda: start_flask_seed(work, certs)),
+        (NGINX_BODY, nginx(NGINX_BODY)),
+        (RECEIVER_LOGGED, lambda: start_receiver(work, certs, False, RECEIVER_WORKERS, python, logged=True)),
+        (NGINX_LOGGED, nginx(NGINX_LOGGED)),
+        (NGINX_BODY_LOGGED, nginx(NGINX_BODY_LOGGED)),
+    ]
+
+
+def wanted(args: argparse.Namespace, name: str) -> bool:
+    """Whether --only, --logging and --mode leave the target ``name`` anything to measure."""
+    if args.only and not any(part in name for part in args.only):
+        return False
+    if args.logging != "both" and (name in LOGGING_ON) != (args.logging == "on"):
+        return False
+    return bool(workloads(args, name))
+
+
+def measure_rounds(args: argparse.Namespace, targets: list[Target], certs: Certificates) -> list[Row]:
+    """Every (target, workload) row, measured ``--repeat`` times: each row's median run."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for _ in range(args.repeat):  # round-robin: a slow spell of the machine falls on every target alike
+        for target in targets:
+            for workload in workloads(args, target.name):
+                requests = requests_for(args, target.name, workload)
+                result = measure(target, certs, requests, workload, args.loadgen_processes)
+                runs.setdefault((target.name, workload.label), []).append(result)
+                report_run(target.name, workload.label, result)
+    return [(name, workload, median_run(results)) for (name, workload), results in runs.items()]
+
+
+def requests_for(args: argparse.Namespace, name: str, workload: Workload) -> int:
+    if workload.psp:
+        return args.psp_requests
+    return args.requests if workload.fresh or "app.run" in name else args.keepalive_requests
+
+
+def workloads(args: argparse.Namespace, name: str) -> list[Workload]:
+    """What to measure for the target ``name`` in this --mode.
+
+    The logging-on targets get the fresh and keep-alive rows, not the saturating one, which is
+    there for the floors (measured with logs off).
+    """
+    found = []
+    if args.mode != "psp" and name not in PSP_ONLY:
+        found += pipelined_workloads(args, name)
+    if args.mode != "pipelined" and name in PSP_TARGETS:
+        found += psp_workloads(args, name)
     return found
+
+
+def pipelined_workloads(args: argparse.Namespace, name: str) -> list[Workload]:
+    """The rows a run had before the PSP client: the floors are computed from them."""
+    found = [Workload("fresh connection", True, args.connections), Workload("keep-alive", False, args.connections)]
+    if name in SATURATED:
+        found.append(Workload(saturating(args), False, args.scaling_connections))
+    return found
+
+
+def psp_workloads(args: argparse.Namespace, name: str) -> list[Workload]:
+    """The PSP client in TLS 1.2 and 1.3 and, with logs off, the pipelined sender pinned to TLS 1.2.
+
+    The pipelined fresh row negotiates TLS 1.3; its TLS 1.2 twin separates what the protocol version
+    changes (nginx's TLS 1.2 handshake is cheaper than its 1.3 one) from what the PSP client's writing does.
+    """
+    found = [] if name in LOGGING_ON or name in PSP_ONLY else [
+        Workload(FRESH_TLS12, True, args.connections, ("--tls", "1.2"))]
+    return found + [Workload(psp_label(version), True, args.connections, ("--psp", "--tls", version))
+                    for version in TLS_VERSIONS]
+
+
+def psp_label(version: str) -> str:
+    return f"PSP client, TLS {version}"
 
 
 def report_run(name: str, workload: str, result: dict) -> None:
@@ -473,13 +658,41 @@ def cpu_budget(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> l
     return lines
 
 
-def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> None:
-    command = "python bench/run.py " + " ".join(sys.argv[1:])
-    lines = [
+TABLE_HEAD = ("| server | workload | req/s | p50 ms | p99 ms | errors | server CPU s | req per server CPU-s |"
+              " loadgen CPU s |")
+NOTES_MARKER = "<!-- bench/run.py writes all above this line; notes below it are kept when it runs. -->"
+
+
+def write_report(args: argparse.Namespace, rows: list[Row], receiver: str) -> None:
+    """The report: today's rows and floors, then the PSP-client and logging-on rows; kept notes last."""
+    pipelined = [row for row in rows if in_floors_table(args, *row[:2])]
+    others = [row for row in rows if not in_floors_table(args, *row[:2])]
+    lines = report_head(args, receiver)
+    if pipelined:
+        lines += pipelined_section(args, pipelined)
+    if others:
+        lines += ["", *sender_section(args, rows, others)]
+    notes = kept_notes(args.output)
+    lines += ["", NOTES_MARKER] + (["", *notes] if notes else [])
+    args.output.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+
+
+def in_floors_table(args: argparse.Namespace, name: str, workload: str) -> bool:
+    """Whether a row is one of today's (pipelined, logs off): the first table, which the floors read."""
+    return name not in LOGGING_ON and workload in [IDLE] + [w.label for w in pipelined_workloads(args, name)]
+
+
+def command_line() -> str:
+    return ("python bench/run.py " + " ".join(sys.argv[1:])).strip()
+
+
+def report_head(args: argparse.Namespace, receiver: str) -> list[str]:
+    return [
         "# Benchmarks", "",
         f"Run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}.", "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".", "",
-        f"Command: `{command.strip()}` ({args.requests} requests per fresh-connection row, {args.keepalive_requests} "
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions(receiver).items()) + ".", "",
+        f"Command: `{command_line()}` ({args.requests} requests per fresh-connection row, {args.keepalive_requests} "
         f"per keep-alive row but {args.requests} for Flask app.run, {args.loadgen_processes} load-generator "
         f"processes × {args.connections} connections ({args.scaling_connections} in the saturating rows), loopback "
         "only; every request a new Pix `endToEndId`; "
@@ -489,25 +702,44 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) ->
         f"close to {os.cpu_count()} cores × the row's seconds (requests ÷ req/s), the cores were saturated and the "
         "load generator's share is CPU the server did not get).", "",
         f"Each row is the median of {args.repeat} runs by req per server CPU-s (the range of all runs in brackets): "
-        "on this shared 2-core virtual machine one run's CPU-seconds vary by 10–20 %.", "",
-        "| server | workload | req/s | p50 ms | p99 ms | errors | server CPU s | req per server CPU-s |"
-        " loadgen CPU s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "on this shared 2-core virtual machine one run's CPU-seconds vary by 10–20 %.",
     ]
+
+
+Ratio = Callable[[str, str], "float | None"]  # (target, workload) -> its req per server CPU-s over another's
+
+
+def table(rows: list[Row], ratios: dict[str, Ratio] | None = None) -> list[str]:
+    """The rows as a Markdown table, with a column more for each of ``ratios`` (header -> ratio)."""
+    head, rule = TABLE_HEAD, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for label in ratios or {}:
+        head, rule = head + f" ÷ {label} |", rule + " ---: |"
+    lines = [head, rule]
     for name, workload, result in rows:
-        if "rss" in result:
-            continue
         spread = f" ({min(result['per_cpu_runs']):.0f}–{max(result['per_cpu_runs']):.0f})" \
             if len(result["per_cpu_runs"]) > 1 else ""
-        lines.append(f"| {name} | {workload} | {result['rps']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |"
-                     f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} | {result['per_cpu']:.0f}{spread} |"
-                     f" {result['client_cpu_s']:.2f} |")
+        line = (f"| {name} | {workload} | {result['rps']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |"
+                f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} | {result['per_cpu']:.0f}{spread} |"
+                f" {result['client_cpu_s']:.2f} |")
+        lines.append(line + "".join(f" {cell(ratio(name, workload))} |" for ratio in (ratios or {}).values()))
+    return lines
+
+
+def cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def pipelined_section(args: argparse.Namespace, rows: list[Row]) -> list[str]:
+    """Today's rows (pipelined sender, logs off), the idle-connection RSS, the floors, the scaling bounds."""
+    lines = ["", *table([row for row in rows if "rss" not in row[2]])]
     lines += [""] + [f"- {name}: RSS with 1000 idle open mTLS connections: {r['rss']:.0f} MiB"
                      for name, _, r in rows if "rss" in r]
-    lines += ["", "Floors (issue #7), from the rows above:", "",
-              "| floor | measured | met |", "| --- | ---: | --- |"]
     measured = floors(args, rows)
-    lines += [f"| {label} | {value:.3f} | {'yes' if value >= floor else 'no'} |" for label, value, floor in measured]
+    if measured:
+        lines += ["", "Floors (issue #7), from the rows above:", "",
+                  "| floor | measured | met |", "| --- | ---: | --- |"]
+        lines += [f"| {label} | {value:.3f} | {'yes' if value >= floor else 'no'} |"
+                  for label, value, floor in measured]
     budget = cpu_budget(args, rows)
     if budget:
         lines += ["", "Scaling, from the saturating keep-alive rows (enough connections to keep a worker busy; "
@@ -515,8 +747,78 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) ->
     if any(value < floor for _, value, floor in measured):
         lines += ["", "Where a floor is not met, the profile's top items (where the CPU goes, what was tried) are in "
                   "[bench/README.md](bench/README.md#where-the-time-goes-profile)."]
-    args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
+    return lines
+
+
+def sender_section(args: argparse.Namespace, rows: list[Row], shown: list[Row]) -> list[str]:
+    """The PSP-client and logging-on rows, each one's req per server CPU-s over the nginx references'.
+
+    Two references, because the PSP client writes the body after the head: nginx's `return 200`
+    answers on the head alone (and its answer acknowledges the head, so the client's Nagle lets the
+    body go at once), while a receiver, like the echo-module nginx, must wait for the body first.
+    The issue's 0.64× (logging on) and 0.72× (off) are ratios to an nginx answering 200.
+    """
+    per_cpu = {(name, workload): result["per_cpu"] for name, workload, result in rows if "per_cpu" in result}
+    logged = {off: on for on, off in LOGGING_ON.items()}
+
+    def over(reference: str) -> Ratio:
+        """A row's req per server CPU-s over ``reference``'s, with the same logging, same workload."""
+        return lambda name, workload: quotient(
+            per_cpu, (name, workload), (logged[reference] if name in LOGGING_ON else reference, workload))
+
+    references = {"nginx answering 200": over(NGINX_200), "nginx reading the body": over(NGINX_BODY)}
+    lines = [
+        "## A client like the PSPs', and logging as shipped", "",
+        f"Same command (`{command_line()}`), same run. \"{psp_label('1.2')}\" and \"{psp_label('1.3')}\": "
+        "`loadgen.py --psp`, written like the HTTP clients PSPs deliver with (Java/OkHttp, Go): a "
+        "fresh connection and full mTLS handshake per request, Nagle on (no TCP_NODELAY), the last "
+        "handshake flight, the request head and the body each in a send of their own, the client closing "
+        f"after the answer; the TLS version pinned; {args.psp_requests} requests per row, "
+        f"{args.loadgen_processes} × {args.connections} connections. \"{FRESH_TLS12}\": the pipelined "
+        "sender pinned to TLS 1.2 (the fresh-connection rows negotiate 1.3), to tell what the protocol "
+        f"version changes from what the PSP client's writing does. \"{NGINX_200}\" answers as soon as "
+        f"it has the head (`return 200`); \"{NGINX_BODY}\" reads the whole body first "
+        "(`echo_read_request_body`), as a receiver must. \"(log lines on)\": the receiver's default log "
+        "level, a line per request, to a file; \"(access_log on)\": Debian's default `access_log` "
+        "(combined format, to a file). The last columns are the row's req per server CPU-s over each "
+        "nginx's, in the same workload, with the same logging.", "",
+        *table(shown, references),
+    ]
+    summary = []
+    measured = dict.fromkeys(row[1] for row in shown)
+    order = [w.label for w in pipelined_workloads(args, SCALING[0]) + psp_workloads(args, SCALING[0])]
+    for workload in [w for w in order if w in measured] + [w for w in measured if w not in order]:
+        cells = [ratio(receiver, workload)
+                 for ratio in references.values() for receiver in (SCALING[0], RECEIVER_LOGGED)]
+        cells += [quotient(per_cpu, (logged[name], workload), (name, workload))
+                  for name in (SCALING[0], NGINX_200)]
+        if any(value is not None for value in cells):
+            summary.append(f"| {workload} | " + " | ".join(cell(value) for value in cells) + " |")
+    if summary:
+        lines += [
+            "", "mtls-receiver's req per server CPU-s over nginx's, logging off and on, and what logging costs:", "",
+            "| workload | ÷ nginx answering 200, logs off | logs on | ÷ nginx reading the body, logs off |"
+            " logs on | mtls-receiver, logs on ÷ off | nginx answering 200, logs on ÷ off |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |", *summary,
+        ]
+    return lines
+
+
+def quotient(per_cpu: dict[tuple[str, str], float], row: tuple[str, str],
+             other: tuple[str, str]) -> float | None:
+    """Req per server CPU-s of ``row`` over ``other``'s (each (target, workload)); None if one is missing."""
+    mine, theirs = per_cpu.get(row), per_cpu.get(other)
+    return mine / theirs if mine is not None and theirs else None
+
+
+def kept_notes(output: Path) -> list[str]:
+    """The hand-written notes below NOTES_MARKER in the report being replaced (run history, …)."""
+    try:
+        text = output.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    _, marker, notes = text.partition(NOTES_MARKER)
+    return notes.strip("\n").split("\n") if marker and notes.strip() else []
 
 
 if __name__ == "__main__":
