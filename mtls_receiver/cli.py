@@ -31,7 +31,7 @@ from .probe import probe, probe_without_certificate, sample_pix
 from .providers.efi import registration_url
 from .server import Receiver, serve_forever, expiry_warnings
 from .events import StoredEvent
-from .store import Store, open_store
+from .store import Access, Store, open_store
 from .tls import create_ssl_context, read_certificates
 from .workers import serve_worker, supervise, worker_spec
 
@@ -291,11 +291,15 @@ def _dev_certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_store(config: Config, action: Callable[[Store], Awaitable[T]]) -> T:
-    """Run one operator action against the configured store (also while the server runs)."""
+def _with_store(config: Config, access: Access, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Run one operator action against the configured store (also while the server runs).
+
+    None of them owns the inbox: looking opens it read-only, and no command touches the leases
+    of deliveries in flight (releasing one made the forwarder deliver a Pix twice, out of order).
+    """
 
     async def run() -> T:
-        store = open_store(config.store)
+        store = open_store(config.store, access)
         await store.open()
         try:
             return await action(store)
@@ -318,7 +322,8 @@ def _event_json(event: StoredEvent) -> dict[str, object]:
 
 def _events_list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    events = _with_store(config, lambda store: store.list_events(args.limit, args.status, args.route))
+    events = _with_store(config, Access.READ,
+                         lambda store: store.list_events(args.limit, args.status, args.route))
     for event in events:
         if args.json:
             print(json.dumps(_event_json(event), ensure_ascii=False))
@@ -331,7 +336,7 @@ def _events_list(args: argparse.Namespace) -> int:
 
 def _events_show(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    found = _with_store(config, lambda store: store.get_event(args.event_id))
+    found = _with_store(config, Access.READ, lambda store: store.get_event(args.event_id))
     if found is None:
         print(f"mtls-receiver: no event {args.event_id}", file=sys.stderr)
         return EXIT_FAILURE
@@ -350,7 +355,8 @@ def _events_replay(args: argparse.Namespace) -> int:
         print("mtls-receiver: give event IDs, or --dead [--since T]", file=sys.stderr)
         return EXIT_CONFIG
     config = load_config(args.config)
-    count = _with_store(config, lambda store: store.replay(args.event_ids, args.since, all_dead=args.dead))
+    count = _with_store(config, Access.WRITE,
+                        lambda store: store.replay(args.event_ids, args.since, all_dead=args.dead))
     print(f"queued {count} event(s) for delivery")
     if not args.dead and count < len(args.event_ids):
         print(f"mtls-receiver: {len(args.event_ids) - count} ID(s) not found", file=sys.stderr)
@@ -364,7 +370,7 @@ def _db_migrate(args: argparse.Namespace) -> int:
     async def touch(store: Store) -> None:  # opening a store applies the missing migrations
         return None
 
-    _with_store(config, touch)
+    _with_store(config, Access.SERVE, touch)
     print(f"{config.store.description}: schema is current")
     return 0
 

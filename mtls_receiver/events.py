@@ -108,6 +108,7 @@ class StoredEvent:
     verified_by: str = ""
     status: str = "stored"  # stored (not forwarded), pending, delivered, dead
     attempts: int = 0
+    lease_token: int = 0  # set by claim_due: the fencing token its attempt's outcome must carry
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,14 @@ class DeliveryAttempt:
 @dataclass(frozen=True)
 class AttemptOutcome:
     """An attempt and what it made of its event: ``status`` delivered, pending (retry at
-    ``next_attempt_at``) or dead."""
+    ``next_attempt_at``) or dead. ``lease_token`` is the claim's: an outcome counts only while its
+    lease is still the event's, so an attempt outlived by its lease cannot overwrite a newer one."""
 
     event_id: str
     attempt: DeliveryAttempt
     status: str
     next_attempt_at: float
+    lease_token: int
 
 
 @dataclass(frozen=True)

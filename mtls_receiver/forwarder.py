@@ -161,14 +161,19 @@ class Forwarder:
         if not finished:
             return
         try:
-            await self.store.finish_attempts([outcome for _, _, outcome in finished])
+            superseded = set(await self.store.finish_attempts([outcome for _, _, outcome in finished]))
         except StoreUnavailable as exc:  # the leases run out and the events are tried again
             log.error("could not record %d deliveries: %s", len(finished), exc)
             return
         for event, destination, outcome in finished:
-            self._log(event, destination, outcome)
+            if outcome.event_id in superseded:
+                self._log_superseded(event, destination, outcome)
+                label = "superseded"
+            else:
+                self._log(event, destination, outcome)
+                label = "retry" if outcome.status == "pending" else outcome.status
             if self.metrics is not None:
-                self.metrics.deliveries.labels("retry" if outcome.status == "pending" else outcome.status).inc()
+                self.metrics.deliveries.labels(label).inc()
 
     async def _deliver(self, event: StoredEvent) -> _Finished:
         number = event.attempts + 1
@@ -178,7 +183,7 @@ class Forwarder:
         status_code, error = await self._attempt(destination, event)
         attempt = DeliveryAttempt(number, at, round((time.monotonic() - started) * 1000), status_code, error)
         status, next_at = self._outcome(event, attempt)
-        return event, destination, AttemptOutcome(event.id, attempt, status, next_at)
+        return event, destination, AttemptOutcome(event.id, attempt, status, next_at, event.lease_token)
 
     async def _attempt(self, destination: Destination | None, event: StoredEvent) -> tuple[int | None, str]:
         """One try: (HTTP status or None, error text; empty when delivered)."""
@@ -230,6 +235,14 @@ class Forwarder:
             return "dead", now
         delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempt.number - 1))
         return "pending", now + delay * random.uniform(0.5, 1.0)
+
+    @staticmethod
+    def _log_superseded(event: StoredEvent, destination: Destination | None, outcome: AttemptOutcome) -> None:
+        """An attempt that outlived its lease (or was replayed meanwhile): its result is not the event's."""
+        target = destination.describe() if destination else "nowhere"
+        result = outcome.attempt.error or "delivered"
+        log.warning("forward attempt superseded event=%s to=%s attempt=%d result=%r: its lease was taken over"
+                    " or the event replayed; not recorded", event.id, target, outcome.attempt.number, result)
 
     @staticmethod
     def _log(event: StoredEvent, destination: Destination | None, outcome: AttemptOutcome) -> None:

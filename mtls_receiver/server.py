@@ -27,7 +27,7 @@ from .listener import Request, TLSListener
 from .metrics import Metrics, admin_app, refusal_class
 from .providers import Verifier, verification_method, verifier_for
 from .relay import Relayer
-from .store import Receipt, Store, open_store
+from .store import Access, Receipt, Store, open_store
 from .systemd import Notifier, listen_sockets
 from .tls import client_identity, create_ssl_context, read_certificates
 
@@ -77,7 +77,7 @@ class Receiver:
     def __init__(self, config: Config, store: Store | None = None, role: Role = SINGLE) -> None:
         self.config = config
         self.role = role
-        self.store = store or open_store(config.store, owner=role.forward)
+        self.store = store or open_store(config.store, Access.FORWARD if role.forward else Access.SERVE)
         self.metrics = Metrics()
         self.workers: WorkerPool | None = None  # set by the supervisor of several worker processes
         self._listeners: dict[str, TLSListener] = {}

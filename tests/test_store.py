@@ -87,7 +87,7 @@ async def test_rows_survive_reopen(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(tmp_path / "inbox.db") as db:
         assert db.execute("SELECT dedup_key, payload FROM events").fetchall() == [("E1", '{"valor":"1.00"}')]
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
 
 async def test_same_pix_twice_is_one_event(receiver: Receiver, pki: Pki) -> None:
@@ -170,9 +170,11 @@ async def test_outbox_claims_lease_and_finish(store: Store) -> None:
     (again,) = await store.claim_due(now=1031.0, limit=10, lease=30)  # the lease ran out: another may take it
     assert again.id == event_id
     attempt = DeliveryAttempt(1, "t", 5, 503, "HTTP 503")
-    await store.finish_attempts([AttemptOutcome(event_id, attempt, "pending", next_attempt_at=2000.0)])
+    await store.finish_attempts([AttemptOutcome(event_id, attempt, "pending", 2000.0, again.lease_token)])
     assert await store.claim_due(now=1999.0, limit=10, lease=30) == []  # not due yet
-    await store.finish_attempts([AttemptOutcome(event_id, DeliveryAttempt(2, "t", 5, 204, ""), "delivered", 2000.0)])
+    (last,) = await store.claim_due(now=2000.0, limit=10, lease=30)
+    delivered = DeliveryAttempt(2, "t", 5, 204, "")
+    await store.finish_attempts([AttemptOutcome(event_id, delivered, "delivered", 2000.0, last.lease_token)])
     found = await store.get_event(event_id)
     assert found is not None and found[0].status == "delivered" and [a.status_code for a in found[1]] == [503, 204]
     assert (await store.stats())["delivered"] == 1
@@ -182,20 +184,23 @@ async def test_outbox_keeps_order_per_key(store: Store) -> None:
     first = (await store.record("efi", "/w", [NewEvent("pix", "E1|a", {}, order_key="E1")], audit(), queue=True)).stored
     second = (await store.record("efi", "/w", [NewEvent("pix", "E1|b", {}, order_key="E1")], audit(), queue=True)).stored
     other = (await store.record("efi", "/w", [NewEvent("pix", "E2", {}, order_key="E2")], audit(), queue=True)).stored
-    claimed = [e.id for e in await store.claim_due(now=1.0, limit=10, lease=30)]
-    assert claimed == [first[0], other[0]]  # the second E1 waits for the first
-    await store.finish_attempts([AttemptOutcome(first[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0)])
+    claimed = await store.claim_due(now=1.0, limit=10, lease=30)
+    assert [e.id for e in claimed] == [first[0], other[0]]  # the second E1 waits for the first
+    attempt = DeliveryAttempt(1, "t", 1, 200, "")
+    await store.finish_attempts([AttemptOutcome(first[0], attempt, "delivered", 1.0, claimed[0].lease_token)])
     assert [e.id for e in await store.claim_due(now=2.0, limit=10, lease=30)] == [second[0]]
 
 
 async def test_outbox_records_many_attempts_at_once(store: Store) -> None:
     stored = [(await store.record("efi", "/w", [NewEvent("pix", f"E{i}", {})], audit(), queue=True)).stored[0]
               for i in range(3)]
-    assert len(await store.claim_due(now=1.0, limit=10, lease=30)) == 3
+    token = {event.id: event.lease_token for event in await store.claim_due(now=1.0, limit=10, lease=30)}
+    assert len(token) == 3
+    failed = DeliveryAttempt(1, "t", 1, 500, "HTTP 500")
     await store.finish_attempts([
-        AttemptOutcome(stored[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0),
-        AttemptOutcome(stored[1], DeliveryAttempt(1, "t", 1, 500, "HTTP 500"), "pending", 5.0),
-        AttemptOutcome(stored[2], DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0),
+        AttemptOutcome(stored[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0, token[stored[0]]),
+        AttemptOutcome(stored[1], failed, "pending", 5.0, token[stored[1]]),
+        AttemptOutcome(stored[2], DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0, token[stored[2]]),
     ])
     statuses = {event.id: event.status for event in await store.list_events()}
     assert [statuses[event_id] for event_id in stored] == ["delivered", "pending", "dead"]
@@ -204,8 +209,9 @@ async def test_outbox_records_many_attempts_at_once(store: Store) -> None:
 
 async def test_dead_events_replay(store: Store) -> None:
     (event_id,) = (await store.record("efi", "/w", [NewEvent("pix", "E1", {})], audit(), queue=True)).stored
-    await store.claim_due(now=1.0, limit=1, lease=30)
-    await store.finish_attempts([AttemptOutcome(event_id, DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0)])
+    (leased,) = await store.claim_due(now=1.0, limit=1, lease=30)
+    refused = DeliveryAttempt(1, "t", 1, None, "refused")
+    await store.finish_attempts([AttemptOutcome(event_id, refused, "dead", 1.0, leased.lease_token)])
     assert [e.id for e in await store.list_events(status="dead")] == [event_id]
     assert await store.replay(all_dead=True, dead_since="2000") == 1
     assert [e.id for e in await store.claim_due(now=2.0, limit=5, lease=30)] == [event_id]

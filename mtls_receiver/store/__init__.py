@@ -8,13 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 from ..config import StoreConfig
 from ..errors import ConfigError
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 
-__all__ = ["Receipt", "Store", "open_store"]
+__all__ = ["Access", "Receipt", "Store", "open_store"]
+
+
+class Access(Enum):
+    """What a process may do to the inbox it opens; only a forwarder may ever touch delivery leases.
+
+    Looking at the inbox (``events list``/``show``) must change nothing: a lease released by an
+    inspection once made the forwarder deliver a Pix a second time, after its refunds.
+    """
+
+    READ = "read"  # inspection: a read-only connection; no migration, no write of any kind
+    WRITE = "write"  # operator writes (``events replay``): no migration, leases left to their holders
+    SERVE = "serve"  # ``db migrate`` and serving workers: apply missing migrations
+    FORWARD = "forward"  # the serving process that forwards: SERVE, and may release leases of a dead one
 
 
 @dataclass(frozen=True)
@@ -59,15 +73,27 @@ class Store(Protocol):
         ...
 
     async def claim_due(self, now: float, limit: int, lease: float) -> list[StoredEvent]:
-        """Lease up to ``limit`` events due for delivery, oldest first, keeping per-order-key order."""
+        """Lease up to ``limit`` events due for delivery, oldest first, keeping per-order-key order.
+
+        Each claim gives the event a new ``lease_token``; its attempt's outcome must carry it.
+        """
         ...
 
-    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
-        """Record delivery attempts and their events' new statuses, all in one transaction."""
+    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[str]:
+        """Record delivery attempts and their events' new statuses, all in one transaction.
+
+        An outcome counts only while its lease is still the event's (``lease_token``, a fencing
+        token): one whose lease was taken over by another claim, or replayed, records nothing
+        and its event id is returned (superseded).
+        """
         ...
 
     async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
-        """Queue events for delivery again; returns how many were queued."""
+        """Queue events for delivery again; returns how many were queued.
+
+        A lease in force is kept (no second delivery at once) but its attempt is fenced off:
+        the event is delivered again once that lease is over.
+        """
         ...
 
     async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]: ...
@@ -83,15 +109,15 @@ class Store(Protocol):
     async def check_writable(self) -> bool: ...
 
 
-def open_store(config: StoreConfig, owner: bool = True) -> Store:
-    """The backend for a store config (not yet opened); ``owner`` is the process that forwards."""
+def open_store(config: StoreConfig, access: Access = Access.SERVE) -> Store:
+    """The backend for a store config (not yet opened), for what the caller will do (``access``)."""
     if config.url is not None:
         try:
             from .postgres import PostgresStore
         except ImportError:  # asyncpg is the "postgres" extra
             raise ConfigError("[store]", "url", "PostgreSQL needs asyncpg: pip install 'mtls-receiver[postgres]'") from None
-        return PostgresStore(config.url, commit_delay=config.commit_delay)
+        return PostgresStore(config.url, commit_delay=config.commit_delay, access=access)
     from .sqlite import SQLiteStore
 
     assert config.path is not None
-    return SQLiteStore(config.path, owner=owner, commit_delay=config.commit_delay)
+    return SQLiteStore(config.path, access=access, commit_delay=config.commit_delay)

@@ -18,11 +18,11 @@ import asyncpg
 from ..config import redact_dsn
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
-from . import Receipt
+from . import Access, Receipt
 from .group_commit import GroupCommit, Write
 from .rows import (AUDIT_ARITY, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM,
-                   attempt_row, audit_row, event_from_row, event_row, identity_from_columns, new_event_id, order_key,
-                   outcome_row)
+                   FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row, audit_row, event_from_row, event_row,
+                   identity_from_columns, new_event_id, numbered, order_key, outcome_row)
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION"]
 
@@ -100,12 +100,28 @@ CREATE INDEX attempts_event ON attempts (event_id, number);
 DROP INDEX outbox_due;
 CREATE INDEX outbox_pending ON outbox (status, seq);
 """,
+    # a fencing token per lease: an attempt's outcome is written only while its lease is the event's
+    3: """
+ALTER TABLE outbox ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0;
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+_FINISH_ATTEMPT, _INSERT_ATTEMPT = numbered(FINISH_ATTEMPT), numbered(INSERT_ATTEMPT)
+_REPLAY = numbered(REPLAY)
 
 
+async def schema_version(dsn: str) -> int:
+    """The schema version the database is at (0: none yet), read without writing anything."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        version: int = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+    except asyncpg.UndefinedTableError:
+        version = 0
+    finally:
+        await conn.close()
+    return version
 
 
 async def migrate(dsn: str) -> tuple[int, int]:
@@ -128,19 +144,33 @@ async def migrate(dsn: str) -> tuple[int, int]:
 
 
 class PostgresStore(GroupCommit):
-    def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0, commit_delay: float = 0.0) -> None:
-        self.dsn, self.pool_size, self.timeout = dsn, pool_size, timeout
+    def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0, commit_delay: float = 0.0,
+                 access: Access = Access.SERVE) -> None:
+        self.dsn, self.pool_size, self.timeout, self.access = dsn, pool_size, timeout, access
         self._pool: asyncpg.Pool | None = None
         super().__init__(commit_delay)
 
     async def open(self) -> None:
+        """Serving processes migrate; nobody releases leases on open: several instances share the
+        outbox, and a dead instance's leases simply run out. Inspection opens read-only sessions."""
+        read_only = {"default_transaction_read_only": "on"} if self.access is Access.READ else None
         try:
-            await migrate(self.dsn)
+            if self.access in (Access.SERVE, Access.FORWARD):
+                await migrate(self.dsn)
+            else:
+                self._require_current_schema(await schema_version(self.dsn))
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
-                                                   command_timeout=self.timeout, timeout=self.timeout)
+                                                   command_timeout=self.timeout, timeout=self.timeout,
+                                                   server_settings=read_only)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"{redact_dsn(self.dsn)}: {exc}") from None
         self._start_writer()
+
+    def _require_current_schema(self, version: int) -> None:
+        """Looking and replaying never migrate (an instance of the previous version may still run)."""
+        if version != SCHEMA_VERSION:
+            raise StoreUnavailable(f"{redact_dsn(self.dsn)}: schema version {version}, this program's is"
+                                   f" {SCHEMA_VERSION}: run `mtls-receiver db migrate` with the newer one")
 
     async def close(self) -> None:
         await self._stop_writer()
@@ -242,26 +272,32 @@ class PostgresStore(GroupCommit):
                 "  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_key = o.order_key AND p.seq < o.seq"
                 "                  AND p.status = 'pending')"
                 "  ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED)"
-                " UPDATE outbox SET lease_until = $3 FROM due WHERE outbox.event_id = due.event_id"
-                " RETURNING outbox.event_id", now, limit, now + lease)
+                " UPDATE outbox SET lease_until = $3, lease_token = outbox.lease_token + 1"
+                " FROM due WHERE outbox.event_id = due.event_id"
+                " RETURNING outbox.event_id, outbox.lease_token", now, limit, now + lease)
             if not ids:
                 return []
+            tokens = {r["event_id"]: r["lease_token"] for r in ids}
             rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ANY($1::text[])"
-                                    " ORDER BY e.seq", [r["event_id"] for r in ids])
-            return [event_from_row(row) for row in rows]
+                                    " ORDER BY e.seq", list(tokens))
+            return [event_from_row(row, tokens[row[0]]) for row in rows]
 
         return await self._transaction(claim)
 
-    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
-        async def finish(conn: asyncpg.Connection) -> None:
-            await conn.executemany(
-                "INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error)"
-                " VALUES ($1, $2, $3, $4, $5, $6)", [attempt_row(outcome) for outcome in outcomes])
-            await conn.executemany(
-                "UPDATE outbox SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = 0"
-                " WHERE event_id = $4", [outcome_row(outcome) for outcome in outcomes])
+    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[str]:
+        """Record attempts whose lease is still their event's; returns the ids of the others."""
+        async def finish(conn: asyncpg.Connection) -> list[str]:
+            recorded: list[AttemptOutcome] = []
+            superseded: list[AttemptOutcome] = []
+            for outcome in outcomes:
+                held = await conn.fetchval(_FINISH_ATTEMPT, *outcome_row(outcome))
+                (recorded if held is not None else superseded).append(outcome)
+            if recorded:
+                await conn.executemany(_INSERT_ATTEMPT, [attempt_row(outcome) for outcome in recorded])
+            return [outcome.event_id for outcome in superseded]
 
-        await self._transaction(finish)
+        superseded: list[str] = await self._transaction(finish)
+        return superseded
 
     async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
         async def replay(conn: asyncpg.Connection) -> int:
@@ -275,11 +311,7 @@ class PostgresStore(GroupCommit):
                 row = await conn.fetchrow("SELECT seq, provider, dedup_key FROM events WHERE id = $1", event_id)
                 if row is None:
                     continue
-                await conn.execute(
-                    "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
-                    " VALUES ($1, $2, $3, 'pending', 0) ON CONFLICT (event_id) DO UPDATE"
-                    " SET status = 'pending', attempts = 0, next_attempt_at = 0, lease_until = 0",
-                    event_id, row["seq"], f"{row['provider']}:{row['dedup_key']}")
+                await conn.execute(_REPLAY, event_id, row["seq"], f"{row['provider']}:{row['dedup_key']}")
                 count += 1
             return count
 

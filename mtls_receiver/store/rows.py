@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_ARITY", "AUDIT_INSERT_COLUMNS", "EVENT_ARITY", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS", "EVENTS_FROM",
-    "attempt_row", "audit_row", "event_from_row", "event_row", "identity_columns", "identity_from_columns",
-    "new_event_id", "order_key", "outcome_row",
+    "FINISH_ATTEMPT", "INSERT_ATTEMPT", "REPLAY", "attempt_row", "audit_row", "event_from_row", "event_row",
+    "identity_columns", "identity_from_columns", "new_event_id", "numbered", "order_key", "outcome_row",
 ]
 
 EVENT_INSERT_COLUMNS = ("id, provider, route, kind, dedup_key, payload, received_at, peer, client_subject,"
@@ -35,12 +35,31 @@ EVENT_COLUMNS = (
 )
 EVENTS_FROM = "events e LEFT JOIN outbox o ON o.event_id = e.id"
 
+# The outbox statements both backends run as they are (``?`` placeholders; see ``numbered``).
+#: an attempt's outcome, written only while the lease it was made under is still the event's: the
+#: lease token is a fencing token, so an attempt that outlived its lease cannot overwrite a newer one
+FINISH_ATTEMPT = ("UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = 0"
+                  " WHERE event_id = ? AND lease_token = ? RETURNING event_id")
+INSERT_ATTEMPT = ("INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error)"
+                  " VALUES (?, ?, ?, ?, ?, ?)")
+#: queue an event again; a lease in force is kept (no second delivery at the same time) and its
+#: attempt fenced off (a new token), so the event is delivered again once that lease is over
+REPLAY = ("INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
+          " VALUES (?, ?, ?, 'pending', 0) ON CONFLICT (event_id) DO UPDATE"
+          " SET status = 'pending', attempts = 0, next_attempt_at = 0, lease_token = outbox.lease_token + 1")
 
-def event_from_row(row: Sequence[Any]) -> StoredEvent:
+
+def numbered(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (the shared statements hold no other ``?``)."""
+    parts = sql.split("?")
+    return "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, 1))
+
+
+def event_from_row(row: Sequence[Any], lease_token: int = 0) -> StoredEvent:
     return StoredEvent(
         id=row[0], provider=row[1], route=row[2], kind=row[3], dedup_key=row[4], payload=json.loads(row[5]),
         received_at=row[6], peer=row[7], client=identity_from_columns(row[8:11]), verified_by=row[11],
-        status=row[12], attempts=row[13],
+        status=row[12], attempts=row[13], lease_token=lease_token,
     )
 
 
@@ -76,14 +95,15 @@ def event_row(event_id: str, write: Write, event: NewEvent) -> tuple[Any, ...]:
 
 
 def attempt_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
-    """Columns (event_id, number, at, duration_ms, status_code, error) of ``attempts``."""
+    """INSERT_ATTEMPT's parameters: (event_id, number, at, duration_ms, status_code, error)."""
     attempt = outcome.attempt
     return (outcome.event_id, attempt.number, attempt.at, attempt.duration_ms, attempt.status_code, attempt.error)
 
 
 def outcome_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
-    """(status, attempts, next_attempt_at, event_id): the outbox update an attempt makes."""
-    return (outcome.status, outcome.attempt.number, outcome.next_attempt_at, outcome.event_id)
+    """FINISH_ATTEMPT's parameters: (status, attempts, next_attempt_at, event_id, lease_token)."""
+    return (outcome.status, outcome.attempt.number, outcome.next_attempt_at, outcome.event_id,
+            outcome.lease_token)
 
 
 def audit_row(audit: AuditRecord) -> tuple[Any, ...]:

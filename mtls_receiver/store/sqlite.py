@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -20,13 +23,15 @@ from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
-from . import Receipt
+from . import Access, Receipt
 from .group_commit import GroupCommit, Write
 from .rows import (AUDIT_ARITY, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM,
-                   attempt_row, audit_row, event_from_row, event_row, identity_from_columns, new_event_id, order_key,
-                   outcome_row)
+                   FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row, audit_row, event_from_row, event_row,
+                   identity_from_columns, new_event_id, order_key, outcome_row)
 
 __all__ = ["CLAIM_DUE", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+
+log = logging.getLogger("mtls_receiver")
 
 ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
 
@@ -105,13 +110,17 @@ CREATE INDEX attempts_event ON attempts (event_id, number);
 DROP INDEX outbox_due;
 CREATE INDEX outbox_pending ON outbox (status, seq);
 """,
+    # a fencing token per lease: an attempt's outcome is written only while its lease is the event's
+    5: """
+ALTER TABLE outbox ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 T = TypeVar("T")
 
-#: due events, oldest first; one waits while an earlier one with its order key is pending
+#: due events (and lease tokens), oldest first; one waits while an earlier one with its order key is pending
 CLAIM_DUE = (
-    f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
+    f"SELECT {EVENT_COLUMNS}, o.lease_token FROM {EVENTS_FROM}"
     " WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND o.lease_until <= ?"
     " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_key = o.order_key AND p.seq < o.seq"
     "                 AND p.status = 'pending')"
@@ -170,12 +179,14 @@ def _insert_events_sql(rows: int) -> str:
 
 
 class SQLiteStore(GroupCommit):
-    def __init__(self, path: Path, busy_timeout_ms: int = 5000, owner: bool = True, commit_delay: float = 0.0) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000, access: Access = Access.SERVE,
+                 commit_delay: float = 0.0) -> None:
         self.path = path
-        self.owner = owner  # the one process that forwards: it may release leases left by a crash
+        self.access = access
         self.busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
+        self._forwarder_lock: int | None = None  # file descriptor of the flock every forwarder holds
         super().__init__(commit_delay)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -189,36 +200,132 @@ class SQLiteStore(GroupCommit):
         self._start_writer()
 
     def _connect(self) -> None:
+        """Open as ``access`` allows: only a forwarder that is alone may release leases."""
+        if self.access is Access.READ:
+            self._db = self._connect_read_only()
+            self._require_current_schema(self._db)
+            return
+        if self.access is Access.WRITE:  # an operator's write goes to an inbox that exists, as it is
+            self._require_inbox()
+            db = sqlite3.connect(f"{self._uri()}?mode=rw", uri=True, isolation_level=None,
+                                 check_same_thread=False)
+            self._db = self._configure(db)
+            self._require_current_schema(self._db)
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"{self.path}: cannot create its directory: {exc.strerror or exc}") from None
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = self._configure(sqlite3.connect(self.path, isolation_level=None, check_same_thread=False))
+        self._transaction(self._migrate)
+        # Leases left by a previous run (killed mid-delivery) are released at once instead of
+        # waiting for them to expire -- but only when no other forwarder is alive to hold them.
+        if self.access is Access.FORWARD and self._lock_forwarding():
+            self._transaction(self._release_leases)
+            self._share_forwarding()
+
+    @staticmethod
+    def _release_leases(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
+
+    @staticmethod
+    def _configure(db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=0")  # waits for the write lock are ours: see _when_free
-        self._db = db
-        self._transaction(self._migrate)
-        # One process forwards from a SQLite inbox: leases left by a previous run (killed
-        # mid-delivery) are released at once instead of waiting for them to expire.
-        if self.owner:
-            self._transaction(lambda conn: conn.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0"))
+        return db
+
+    def _uri(self) -> str:
+        return self.path.resolve().as_uri()
+
+    def _require_inbox(self) -> None:
+        if not self.path.is_file():
+            raise StoreUnavailable(f"{self.path}: no inbox there (the server creates it at its first start)")
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that cannot write: looking at the inbox leaves every byte of it as it was.
+
+        While a server has the inbox open its ``-wal`` file exists, and a ``mode=ro`` reader sees
+        its commits. Without one nobody has it open (the last connection removes it) and the file
+        is read as it is (``immutable``): a ``mode=ro`` reader would create ``-wal`` and ``-shm``
+        files owned by whoever ran the command, and cannot open it at all in a read-only directory.
+        """
+        self._require_inbox()
+        mode = "mode=ro" if Path(f"{self.path}-wal").exists() else "mode=ro&immutable=1"
+        db = sqlite3.connect(f"{self._uri()}?{mode}", uri=True, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=0")  # waits are _when_free's
+        return db
+
+    def _schema_version(self, db: sqlite3.Connection) -> int:
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailable(f"{self.path}: schema version {version} is newer than this program ({SCHEMA_VERSION})")
+        return version
+
+    def _require_current_schema(self, db: sqlite3.Connection) -> None:
+        """Looking and replaying never migrate (a server of the previous version may still run)."""
+        version = self._schema_version(db)
+        if version < SCHEMA_VERSION:
+            raise StoreUnavailable(f"{self.path}: schema version {version}, this program needs"
+                                   f" {SCHEMA_VERSION}: run `mtls-receiver db migrate` (or start the server)")
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Apply each missing migration in order, in one transaction."""
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreUnavailable(f"{self.path}: schema version {version} is newer than this program ({SCHEMA_VERSION})")
+        version = self._schema_version(db)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in filter(str.strip, MIGRATIONS[target].split(";")):
                 db.execute(statement)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _lock_forwarding(self) -> bool:
+        """Take the inbox's forwarder lock, held while this store is open; True when it is ours alone.
+
+        Every forwarder holds a shared ``flock`` on ``<inbox>-forwarder.lock``. One that starts and
+        gets it exclusively is the only forwarder alive (the kernel drops a dead process's locks),
+        so leases still marked taken were left by a dead one; otherwise they belong to a live one.
+        """
+        try:
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+            self._forwarder_lock = os.open(f"{self.path}-forwarder.lock", flags, 0o600)
+        except OSError as exc:
+            log.warning("%s: cannot open the forwarder lock (%s): leases left by a crash just run out",
+                        self.path, exc.strerror or exc)
+            return False
+        try:
+            fcntl.flock(self._forwarder_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process forwards from %s: leases are left to their holders", self.path)
+            self._share_forwarding()
+            return False
+        return True
+
+    def _share_forwarding(self) -> None:
+        """Hold the forwarder lock shared: others may forward too, and none releases our leases.
+
+        Another forwarder holds it exclusively only while it starts; past ``busy_timeout_ms`` we
+        go on without it (our leases then merely run out if a later starter releases them).
+        """
+        assert self._forwarder_lock is not None
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                fcntl.flock(self._forwarder_lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("%s: the forwarder lock stays taken; forwarding without it", self.path)
+                    return
+                time.sleep(0.01)
 
     async def close(self) -> None:
         await self._stop_writer()
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
+        if self._forwarder_lock is not None:
+            os.close(self._forwarder_lock)
+            self._forwarder_lock = None
         self._executor.shutdown(wait=True)
 
     # --- receiving: group commit ---------------------------------------------------------------
@@ -328,24 +435,27 @@ class SQLiteStore(GroupCommit):
         return await self._run(self._bookkeeping, self._claim_due, now, limit, lease)
 
     def _claim_due(self, db: sqlite3.Connection, now: float, limit: int, lease: float) -> list[StoredEvent]:
+        """Inside BEGIN IMMEDIATE: each due event gets the lease and the next token, atomically."""
         rows = db.execute(CLAIM_DUE, (now, now, limit)).fetchall()
-        db.executemany("UPDATE outbox SET lease_until = ? WHERE event_id = ?", [(now + lease, r[0]) for r in rows])
-        return [event_from_row(row) for row in rows]
+        leased = [(row, row[-1] + 1) for row in rows]
+        db.executemany("UPDATE outbox SET lease_until = ?, lease_token = ? WHERE event_id = ?",
+                       [(now + lease, token, row[0]) for row, token in leased])
+        return [event_from_row(row, token) for row, token in leased]
 
-    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
-        """Record attempts; each outcome's status is its event's new one: delivered, pending or dead."""
-        await self._run(self._bookkeeping, self._finish_attempts, outcomes)
+    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[str]:
+        """Record attempts whose lease is still their event's; returns the ids of the others."""
+        superseded: list[str] = await self._run(self._bookkeeping, self._finish_attempts, outcomes)
+        return superseded
 
     @staticmethod
-    def _finish_attempts(db: sqlite3.Connection, outcomes: Sequence[AttemptOutcome]) -> None:
-        db.executemany(
-            "INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error) VALUES (?, ?, ?, ?, ?, ?)",
-            [attempt_row(outcome) for outcome in outcomes],
-        )
-        db.executemany(
-            "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = 0 WHERE event_id = ?",
-            [outcome_row(outcome) for outcome in outcomes],
-        )
+    def _finish_attempts(db: sqlite3.Connection, outcomes: Sequence[AttemptOutcome]) -> list[str]:
+        recorded: list[AttemptOutcome] = []
+        superseded: list[AttemptOutcome] = []
+        for outcome in outcomes:
+            held = db.execute(FINISH_ATTEMPT, outcome_row(outcome)).fetchall()
+            (recorded if held else superseded).append(outcome)
+        db.executemany(INSERT_ATTEMPT, [attempt_row(outcome) for outcome in recorded])
+        return [outcome.event_id for outcome in superseded]
 
     async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
         """Queue events again (attempt count reset); returns how many."""
@@ -362,12 +472,7 @@ class SQLiteStore(GroupCommit):
             seq = db.execute("SELECT seq, provider, dedup_key FROM events WHERE id = ?", (event_id,)).fetchone()
             if seq is None:
                 continue
-            db.execute(
-                "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at) VALUES (?, ?, ?, 'pending', 0)"
-                " ON CONFLICT (event_id) DO UPDATE SET status = 'pending', attempts = 0, next_attempt_at = 0,"
-                " lease_until = 0",
-                (event_id, seq[0], f"{seq[1]}:{seq[2]}"),
-            )
+            db.execute(REPLAY, (event_id, seq[0], f"{seq[1]}:{seq[2]}"))
             count += 1
         return count
 
