@@ -25,6 +25,7 @@ __all__ = [
     "Destination",
     "Limits",
     "ForwardConfig",
+    "HealthConfig",
     "ListenerConfig",
     "RelayConfig",
     "RouteConfig",
@@ -159,6 +160,19 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """How the supervisor of ``workers >= 2`` watches its workers, and when it replaces one.
+
+    Generous defaults: a worker that is merely busy answers a heartbeat from its event loop
+    within milliseconds, so only a hung one (stopped, deadlocked, spinning) stays silent for long.
+    """
+
+    heartbeat_interval: float = 2.0  # seconds between heartbeats to each worker (and its write probes)
+    hung_after: float = 20.0  # a worker that answers no heartbeat for this long is killed and replaced
+    unready_after: float = 30.0  # ... one that cannot commit for this long, while the supervisor can
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """Where events and audit rows go: a SQLite file (default) or a shared PostgreSQL database."""
 
@@ -184,6 +198,7 @@ class Config:
     store: StoreConfig
     forward: ForwardConfig = ForwardConfig()
     admin: AdminConfig = AdminConfig()
+    health: HealthConfig = HealthConfig()
     workers: int = 1  # processes serving the listeners; the file's default is the number of cores
 
     def destination(self, route_path: str) -> Destination | None:
@@ -216,7 +231,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     """Validate an already-parsed TOML document; paths are relative to ``source``."""
     reader = _Reader(source)
-    reader.only_keys(raw, "", {"workers", "listeners", "routes", "store", "forward", "admin"})
+    reader.only_keys(raw, "", {"workers", "listeners", "routes", "store", "forward", "admin", "health"})
     workers = reader.integer(raw, "", "workers", default=os.cpu_count() or 1, minimum=1)
     listeners = tuple(
         _listener(reader, item, f"listeners[{i}]")
@@ -231,7 +246,8 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     store = _store(reader, reader.table(raw, "store"))
     forward = _forward(reader, reader.table(raw, "forward"), routes)
     return Config(source=source, listeners=listeners, routes=routes, store=store, forward=forward,
-                  admin=_admin(reader, reader.table(raw, "admin")), workers=workers)
+                  admin=_admin(reader, reader.table(raw, "admin")),
+                  health=_health(reader, reader.table(raw, "health")), workers=workers)
 
 
 def _store(reader: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
@@ -260,6 +276,22 @@ def _admin(reader: _Reader, raw: Mapping[str, Any]) -> AdminConfig:
         return AdminConfig(enabled=enabled)
     host, port = _address(reader, raw, "admin")
     return AdminConfig(host=host, port=port, enabled=enabled)
+
+
+def _health(reader: _Reader, raw: Mapping[str, Any]) -> HealthConfig:
+    reader.only_keys(raw, "health", set(vars(HealthConfig())))
+    defaults = HealthConfig()
+    interval = reader.number(raw, "health", "heartbeat_interval", default=defaults.heartbeat_interval,
+                             minimum=0.05)
+    hung_after = reader.number(raw, "health", "hung_after", default=defaults.hung_after, minimum=0.1)
+    unready_after = reader.number(raw, "health", "unready_after", default=defaults.unready_after, minimum=0.1)
+    if hung_after < 3 * interval:
+        reader.fail("health.hung_after", f"must be at least 3 heartbeat intervals ({3 * interval:g} s),"
+                    f" so that a late answer or two does not get a busy worker killed; got {hung_after:g}")
+    if unready_after < interval:
+        reader.fail("health.unready_after", f"must be at least one heartbeat interval ({interval:g} s),"
+                    f" got {unready_after:g}")
+    return HealthConfig(heartbeat_interval=interval, hung_after=hung_after, unready_after=unready_after)
 
 
 def _forward(reader: _Reader, raw: Mapping[str, Any], routes: tuple[RouteConfig, ...]) -> ForwardConfig:

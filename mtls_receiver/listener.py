@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .addresses import canonical_ip, in_networks
+from .admission import ConnectionCounts
 from .config import ListenerConfig
 from .errors import Refusal
 from .http11 import CONTINUE, RequestHead, Response, head_too_large, parse_chunked, parse_head
@@ -77,6 +78,7 @@ class TLSListener:
         handler: Handler,
         inherited: socket.socket | None = None,
         on_refused: Callable[[str], None] = lambda reason: None,
+        counts: ConnectionCounts | None = None,
     ) -> None:
         self.config = config
         self.context = context  # replaced on reload: each handshake uses the current one
@@ -87,7 +89,7 @@ class TLSListener:
         self._on_refused = on_refused
         self._socket: socket.socket | None = None
         self._connections: set[_Connection] = set()
-        self._per_ip: dict[str, int] = {}
+        self._counts = counts or ConnectionCounts.private()  # shared by the workers serving this listener
         self._proxied: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -181,14 +183,14 @@ class TLSListener:
         loop.call_later(0.1, lambda: self._socket is not None and loop.add_reader(fd, self._accept))
 
     def _admit(self, conn: socket.socket, peer: str) -> None:
-        refusal = self._over_limit(peer)
+        refusal = self._over_limit(peer, *self._counts.add(peer))
         if refusal:  # early, before any TLS work: the connections already open keep being served
+            self._counts.remove(peer)
             conn.close()
             self._refused(peer, "connection limit", refusal)
             return
         conn.setblocking(False)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
         if not self.config.proxy_protocol:
             _Connection(self, conn, peer, peer).start()
             return
@@ -196,22 +198,18 @@ class TLSListener:
         self._proxied.add(task)
         task.add_done_callback(self._proxied.discard)
 
-    def _over_limit(self, peer: str) -> str | None:
+    def _over_limit(self, peer: str, from_peer: int, total: int) -> str | None:
+        """Why a connection must be refused: ``from_peer`` and ``total`` count it, over all workers."""
         limits = self.config.limits
-        mine = self._per_ip.get(peer, 0)
-        if mine >= limits.max_connections_per_ip and not in_networks(peer, self.config.trusted_proxies):
-            return f"{mine} connections from this address (max_connections_per_ip = {limits.max_connections_per_ip})"
-        total = sum(self._per_ip.values())
-        if total >= limits.max_connections:
-            return f"{total} open connections (max_connections = {limits.max_connections})"
+        if from_peer > limits.max_connections_per_ip and not in_networks(peer, self.config.trusted_proxies):
+            return (f"{from_peer - 1} connections from this address"
+                    f" (max_connections_per_ip = {limits.max_connections_per_ip})")
+        if total > limits.max_connections:
+            return f"{total - 1} open connections (max_connections = {limits.max_connections})"
         return None
 
     def _release(self, peer: str) -> None:
-        left = self._per_ip.get(peer, 1) - 1
-        if left:
-            self._per_ip[peer] = left
-        else:
-            self._per_ip.pop(peer, None)
+        self._counts.remove(peer)
 
     async def _after_proxy_header(self, conn: socket.socket, peer: str) -> None:
         timeout = self.config.limits.handshake_timeout

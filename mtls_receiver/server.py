@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from .addresses import client_address
+from .admission import ConnectionTable
 from .config import AdminConfig, Config, ListenerConfig, RouteConfig, load_config
 from .errors import ConfigError, ReceiverError, Refusal, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
@@ -34,7 +35,8 @@ from .tls import client_identity, create_ssl_context, read_certificates
 if TYPE_CHECKING:
     from .workers import WorkerPool
 
-__all__ = ["EXPIRY_WARNING_DAYS", "SHUTDOWN_GRACE", "SINGLE", "SUPERVISOR", "WORKER", "Receiver", "Role",
+__all__ = ["EXPIRY_WARNING_DAYS", "PROBE_TIMEOUT", "SHUTDOWN_GRACE", "SINGLE", "SUPERVISOR", "WORKER",
+           "Receiver", "Role",
            "bind_errors", "check_reloadable", "expiry_warnings", "match_sockets", "serve_forever",
            "serve_until_stopped", "utc_now"]
 
@@ -42,6 +44,7 @@ log = logging.getLogger("mtls_receiver")
 
 EXPIRY_WARNING_DAYS = 21
 SHUTDOWN_GRACE = 15.0  # seconds in-flight requests get to finish on SIGTERM
+PROBE_TIMEOUT = 10.0  # seconds a write probe may take; longer counts as "cannot commit"
 
 
 _second: tuple[int, str] = (0, "")
@@ -80,12 +83,16 @@ class Receiver:
         self.store = store or open_store(config.store, Access.FORWARD if role.forward else Access.SERVE)
         self.metrics = Metrics()
         self.workers: WorkerPool | None = None  # set by the supervisor of several worker processes
+        self.connections: ConnectionTable | None = None  # a worker's: connections counted over all workers
+        self.worker_index = 0  # a worker's row in ``connections``
         self._listeners: dict[str, TLSListener] = {}
         self._admin: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.forwarder: Forwarder | None = None
         self.relayer: Relayer | None = None
         self.in_flight = 0  # requests inside a handler (a graceful stop waits for them and partial ones)
+        self._committed_at: float | None = None  # a worker: its last write probe committed then
+        self._prober: asyncio.Task[None] | None = None
 
     async def start(self, inherited: dict[str, socket.socket] | None = None) -> None:
         contexts = self._contexts(self.config)
@@ -102,6 +109,9 @@ class Receiver:
                 key = f"{self.config.listener_key(listener.name)}.address"
                 with bind_errors(self.config, key, listener.address):
                     await self._start_listener(listener, contexts[listener.name], sockets.get(listener.name))
+            if self.role is WORKER:  # the first probe before the worker reports it serves
+                self._committed_at = time.monotonic() if await self.can_commit() else None
+                self._prober = asyncio.create_task(self._probe_writes())
             admin = self.role.admin or self.config.admin
             with bind_errors(self.config, "admin.address", f"{admin.host}:{admin.port}"):
                 await self._start_admin(admin)
@@ -129,8 +139,12 @@ class Receiver:
     async def _start_listener(self, config: ListenerConfig, context: ssl.SSLContext, sock: socket.socket | None) -> None:
         failures = self.metrics.handshake_failures
         dispatcher = _Dispatcher(self, config.name)
+        counts = None
+        if self.connections is not None:
+            listener = [item.name for item in self.config.listeners].index(config.name)
+            counts = self.connections.counts(listener, self.worker_index)
         tls = TLSListener(config, context, dispatcher, sock,
-                          on_refused=lambda reason: failures.labels(config.name, reason).inc())
+                          on_refused=lambda reason: failures.labels(config.name, reason).inc(), counts=counts)
         dispatcher.tls = tls
         await tls.start()
         self._listeners[config.name] = tls
@@ -170,9 +184,37 @@ class Receiver:
             self.metrics.outbox.labels(status).set(stats.get(status, 0))
 
     async def ready(self) -> bool:
-        """Listening (or every worker is) and the store can take a write."""
-        serving = self.workers.ready if self.workers is not None else bool(self._listeners)
-        return serving and await self.store.check_writable()
+        """Ready means requests sent now get answered and committed to the inbox.
+
+        A supervisor is ready when every worker answered its last heartbeats "ready". A worker answers
+        from its last write probe, without any I/O: the heartbeat measures whether its event loop
+        answers, so a slow disk cannot make a live worker look hung. One process probes on demand.
+        """
+        if self.workers is not None:
+            return self.workers.ready
+        if not self._listeners:
+            return False
+        if self.role is WORKER:
+            fresh = self.config.health.heartbeat_interval + PROBE_TIMEOUT  # the probe loop runs this often
+            return self._committed_at is not None and time.monotonic() - self._committed_at <= fresh
+        return await self.can_commit()
+
+    async def can_commit(self) -> bool:
+        """The store commits a write now (through its writer, as requests are), within PROBE_TIMEOUT."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                return await self.store.check_writable()
+        except TimeoutError:
+            log.warning("store write probe: no answer within %gs", PROBE_TIMEOUT)
+        except Exception as exc:  # fail closed: whatever went wrong, this store is not known to commit
+            log.warning("store write probe failed: %s", exc)
+        return False
+
+    async def _probe_writes(self) -> None:
+        """A worker's write probe, once per heartbeat interval; its result is what /readyz answers."""
+        while True:
+            self._committed_at = time.monotonic() if await self.can_commit() else None
+            await asyncio.sleep(self.config.health.heartbeat_interval)
 
     def port(self, listener: str | None = None) -> int:
         """The bound port of a listener (useful when the config asked for port 0)."""
@@ -241,6 +283,10 @@ class Receiver:
         if self._admin is not None:
             await _bounded(self._admin.cleanup(), 5, "closing the admin listener")
             self._admin = None
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+            self._prober = None
         if self.forwarder is not None:
             await _bounded(self.forwarder.stop(), 10, "stopping the forwarder")
             self.forwarder = None

@@ -13,7 +13,17 @@ already has an event loop and threads. They learn their sockets and three pipes 
 it serves (so a worker started after a rejected reload serves what the others serve, not
 the file on disk); on the *ready* pipe a worker reports its admin port once it serves; the
 *lifeline* is never written, so its end of file tells every worker that the supervisor is
-gone (even after ``kill -9``), and they stop as on SIGTERM.
+gone (even after ``kill -9``), and they stop as on SIGTERM. A memfd holds the listeners'
+open connections per address for all workers (see :mod:`.admission`), so the connection
+limits hold for the listener, not for each worker.
+
+A worker that is alive but no use is replaced too: the supervisor sends each worker a
+heartbeat (GET /readyz on its admin port) every ``health.heartbeat_interval``. A worker that
+answers none for ``health.hung_after`` (stopped, deadlocked, spinning) or answers "not ready"
+(its write probe cannot commit) for ``health.unready_after`` is killed with SIGKILL and
+started again, like one that died. An unready worker is replaced only while the supervisor's
+own write probe commits: when the store itself fails (disk full, database down), a new worker
+would fail the same way, and the old one keeps answering 503 at once rather than not at all.
 """
 
 from __future__ import annotations
@@ -25,17 +35,21 @@ import os
 import pickle
 import signal
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 import aiohttp
 
-from .config import Config
+from .admission import ConnectionTable
+from .config import Config, HealthConfig
 from .listener import bind
 from .metrics import SampleKey, counted
 from .server import SHUTDOWN_GRACE, SUPERVISOR, WORKER, Receiver, bind_errors, match_sockets, serve_until_stopped
 from .systemd import Notifier, listen_sockets
 
-__all__ = ["WORKER_ENV", "WorkerPool", "WorkerSpec", "listening_sockets", "serve_worker", "supervise", "worker_spec"]
+__all__ = ["WORKER_ENV", "Heartbeats", "WorkerPool", "WorkerSpec", "listening_sockets", "serve_worker",
+           "supervise", "worker_spec"]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -45,8 +59,62 @@ START_TIMEOUT = 60.0
 _NOT_FOR_WORKERS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
+STALE_AFTER = 3  # heartbeat intervals: a worker whose last "ready" is older is not counted as ready
+
+
 class WorkerFailed(Exception):
     """A worker exited before it was ready to serve."""
+
+
+@dataclass
+class Heartbeats:
+    """What the heartbeats tell of one worker, in monotonic seconds, and the rules read from it.
+
+    No I/O here, so the rules (when is a worker ready, hung, unready for too long) are tested alone.
+    """
+
+    answered: float  # the last answer, ready or not (the worker reporting it serves counts as one)
+    ready: bool = False  # what the last answer said
+    unready_since: float | None = None  # the first "not ready" of the answers since the last "ready"
+    excused: bool = False  # unready, but so is the supervisor: the store fails, not the worker (said once)
+
+    @classmethod
+    def started(cls, now: float) -> Heartbeats:
+        return cls(answered=now, unready_since=now)
+
+    def heard(self, ready: bool | None, now: float) -> None:
+        """One heartbeat's outcome: ready, not ready, or None for no answer in time."""
+        if ready is None:
+            return
+        self.answered, self.ready = now, ready
+        if ready:
+            self.unready_since, self.excused = None, False
+        elif self.unready_since is None:
+            self.unready_since = now
+
+    def serving(self, now: float, health: HealthConfig) -> bool:
+        """It said "ready", recently: one that stops answering is not ready for long."""
+        return self.ready and now - self.answered <= STALE_AFTER * health.heartbeat_interval
+
+    def hung(self, now: float, health: HealthConfig) -> str | None:
+        """Why it counts as hung (alive, not answering), or None."""
+        silent = now - self.answered
+        if silent < health.hung_after:
+            return None
+        return f"answered no heartbeat for {silent:.1f}s (health.hung_after = {health.hung_after:g})"
+
+    def unready(self, now: float, health: HealthConfig, store_ok_since: float | None) -> str | None:
+        """Why it must be replaced for being unable to commit, or None: it has been for ``unready_after``
+        while the store could commit (``store_ok_since``: since when the supervisor's probe commits;
+        None: it does not now). When the store itself failed, the worker gets ``unready_after`` from
+        the moment it is back to recover, as it then should."""
+        if self.unready_since is None or store_ok_since is None:
+            return None
+        if now - max(self.unready_since, store_ok_since) < health.unready_after:
+            return None
+        lasting = now - self.unready_since
+        return (f"could not commit to the inbox for {lasting:.1f}s while the supervisor could"
+                f" (health.unready_after = {health.unready_after:g})")
 
 
 @dataclass(frozen=True)
@@ -57,6 +125,7 @@ class WorkerSpec:
     lifeline: int
     ready: int
     config: int
+    connections: int  # the memfd of the connection counts (admission.ConnectionTable)
     sockets: dict[str, int]  # listener name -> file descriptor
 
     def to_env(self) -> str:
@@ -93,12 +162,19 @@ def listening_sockets(config: Config, count: int, inherited: dict[str, socket.so
 class WorkerPool:
     """The supervisor's view of its workers: start them, replace one that dies, signal, stop."""
 
-    def __init__(self, config: Config, sockets: dict[str, list[socket.socket]], command: list[str]) -> None:
+    def __init__(self, config: Config, sockets: dict[str, list[socket.socket]], command: list[str],
+                 can_commit: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.config, self.sockets, self.command = config, sockets, command
         self.count = config.workers
         self.stopping = False
+        self.can_commit = can_commit  # the supervisor's own write probe: is the store itself failing?
+        self.connections = ConnectionTable.create(len(config.listeners), self.count)
         self._procs: list[asyncio.subprocess.Process | None] = [None] * self.count
         self._admin_ports: list[int | None] = [None] * self.count
+        self._heartbeats: list[Heartbeats | None] = [None] * self.count
+        self._store_probe = asyncio.Lock()
+        self._store_probed_at: float | None = None
+        self._store_ok: float | None = None  # since when the supervisor's write probe commits
         self._texts: list[str | None] = [None] * self.count  # each worker's metrics, last read
         self._retired: dict[SampleKey, float] = {}  # counts of workers that exited: totals never go down
         self._lifeline, self._lifeline_end = os.pipe()  # we never write: our death is its end of file
@@ -126,7 +202,11 @@ class WorkerPool:
                 continue
             if not started.done():
                 started.set_result(None)
+            watch = asyncio.create_task(self._heartbeat(index, process))
             code = await process.wait()
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            self._heartbeats[index] = None
             self._admin_ports[index] = None
             counted([self._texts[index] or ""], into=self._retired)
             self._texts[index] = None
@@ -136,15 +216,19 @@ class WorkerPool:
             await asyncio.sleep(RESTART_DELAY)
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        self.connections.clear_worker(index)  # the connections its predecessor counted died with it
         ready, ready_end = os.pipe()
         config_end, config = os.pipe()
         fds = {name: sockets[index].fileno() for name, sockets in self.sockets.items()}
-        spec = WorkerSpec(index=index, lifeline=self._lifeline, ready=ready_end, config=config_end, sockets=fds)
+        assert self.connections.fd is not None
+        spec = WorkerSpec(index=index, lifeline=self._lifeline, ready=ready_end, config=config_end,
+                          connections=self.connections.fd, sockets=fds)
         env = {key: value for key, value in os.environ.items() if key not in _NOT_FOR_WORKERS}
         env[WORKER_ENV] = spec.to_env()
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.command, env=env, pass_fds=(self._lifeline, ready_end, config_end, *fds.values()))
+                *self.command, env=env,
+                pass_fds=(self._lifeline, ready_end, config_end, self.connections.fd, *fds.values()))
         finally:
             os.close(ready_end)
             os.close(config_end)
@@ -162,9 +246,73 @@ class WorkerPool:
 
     @property
     def ready(self) -> bool:
-        """Every worker started and still running."""
-        return all(port is not None for port in self._admin_ports) and all(
-            process is not None and process.returncode is None for process in self._procs)
+        """Every worker runs and answered its recent heartbeats "ready" (it can commit to the inbox)."""
+        now = time.monotonic()
+        return all(process is not None and process.returncode is None for process in self._procs) and all(
+            beats is not None and beats.serving(now, self.config.health) for beats in self._heartbeats)
+
+    async def _heartbeat(self, index: int, process: asyncio.subprocess.Process) -> None:
+        """Ask the worker every interval whether it is ready; kill it once it is hung or stays unready
+        (``_keep`` then starts another)."""
+        port = self._admin_ports[index]
+        assert port is not None
+        beats = self._heartbeats[index] = Heartbeats.started(time.monotonic())
+        while not self.stopping:
+            health = self.config.health  # a reload may change it
+            asked = time.monotonic()
+            was_serving = beats.serving(asked, health)
+            answer = await self._ask(port, health.heartbeat_interval)
+            beats.heard(answer, time.monotonic())
+            if was_serving != beats.serving(time.monotonic(), health) and not self.stopping:
+                _log_change(index, process.pid, answer)
+            reason = await self._replacement_reason(index, beats, health)
+            if reason is not None and not self.stopping:
+                log.error("worker %d (pid %d) %s; killing it to start another", index, process.pid, reason)
+                process.kill()
+                return
+            await asyncio.sleep(max(0.0, health.heartbeat_interval - (time.monotonic() - asked)))
+
+    async def _ask(self, port: int, timeout: float) -> bool | None:
+        """One heartbeat: the worker's /readyz, answered from its event loop; None if no answer in time."""
+        assert self._session is not None
+        try:
+            async with self._session.get(f"http://127.0.0.1:{port}/readyz",
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def _replacement_reason(self, index: int, beats: Heartbeats, health: HealthConfig) -> str | None:
+        """Why the worker must be replaced now, or None. One that cannot commit is replaced only if the
+        supervisor can: when the store itself fails, a new worker would not do better."""
+        hung = beats.hung(time.monotonic(), health)
+        if hung is not None or beats.unready_since is None:
+            return hung
+        store_ok_since = await self._store_ok_since(health)
+        now = time.monotonic()
+        reason = beats.unready(now, health, store_ok_since)
+        if store_ok_since is None and now - beats.unready_since >= health.unready_after and not beats.excused:
+            beats.excused = True
+            log.warning("worker %d cannot commit to the inbox, nor can the supervisor: the store itself is"
+                        " failing; the worker is kept (it answers 503 until the store is back)", index)
+        return reason
+
+    async def _store_ok_since(self, health: HealthConfig) -> float | None:
+        """Since when the supervisor's own write probe commits, None if it does not now. Probed (while a
+        worker is unready) at most once per heartbeat interval for all workers; a probe that comes late
+        (slow, or the first in a while) starts the count again: the store may only just be back."""
+        async with self._store_probe:
+            previous = self._store_probed_at
+            if previous is not None and time.monotonic() - previous < health.heartbeat_interval:
+                return self._store_ok
+            ok = self.can_commit is None or await self.can_commit()
+            self._store_probed_at = now = time.monotonic()
+            if not ok:
+                self._store_ok = None
+            elif (self._store_ok is None or previous is None
+                  or now - previous > STALE_AFTER * health.heartbeat_interval):
+                self._store_ok = now
+            return self._store_ok
 
     def signal(self, number: int) -> None:
         for process in self._procs:
@@ -198,6 +346,7 @@ class WorkerPool:
             await self._session.close()
         for fd in (self._lifeline, self._lifeline_end):
             os.close(fd)
+        self.connections.close()
         for sockets in self.sockets.values():
             for sock in set(sockets):
                 sock.close()
@@ -230,6 +379,16 @@ class WorkerPool:
         return f"listening on {', '.join(address for _, address, _ in self.addresses())} with {self.count} workers"
 
 
+def _log_change(index: int, pid: int, answer: bool | None) -> None:
+    """A worker became ready, or stopped being: why, in one line."""
+    if answer:
+        log.info("worker %d (pid %d) is ready", index, pid)
+    elif answer is None:
+        log.warning("worker %d (pid %d) is not ready: it answers no heartbeat", index, pid)
+    else:
+        log.warning("worker %d (pid %d) is not ready: its write probe cannot commit to the inbox", index, pid)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     with os.fdopen(fd, "wb") as pipe:
         try:
@@ -253,8 +412,9 @@ def _exit_status(code: int) -> str:
 
 async def supervise(config: Config, command: list[str]) -> None:
     """The supervisor: sockets, store, forwarder and admin port here; requests in ``config.workers`` workers."""
-    pool = WorkerPool(config, listening_sockets(config, config.workers, listen_sockets()), command)
     receiver = Receiver(config, role=SUPERVISOR)
+    pool = WorkerPool(config, listening_sockets(config, config.workers, listen_sockets()), command,
+                      can_commit=receiver.can_commit)
     receiver.workers = pool
 
     async def start() -> None:
@@ -279,6 +439,8 @@ async def serve_worker(config: Config, spec: WorkerSpec) -> None:
     """One worker: serve its sockets until SIGTERM, or until the supervisor is gone."""
     sockets = {name: socket.socket(fileno=fd) for name, fd in spec.sockets.items()}
     receiver = Receiver(config, role=WORKER)
+    receiver.connections = ConnectionTable.attach(spec.connections, len(config.listeners), config.workers)
+    receiver.worker_index = spec.index
 
     async def start() -> None:
         await receiver.start(sockets)
