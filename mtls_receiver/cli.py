@@ -14,7 +14,6 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ from .efi_certs import fetch_efi_chain
 from .errors import ReceiverError
 from .files import write_private
 from .forwarder import resolve_handlers
+from .logs import JsonFormatter, TextFormatter
 from .probe import probe, probe_without_certificate, sample_pix
 from .providers.efi import registration_url
 from .server import Receiver, serve_forever, expiry_warnings
@@ -45,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # workers are started with the same arguments
     handler = logging.StreamHandler(sys.stderr)  # stderr: journald takes it as it is
-    handler.setFormatter(JsonFormatter() if args.log_format == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else TextFormatter())
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler], force=True)
     try:
         return int(args.func(args) or 0)
@@ -55,21 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log line: time, level, logger, message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
 
 
 def _parser() -> argparse.ArgumentParser:

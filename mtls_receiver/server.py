@@ -24,6 +24,7 @@ from .events import AuditRecord, IncomingRequest, Peer, Verdict
 from .forwarder import Forwarder
 from .http11 import Response
 from .listener import Request, TLSListener
+from .logs import client_fields, log_fields
 from .metrics import Metrics, admin_app, refusal_class
 from .providers import Verifier, verification_method, verifier_for
 from .relay import Relayer
@@ -394,26 +395,30 @@ class _Dispatcher:
     def _unavailable(self, route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> Response:
         """Nothing is acknowledged unless stored: the sender is told to retry."""
         self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        log.error("route=%s status=503 reason=%r peer=%s", route.path, f"store unavailable: {exc}", peer.address)
+        log_fields(log, logging.ERROR, "unavailable", {
+            "listener": self.listener, "route": route.path, "status": 503, "reason": f"store unavailable: {exc}",
+            "peer": peer.address, **client_fields(peer.identity)})
         return Response.text(503, "store unavailable, retry later", headers={"Retry-After": "5"})
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:
-    if not log.isEnabledFor(logging.INFO if verdict else logging.WARNING):
+    """One line per request; everything in it but the word in front is a field (escaped when written)."""
+    level = logging.INFO if verdict else logging.WARNING
+    if not log.isEnabledFor(level):
         return
-    client = audit.client.short if audit.client else "client=none"
-    via = f" via={transport_peer}" if transport_peer != audit.peer else ""
+    fields: dict[str, object] = {"listener": audit.listener, "route": audit.route, "method": audit.method,
+                                 "path": audit.path, "status": audit.status}
     if verdict is None:
-        log.warning(
-            "refused route=%s %s %s status=%d reason=%r peer=%s%s %s",
-            audit.route, audit.method, audit.path, audit.status, audit.reason, audit.peer, via, client,
-        )
+        fields["reason"] = audit.reason
     else:
-        log.info(
-            "accepted route=%s %s %s status=%d kind=%s stored=%d duplicates=%d peer=%s%s %s",
-            audit.route, audit.method, audit.path, audit.status, verdict.kind,
-            len(receipt.stored), receipt.duplicates, audit.peer, via, client,
-        )
+        fields.update(kind=verdict.kind, stored=len(receipt.stored), duplicates=receipt.duplicates)
+    log_fields(log, level, "accepted" if verdict else "refused",
+               fields | _peer_fields(audit.peer, transport_peer) | client_fields(audit.client))
+
+
+def _peer_fields(peer: str, transport_peer: str) -> dict[str, object]:
+    """The client's address; ``via`` the proxy it came through, when a trusted proxy named it."""
+    return {"peer": peer} if transport_peer == peer else {"peer": peer, "via": transport_peer}
 
 
 async def serve_forever(config: Config, announce: Callable[[Receiver], None] | None = None) -> None:
