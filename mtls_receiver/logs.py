@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .tls import ClientIdentity
 
-__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "client_fields", "escape", "log_fields", "render_fields"]
+__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "client_fields", "escape", "json_line", "log_fields",
+           "render_fields", "render_value"]
 
 FIELDS = "fields"  # the LogRecord attribute (set through ``extra``) holding a line's fields
 Fields = Mapping[str, Any]  # str, int, float, bool or None values
@@ -125,7 +126,12 @@ class JsonFormatter(logging.Formatter):
             line.setdefault(key, value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _json_controls(json.dumps(line, ensure_ascii=False, default=str))
+        return json_line(line)
+
+
+def json_line(value: Mapping[str, Any], indent: int | None = None) -> str:
+    """A JSON object (on one line unless ``indent``); nothing in it a terminal would act on."""
+    return _json_controls(json.dumps(value, ensure_ascii=False, default=str, indent=indent))
 
 
 def _json_controls(text: str) -> str:
@@ -133,7 +139,7 @@ def _json_controls(text: str) -> str:
     separators and other non-printables are escaped here too, accents stay readable."""
     if text.isascii() and "\x7f" not in text:
         return text
-    return "".join(char if char.isprintable() else _json_escape(char) for char in text)
+    return "".join(char if char.isprintable() or char == "\n" else _json_escape(char) for char in text)
 
 
 def _json_escape(char: str) -> str:

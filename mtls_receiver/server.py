@@ -29,6 +29,7 @@ from .metrics import Metrics, admin_app, refusal_class
 from .providers import Verifier, verification_method, verifier_for
 from .relay import Relayer
 from .store import Receipt, Store, open_store
+from .store.audit import AuditRetention, RefusalCoalescer
 from .systemd import Notifier, listen_sockets
 from .tls import client_identity, create_ssl_context, read_certificates
 
@@ -87,6 +88,10 @@ class Receiver:
         self.forwarder: Forwarder | None = None
         self.relayer: Relayer | None = None
         self.in_flight = 0  # requests inside a handler (a graceful stop waits for them and partial ones)
+        self.coalescer = RefusalCoalescer(self.store)  # repeated refusals: a count, not a row each
+        # one process per inbox purges old audit rows: the one that forwards
+        self.retention = AuditRetention(self.store, lambda: self.config.store.audit_retention_days) \
+            if role.forward else None
 
     async def start(self, inherited: dict[str, socket.socket] | None = None) -> None:
         contexts = self._contexts(self.config)
@@ -94,6 +99,9 @@ class Receiver:
         await self.store.open()
         self._session = aiohttp.ClientSession()
         try:
+            self.coalescer.start()
+            if self.retention is not None:
+                self.retention.start()
             self.relayer = Relayer(self.store, self._session)
             if self.role.forward:
                 self.forwarder = Forwarder(self.config, self.store, self._session, self.metrics)
@@ -248,6 +256,9 @@ class Receiver:
         if self._session is not None:
             await _bounded(self._session.close(), 5, "closing the HTTP client")
             self._session = None
+        if self.retention is not None:
+            await self.retention.stop()
+        await _bounded(self.coalescer.stop(), 5, "writing the counts of repeated refusals")
         await self.store.close()
 
 
@@ -316,6 +327,7 @@ class _Route:
     forwarding: bool
 
 
+_NOTHING_STORED = Receipt(stored=(), duplicates=0)
 _NO_ROUTE = _Route(RouteConfig(path="-", listener="-", provider="-", mode="-"), "-", verifier_for("-"), False)
 
 
@@ -366,10 +378,7 @@ class _Dispatcher:
             path=head.path if head else "-", peer=peer.address, status=status, reason=reason, client=identity,
         )
         try:
-            receipt = await self.receiver.store.record(
-                route.config.provider, route.config.path, verdict.events if verdict else (), audit,
-                verified_by=verification_method(route.config, identity), queue=route.forwarding,
-            )
+            receipt = await self._record(route, verdict, audit)
         except StoreUnavailable as exc:
             return self._unavailable(route.config, peer, exc)
         if receipt.stored and route.forwarding and self.receiver.forwarder is not None:
@@ -377,6 +386,19 @@ class _Dispatcher:
         self._count(route.config, verdict, status, reason, time.perf_counter() - started)
         _log_request(audit, verdict, receipt, request.peer)
         return answer
+
+    async def _record(self, route: _Route, verdict: Verdict | None, audit: AuditRecord) -> Receipt:
+        """Events and audit row, durably; a refusal repeated within the coalescer's window is only counted."""
+        coalescer = self.receiver.coalescer
+        if verdict is None and coalescer.repeat(audit):
+            return _NOTHING_STORED
+        receipt = await self.receiver.store.record(
+            route.config.provider, route.config.path, verdict.events if verdict else (), audit,
+            verified_by=verification_method(route.config, audit.client), queue=route.forwarding,
+        )
+        if verdict is None:
+            coalescer.written(audit)
+        return receipt
 
     async def _answer(self, route: RouteConfig, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, Response]:
         """The response for an accepted request; a relayed one is answered by the application."""
