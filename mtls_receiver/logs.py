@@ -27,7 +27,7 @@ __all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "client_fields", "escape"
 FIELDS = "fields"  # the LogRecord attribute (set through ``extra``) holding a line's fields
 Fields = Mapping[str, Any]  # str, int, float, bool or None values
 
-_UNQUOTED = re.compile(r"[^\s=\"\\]+")  # a value needing no quotes: no space, '=', quote or backslash
+_UNQUOTED = re.compile(r"[^\s=\"\\]+").fullmatch  # needs no quotes: no space, '=', quote or backslash
 
 
 def escape(text: str) -> str:
@@ -56,17 +56,19 @@ def _controls(text: str) -> str:
 
 def render_value(value: Any) -> str:
     """One field's value in a text line: numbers as they are, None as ``-``, text escaped and quoted
-    when it holds a space, ``=``, a quote or an escape."""
+    when it holds a space, ``=``, a quote or anything needing an escape."""
     if value is None:
         return "-"
     if isinstance(value, (int, float)):
         return str(value)
-    text = escape(str(value))
-    return text if _UNQUOTED.fullmatch(text) else f'"{text}"'
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and _UNQUOTED(text):  # the common case: nothing to escape
+        return text
+    return f'"{escape(text)}"'
 
 
 def render_fields(fields: Fields) -> str:
-    return " ".join(f"{key}={render_value(value)}" for key, value in fields.items())
+    return " ".join([f"{key}={render_value(value)}" for key, value in fields.items()])
 
 
 class _Line:
@@ -84,7 +86,7 @@ class _Line:
 def log_fields(logger: logging.Logger, level: int, message: str, fields: Fields, exc_info: bool = False) -> None:
     """Log ``message`` (a fixed text: no request data) with ``fields`` (anything, request data included)."""
     if logger.isEnabledFor(level):
-        logger.log(level, _Line(message, fields), extra={FIELDS: fields}, exc_info=exc_info, stacklevel=2)
+        logger.log(level, _Line(message, fields), extra={FIELDS: fields}, exc_info=exc_info)
 
 
 def client_fields(client: ClientIdentity | None) -> dict[str, str | None]:
