@@ -14,7 +14,6 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -27,10 +26,11 @@ from .efi_certs import fetch_efi_chain
 from .errors import ReceiverError
 from .files import write_private
 from .forwarder import resolve_handlers
+from .logs import JsonFormatter, TextFormatter, client_fields, escape, json_line, render_fields, render_value
 from .probe import probe, probe_without_certificate, sample_pix
 from .providers.efi import registration_url
 from .server import Receiver, serve_forever, expiry_warnings
-from .events import StoredEvent
+from .events import AuditRecord, StoredEvent
 from .store import Access, Store, open_store
 from .tls import create_ssl_context, read_certificates
 from .workers import serve_worker, supervise, worker_spec
@@ -45,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # workers are started with the same arguments
     handler = logging.StreamHandler(sys.stderr)  # stderr: journald takes it as it is
-    handler.setFormatter(JsonFormatter() if args.log_format == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else TextFormatter())
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler], force=True)
     try:
         return int(args.func(args) or 0)
@@ -55,21 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log line: time, level, logger, message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="delivery status (stored: not forwarded anywhere)")
     listing.add_argument("--route", help="only events received on this route path")
     listing.set_defaults(func=_events_list)
+    audit = events.add_parser("audit", help="the audit trail (every request answered), newest first")
+    audit.add_argument("--config", type=Path, required=True)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.set_defaults(func=_events_audit)
     show = events.add_parser("show", help="one event: payload and delivery attempts")
     show.add_argument("event_id", metavar="ID")
     show.add_argument("--config", type=Path, required=True)
@@ -326,11 +315,34 @@ def _events_list(args: argparse.Namespace) -> int:
                          lambda store: store.list_events(args.limit, args.status, args.route))
     for event in events:
         if args.json:
-            print(json.dumps(_event_json(event), ensure_ascii=False))
-        else:
-            client = event.client.subject if event.client else "-"
+            print(json_line(_event_json(event)))
+        else:  # what a sender wrote is escaped: a dedup key or subject cannot drive the terminal
+            client = escape(event.client.subject) if event.client else "-"
             print(f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}  {event.route}"
-                  f"  {event.dedup_key}  {client}")
+                  f"  {escape(event.dedup_key)}  {client}")
+    return 0
+
+
+def _audit_json(audit: AuditRecord) -> dict[str, object]:
+    return {
+        "at": audit.at, "last_at": audit.last_at, "count": audit.count, "listener": audit.listener,
+        "route": audit.route, "method": audit.method, "path": audit.path, "peer": audit.peer,
+        "status": audit.status, "reason": audit.reason, **client_fields(audit.client),
+    }
+
+
+def _events_audit(args: argparse.Namespace) -> int:
+    """Repeats of one refusal are one row: ``xN`` and the time of the last (store/audit.py)."""
+    config = load_config(args.config)
+    for audit in _with_store(config, Access.READ, lambda store: store.list_audit(args.limit)):
+        if args.json:
+            print(json_line(_audit_json(audit)))
+            continue
+        repeats = f"  x{audit.count} until {audit.last_at}" if audit.count > 1 else ""
+        fields = {"listener": audit.listener, "peer": audit.peer, "reason": audit.reason,
+                  "subject": audit.client.subject if audit.client else None}
+        print(f"{audit.at}  {audit.status}  {render_value(audit.method)} {render_value(audit.path)}"
+              f"  {render_fields(fields)}{repeats}")
     return 0
 
 
@@ -341,7 +353,7 @@ def _events_show(args: argparse.Namespace) -> int:
         print(f"mtls-receiver: no event {args.event_id}", file=sys.stderr)
         return EXIT_FAILURE
     event, attempts = found
-    print(json.dumps(_event_json(event), ensure_ascii=False, indent=2))
+    print(json_line(_event_json(event), indent=2))
     print(f"delivery attempts: {len(attempts)}")
     for attempt in attempts:
         outcome = f"HTTP {attempt.status_code}" if attempt.status_code is not None else "no HTTP answer"

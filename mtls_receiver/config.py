@@ -179,6 +179,7 @@ class StoreConfig:
     path: Path | None = None
     url: str | None = field(default=None, repr=False)  # postgresql://... (may carry a password)
     commit_delay: float = 0.001  # the most a group commit waits for the writes it expects (group_commit)
+    audit_retention_days: int = 30  # audit rows older than this are purged in the background (store/audit.py)
 
     @property
     def description(self) -> str:
@@ -251,12 +252,15 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
 
 
 def _store(reader: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
-    reader.only_keys(raw, "store", {"path", "url", "commit_delay"})
+    reader.only_keys(raw, "store", {"path", "url", "commit_delay", "audit_retention_days"})
     delay = reader.number(raw, "store", "commit_delay", default=StoreConfig.commit_delay, minimum=0)
     if delay > 0.1:
         reader.fail("store.commit_delay", f"must be at most 0.1 (seconds), got {delay!r}")
+    retention = reader.integer(raw, "store", "audit_retention_days", default=StoreConfig.audit_retention_days,
+                               minimum=1)
     if "url" not in raw:
-        return StoreConfig(path=reader.path(raw, "store", "path", default="inbox.db"), commit_delay=delay)
+        return StoreConfig(path=reader.path(raw, "store", "path", default="inbox.db"), commit_delay=delay,
+                           audit_retention_days=retention)
     if "path" in raw:
         reader.fail("store.url", "give either path (SQLite) or url (PostgreSQL), not both")
     url = reader.string(raw, "store", "url")
@@ -266,7 +270,7 @@ def _store(reader: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
             reader.fail("store.url", f"environment variable {raw['url'][4:]} is not set or empty")
     if not url.startswith(("postgresql://", "postgres://")):
         reader.fail("store.url", "must be a postgresql:// URL (or env:VAR naming one)")
-    return StoreConfig(url=url, commit_delay=delay)
+    return StoreConfig(url=url, commit_delay=delay, audit_retention_days=retention)
 
 
 def _admin(reader: _Reader, raw: Mapping[str, Any]) -> AdminConfig:

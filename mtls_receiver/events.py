@@ -92,6 +92,8 @@ class AuditRecord:
     status: int
     reason: str
     client: ClientIdentity | None = None
+    count: int = 1  # identical refusals this row stands for (repeats are coalesced: store/audit.py)
+    last_at: str | None = None  # the last of them, when count > 1
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from . import __version__, jsoncodec
 from .config import Config, Destination, ForwardConfig
 from .errors import ConfigError, StoreUnavailable
 from .events import AttemptOutcome, DeliveryAttempt, StoredEvent
+from .logs import log_fields
 from .metrics import Metrics
 from .signatures import standard_webhook_signature
 from .store import Store
@@ -246,14 +247,14 @@ class Forwarder:
 
     @staticmethod
     def _log(event: StoredEvent, destination: Destination | None, outcome: AttemptOutcome) -> None:
-        target = destination.describe() if destination else "nowhere"
-        attempt = outcome.attempt
+        fields = {"event": event.id, "to": destination.describe() if destination else "nowhere",
+                  "attempt": outcome.attempt.number}
         if outcome.status == "delivered":
-            log.info("forwarded event=%s to=%s attempt=%d status=%s ms=%d", event.id, target, attempt.number,
-                     attempt.status_code, attempt.duration_ms)
+            log_fields(log, logging.INFO, "forwarded", fields | {"status": outcome.attempt.status_code,
+                                                                 "ms": outcome.attempt.duration_ms})
         elif outcome.status == "dead":
-            log.error("forwarding gave up event=%s to=%s after %d attempts: %s", event.id, target, attempt.number,
-                      attempt.error)
+            log_fields(log, logging.ERROR, "forwarding gave up", fields | {"error": outcome.attempt.error})
         else:
-            log.warning("forward failed event=%s to=%s attempt=%d error=%r retry in %.1fs", event.id, target,
-                        attempt.number, attempt.error, outcome.next_attempt_at - time.time())
+            retry_in = round(outcome.next_attempt_at - time.time(), 1)
+            log_fields(log, logging.WARNING, "forward failed", fields | {"error": outcome.attempt.error,
+                                                                        "retry_in": retry_in})

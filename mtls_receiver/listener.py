@@ -27,6 +27,7 @@ from .admission import ConnectionCounts
 from .config import ListenerConfig
 from .errors import Refusal
 from .http11 import CONTINUE, RequestHead, Response, head_too_large, parse_chunked, parse_head
+from .logs import log_fields
 from .proxy_protocol import ProxyProtocolError, read_header
 from .tls import ClientTrust
 
@@ -170,7 +171,7 @@ class TLSListener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: keep serving the connections we have, retry shortly
-                log.error("listener=%s accept failed: %s", self.config.name, exc)
+                log_fields(log, logging.ERROR, "accept failed", {"listener": self.config.name, "reason": str(exc)})
                 self._pause_accepting()
                 return
             self._admit(conn, canonical_ip(str(address[0])))
@@ -229,7 +230,8 @@ class TLSListener:
         _Connection(self, conn, peer, source).start()
 
     def _refused(self, peer: str, step: str, reason: str, label: str | None = None) -> None:
-        log.warning("refused listener=%s %s peer=%s reason=%r", self.config.name, step, peer, reason)
+        log_fields(log, logging.WARNING, "refused", {"listener": self.config.name, "step": step, "peer": peer,
+                                                     "reason": reason})
         self._on_refused(label or reason)
 
     # --- deadlines ------------------------------------------------------------------------------
@@ -316,8 +318,8 @@ class _Connection:
         try:
             step()
         except Exception:
-            log.exception("listener=%s peer=%s: unexpected error; connection closed", self.listener.config.name,
-                          self.peer)
+            log_fields(log, logging.ERROR, "unexpected error; connection closed",
+                       {"listener": self.listener.config.name, "peer": self.peer}, exc_info=True)
             self.close()
 
     # TLS handshake
@@ -430,7 +432,8 @@ class _Connection:
         try:
             response = await self.listener.handler(request)
         except Exception:  # a bug: say so, and keep serving everyone else
-            log.exception("listener=%s: unexpected error while handling a request", self.listener.config.name)
+            log_fields(log, logging.ERROR, "unexpected error while handling a request",
+                       {"listener": self.listener.config.name, "peer": request.peer}, exc_info=True)
             response = Response.text(500, "internal error", close=True)
         keep = (request.refusal is None and not response.close and request.head is not None
                 and request.head.keep_alive and not self.listener.stopping and not self.eof)

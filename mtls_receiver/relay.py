@@ -17,6 +17,7 @@ import aiohttp
 
 from .config import RelayConfig, RouteConfig
 from .events import IncomingRequest, Relay, StoredAnswer
+from .logs import log_fields
 from .store import Store
 
 __all__ = ["RelayAnswer", "Relayer"]
@@ -71,7 +72,8 @@ class Relayer:
             problem = f"application did not answer within {config.deadline:g}s"
         except aiohttp.ClientError as exc:
             problem = f"application unreachable: {exc}"
-        log.warning("relay to %s failed: %s; answering the configured rejection", config.url, problem)
+        log_fields(log, logging.WARNING, "relay failed; answering the configured rejection",
+                   {"to": config.url, "reason": problem})
         return StoredAnswer(config.timeout_status, "application/json", config.timeout_body.encode()), problem
 
 

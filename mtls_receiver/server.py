@@ -25,10 +25,12 @@ from .events import AuditRecord, IncomingRequest, Peer, Verdict
 from .forwarder import Forwarder
 from .http11 import Response
 from .listener import Request, TLSListener
+from .logs import client_fields, log_fields
 from .metrics import Metrics, admin_app, refusal_class
 from .providers import Verifier, verification_method, verifier_for
 from .relay import Relayer
 from .store import Access, Receipt, Store, open_store
+from .store.audit import AuditRetention, RefusalCoalescer
 from .systemd import Notifier, listen_sockets
 from .tls import client_identity, create_ssl_context, read_certificates
 
@@ -93,6 +95,10 @@ class Receiver:
         self.in_flight = 0  # requests inside a handler (a graceful stop waits for them and partial ones)
         self._committed_at: float | None = None  # a worker: its last write probe committed then
         self._prober: asyncio.Task[None] | None = None
+        self.coalescer = RefusalCoalescer(self.store)  # repeated refusals: a count, not a row each
+        # one process per inbox purges old audit rows: the one that forwards
+        self.retention = AuditRetention(self.store, lambda: self.config.store.audit_retention_days) \
+            if role.forward else None
 
     async def start(self, inherited: dict[str, socket.socket] | None = None) -> None:
         contexts = self._contexts(self.config)
@@ -100,6 +106,9 @@ class Receiver:
         await self.store.open()
         self._session = aiohttp.ClientSession()
         try:
+            self.coalescer.start()
+            if self.retention is not None:
+                self.retention.start()
             self.relayer = Relayer(self.store, self._session)
             if self.role.forward:
                 self.forwarder = Forwarder(self.config, self.store, self._session, self.metrics)
@@ -293,6 +302,9 @@ class Receiver:
         if self._session is not None:
             await _bounded(self._session.close(), 5, "closing the HTTP client")
             self._session = None
+        if self.retention is not None:
+            await self.retention.stop()
+        await _bounded(self.coalescer.stop(), 5, "writing the counts of repeated refusals")
         await self.store.close()
 
 
@@ -361,6 +373,7 @@ class _Route:
     forwarding: bool
 
 
+_NOTHING_STORED = Receipt(stored=(), duplicates=0)
 _NO_ROUTE = _Route(RouteConfig(path="-", listener="-", provider="-", mode="-"), "-", verifier_for("-"), False)
 
 
@@ -413,10 +426,7 @@ class _Dispatcher:
             path=head.path if head else "-", peer=peer.address, status=status, reason=reason, client=identity,
         )
         try:
-            receipt = await self.receiver.store.record(
-                route.config.provider, route.config.path, verdict.events if verdict else (), audit,
-                verified_by=verification_method(route.config, identity), queue=route.forwarding,
-            )
+            receipt = await self._record(route, verdict, audit)
         except StoreUnavailable as exc:
             return self._unavailable(route.config, peer, exc)
         if receipt.stored and route.forwarding and self.receiver.forwarder is not None:
@@ -424,6 +434,19 @@ class _Dispatcher:
         self._count(route.config, verdict, status, reason, time.perf_counter() - started)
         _log_request(audit, verdict, receipt, request.peer)
         return answer
+
+    async def _record(self, route: _Route, verdict: Verdict | None, audit: AuditRecord) -> Receipt:
+        """Events and audit row, durably; a refusal repeated within the coalescer's window is only counted."""
+        coalescer = self.receiver.coalescer
+        if verdict is None and coalescer.repeat(audit):
+            return _NOTHING_STORED
+        receipt = await self.receiver.store.record(
+            route.config.provider, route.config.path, verdict.events if verdict else (), audit,
+            verified_by=verification_method(route.config, audit.client), queue=route.forwarding,
+        )
+        if verdict is None:
+            coalescer.written(audit)
+        return receipt
 
     async def _answer(self, route: RouteConfig, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, Response]:
         """The response for an accepted request; a relayed one is answered by the application."""
@@ -442,26 +465,30 @@ class _Dispatcher:
     def _unavailable(self, route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> Response:
         """Nothing is acknowledged unless stored: the sender is told to retry."""
         self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        log.error("route=%s status=503 reason=%r peer=%s", route.path, f"store unavailable: {exc}", peer.address)
+        log_fields(log, logging.ERROR, "unavailable", {
+            "listener": self.listener, "route": route.path, "status": 503, "reason": f"store unavailable: {exc}",
+            "peer": peer.address, **client_fields(peer.identity)})
         return Response.text(503, "store unavailable, retry later", headers={"Retry-After": "5"})
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:
-    if not log.isEnabledFor(logging.INFO if verdict else logging.WARNING):
+    """One line per request; everything in it but the word in front is a field (escaped when written)."""
+    level = logging.INFO if verdict else logging.WARNING
+    if not log.isEnabledFor(level):
         return
-    client = audit.client.short if audit.client else "client=none"
-    via = f" via={transport_peer}" if transport_peer != audit.peer else ""
+    fields: dict[str, object] = {"listener": audit.listener, "route": audit.route, "method": audit.method,
+                                 "path": audit.path, "status": audit.status}
     if verdict is None:
-        log.warning(
-            "refused route=%s %s %s status=%d reason=%r peer=%s%s %s",
-            audit.route, audit.method, audit.path, audit.status, audit.reason, audit.peer, via, client,
-        )
+        fields["reason"] = audit.reason
     else:
-        log.info(
-            "accepted route=%s %s %s status=%d kind=%s stored=%d duplicates=%d peer=%s%s %s",
-            audit.route, audit.method, audit.path, audit.status, verdict.kind,
-            len(receipt.stored), receipt.duplicates, audit.peer, via, client,
-        )
+        fields.update(kind=verdict.kind, stored=len(receipt.stored), duplicates=receipt.duplicates)
+    log_fields(log, level, "accepted" if verdict else "refused",
+               fields | _peer_fields(audit.peer, transport_peer) | client_fields(audit.client))
+
+
+def _peer_fields(peer: str, transport_peer: str) -> dict[str, object]:
+    """The client's address; ``via`` the proxy it came through, when a trusted proxy named it."""
+    return {"peer": peer} if transport_peer == peer else {"peer": peer, "via": transport_peer}
 
 
 async def serve_forever(config: Config, announce: Callable[[Receiver], None] | None = None) -> None:

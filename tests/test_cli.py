@@ -51,8 +51,9 @@ def test_probe_passes_against_dev_server_and_event_is_listed(dev_server) -> None
 
     assert server.terminate() == 0  # SIGTERM stops it cleanly
     log = "".join(server.output)
-    assert "accepted route=/webhook POST /webhook/pix status=200 kind=pix stored=1" in log
-    assert "refused listener=dev TLS handshake peer=127.0.0.1 reason='PEER_DID_NOT_RETURN_A_CERTIFICATE'" in log
+    assert "accepted listener=dev route=/webhook method=POST path=/webhook/pix status=200 kind=pix stored=1" in log
+    assert ('refused listener=dev step="TLS handshake" peer=127.0.0.1 reason=PEER_DID_NOT_RETURN_A_CERTIFICATE'
+            in log)
     assert "refused route=" not in log  # the no-certificate probe never reached HTTP
 
 

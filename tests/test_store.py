@@ -15,7 +15,7 @@ from mtls_receiver.config import StoreConfig
 from mtls_receiver.events import AttemptOutcome, AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer
 from mtls_receiver.server import Receiver
 from mtls_receiver.store import Store, open_store
-from mtls_receiver.store.sqlite import CLAIM_DUE, SCHEMA_VERSION, SQLiteStore
+from mtls_receiver.store.sqlite import CLAIM_DUE, MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
 
 def audit(status: int = 200) -> AuditRecord:
@@ -87,7 +87,7 @@ async def test_rows_survive_reopen(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(tmp_path / "inbox.db") as db:
         assert db.execute("SELECT dedup_key, payload FROM events").fetchall() == [("E1", '{"valor":"1.00"}')]
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
 
 
 async def test_same_pix_twice_is_one_event(receiver: Receiver, pki: Pki) -> None:
@@ -139,18 +139,18 @@ async def test_version_1_inbox_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "inbox.db"
     with sqlite3.connect(path) as db:  # the first release's schema, with one event in it
         db.executescript(
-            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, provider TEXT NOT NULL,"
-            " route TEXT NOT NULL, kind TEXT NOT NULL, dedup_key TEXT NOT NULL, payload TEXT NOT NULL,"
-            " received_at TEXT NOT NULL, peer TEXT NOT NULL, client_subject TEXT, client_issuer TEXT,"
-            " client_fingerprint TEXT, UNIQUE (provider, dedup_key));"
+            MIGRATIONS[1] +  # events and audit
             "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer)"
             " VALUES ('evt_old', 'efi', '/webhook', 'pix', 'E0', '{}', 't', 'p');"
+            "INSERT INTO audit (at, listener, route, method, path, peer, status, reason)"
+            " VALUES ('t', 'main', '/webhook', 'POST', '/webhook', 'p', 200, 'accepted pix');"
             "PRAGMA user_version = 1;"
         )
     store = SQLiteStore(path)
     await store.open()
     try:
         assert [e.id for e in await store.list_events()] == ["evt_old"]
+        assert [(a.reason, a.count, a.last_at) for a in await store.list_audit()] == [("accepted pix", 1, None)]
         claim = await store.claim_request("/auth", "k", 1000.0, stale_after=30)
         assert claim.state == "new"
     finally:

@@ -15,7 +15,7 @@ from ..config import StoreConfig
 from ..errors import ConfigError
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 
-__all__ = ["Access", "Receipt", "Store", "open_store"]
+__all__ = ["Access", "AuditRepeats", "Receipt", "Store", "open_store"]
 
 
 class Access(Enum):
@@ -37,6 +37,15 @@ class Receipt:
 
     stored: tuple[str, ...]
     duplicates: int
+
+
+@dataclass(frozen=True)
+class AuditRepeats:
+    """Repeats of one refusal not yet written: ``audit`` is the first of them, with ``count`` and
+    ``last_at``; ``seq`` is the row already holding earlier repeats of it, if any."""
+
+    audit: AuditRecord
+    seq: int | None = None
 
 
 class Store(Protocol):
@@ -101,6 +110,19 @@ class Store(Protocol):
     async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None: ...
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]: ...
+
+    async def record_repeats(self, repeats: Sequence[AuditRepeats]) -> list[int]:
+        """Write coalesced repeats of refusals in one transaction: a new row for each without a
+        ``seq`` (its ``audit`` carries count and last_at), else add to that row's count and move
+        its last_at. Returns each one's row number (``seq``), in order."""
+        ...
+
+    async def purge_audit(self, before: str, limit: int) -> int:
+        """Delete audit rows older than ``before`` among the ``limit`` oldest; returns how many.
+
+        Bounded by ``limit`` so a purge never holds the write lock long; events are never purged.
+        """
+        ...
 
     async def stats(self) -> dict[str, int]:
         """``events`` (inbox size) and the outbox count per status."""

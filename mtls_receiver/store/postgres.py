@@ -18,11 +18,12 @@ import asyncpg
 from ..config import redact_dsn
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
-from . import Access, Receipt
+from . import Access, AuditRepeats, Receipt
 from .group_commit import GroupCommit, Write
-from .rows import (AUDIT_ARITY, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM,
-                   FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row, audit_row, event_from_row, event_row,
-                   identity_from_columns, new_event_id, numbered, order_key, outcome_row)
+from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS,
+                   EVENT_INSERT_COLUMNS, EVENTS_FROM, FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row,
+                   audit_from_row, audit_row, event_from_row, event_row, new_event_id,
+                   numbered, order_key, outcome_row, repeats_row)
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION"]
 
@@ -103,6 +104,11 @@ CREATE INDEX outbox_pending ON outbox (status, seq);
     # a fencing token per lease: an attempt's outcome is written only while its lease is the event's
     3: """
 ALTER TABLE outbox ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0;
+""",
+    # repeats of one refusal are one row (store/audit.py): how many, and when the last came
+    4: """
+ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE audit ADD COLUMN last_at TEXT;
 """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -342,11 +348,36 @@ class PostgresStore(GroupCommit):
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
         async def select(conn: asyncpg.Connection) -> list[AuditRecord]:
-            rows = await conn.fetch("SELECT at, listener, route, method, path, peer, status, reason, client_subject,"
-                                    " client_issuer, client_fingerprint FROM audit ORDER BY seq DESC LIMIT $1", limit)
-            return [AuditRecord(*r[:8], client=identity_from_columns(r[8:11])) for r in rows]
+            rows = await conn.fetch(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT $1", limit)
+            return [audit_from_row(row) for row in rows]
 
-        return await self._transaction(select)
+        records: list[AuditRecord] = await self._transaction(select)
+        return records
+
+    async def record_repeats(self, repeats: Sequence[AuditRepeats]) -> list[int]:
+        async def write(conn: asyncpg.Connection) -> list[int]:
+            seqs = []
+            for repeat in repeats:
+                audit = repeat.audit
+                if repeat.seq is None:
+                    seqs.append(await conn.fetchval(f"INSERT INTO audit ({AUDIT_COLUMNS})"
+                                                    f" VALUES ({_placeholders(AUDIT_ARITY + 2)}) RETURNING seq",
+                                                    *repeats_row(audit)))
+                else:
+                    await conn.execute("UPDATE audit SET count = count + $1, last_at = $2 WHERE seq = $3",
+                                       audit.count, audit.last_at, repeat.seq)
+                    seqs.append(repeat.seq)
+            return seqs
+
+        seqs: list[int] = await self._transaction(write)
+        return seqs
+
+    async def purge_audit(self, before: str, limit: int) -> int:
+        """Old rows among the ``limit`` oldest (see sqlite.PURGE_AUDIT for why not ``WHERE at < $2`` alone)."""
+        status: str = await self._transaction(lambda conn: conn.execute(
+            "DELETE FROM audit WHERE seq IN (SELECT seq FROM"
+            " (SELECT seq, at FROM audit ORDER BY seq LIMIT $1) oldest WHERE at < $2)", limit, before))
+        return int(status.split()[-1])
 
     async def stats(self) -> dict[str, int]:
         async def select(conn: asyncpg.Connection) -> dict[str, int]:

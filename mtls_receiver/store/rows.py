@@ -7,6 +7,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import jsoncodec
@@ -17,9 +18,10 @@ if TYPE_CHECKING:
     from .group_commit import Write
 
 __all__ = [
-    "AUDIT_ARITY", "AUDIT_INSERT_COLUMNS", "EVENT_ARITY", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS", "EVENTS_FROM",
-    "FINISH_ATTEMPT", "INSERT_ATTEMPT", "REPLAY", "attempt_row", "audit_row", "event_from_row", "event_row",
-    "identity_columns", "identity_from_columns", "new_event_id", "numbered", "order_key", "outcome_row",
+    "AUDIT_ARITY", "AUDIT_COLUMNS", "AUDIT_INSERT_COLUMNS", "EVENT_ARITY", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS",
+    "EVENTS_FROM", "FINISH_ATTEMPT", "INSERT_ATTEMPT", "REPLAY", "attempt_row", "audit_from_row", "audit_row",
+    "event_from_row", "event_row", "identity_columns", "identity_from_columns", "new_event_id", "numbered",
+    "order_key", "outcome_row", "purge_cutoff", "repeats_row",
 ]
 
 EVENT_INSERT_COLUMNS = ("id, provider, route, kind, dedup_key, payload, received_at, peer, client_subject,"
@@ -28,6 +30,7 @@ AUDIT_INSERT_COLUMNS = ("at, listener, route, method, path, peer, status, reason
                         " client_fingerprint")
 EVENT_ARITY = len(EVENT_INSERT_COLUMNS.split(","))  # placeholders per row
 AUDIT_ARITY = len(AUDIT_INSERT_COLUMNS.split(","))
+AUDIT_COLUMNS = f"{AUDIT_INSERT_COLUMNS}, count, last_at"  # what audit_from_row reads
 
 EVENT_COLUMNS = (
     "e.id, e.provider, e.route, e.kind, e.dedup_key, e.payload, e.received_at, e.peer, e.client_subject,"
@@ -110,6 +113,25 @@ def audit_row(audit: AuditRecord) -> tuple[Any, ...]:
     """An ``audit`` row, in AUDIT_INSERT_COLUMNS order."""
     return (audit.at, audit.listener, audit.route, audit.method, audit.path, audit.peer, audit.status, audit.reason,
             *identity_columns(audit.client))
+
+
+def repeats_row(audit: AuditRecord) -> tuple[Any, ...]:
+    """A row of coalesced repeats, in AUDIT_COLUMNS order."""
+    return (*audit_row(audit), audit.count, audit.last_at)
+
+
+def audit_from_row(row: Sequence[Any]) -> AuditRecord:
+    """An AuditRecord from a SELECT of AUDIT_COLUMNS."""
+    return AuditRecord(at=row[0], listener=row[1], route=row[2], method=row[3], path=row[4], peer=row[5],
+                       status=row[6], reason=row[7], client=identity_from_columns(row[8:11]), count=row[11],
+                       last_at=row[12])
+
+
+def purge_cutoff(days: float, now: float | None = None) -> str:
+    """The ``at`` before which audit rows are purged: ``days`` ago, in the format of AuditRecord.at
+    (UTC ISO 8601, fixed width), so rows compare as text."""
+    moment = (time.time() if now is None else now) - days * 86400
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+00:00")
 
 
 def order_key(write: Write, event: NewEvent) -> str:

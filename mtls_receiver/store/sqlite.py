@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
-from . import Access, Receipt
+from . import Access, AuditRepeats, Receipt
 from .group_commit import GroupCommit, Write
-from .rows import (AUDIT_ARITY, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENTS_FROM,
-                   FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row, audit_row, event_from_row, event_row,
-                   identity_from_columns, new_event_id, order_key, outcome_row)
+from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS,
+                   EVENT_INSERT_COLUMNS, EVENTS_FROM, FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row,
+                   audit_from_row, audit_row, event_from_row, event_row, new_event_id,
+                   order_key, outcome_row, repeats_row)
 
-__all__ = ["CLAIM_DUE", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["CLAIM_DUE", "MIGRATIONS", "PURGE_AUDIT", "SCHEMA_VERSION", "SQLiteStore"]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -114,6 +115,11 @@ CREATE INDEX outbox_pending ON outbox (status, seq);
     5: """
 ALTER TABLE outbox ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
 """,
+    # repeats of one refusal are one row (store/audit.py): how many, and when the last came
+    6: """
+ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE audit ADD COLUMN last_at TEXT;
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 T = TypeVar("T")
@@ -126,6 +132,12 @@ CLAIM_DUE = (
     "                 AND p.status = 'pending')"
     " ORDER BY o.seq LIMIT ?"
 )
+#: old rows among the ``?`` oldest: reads at most that many rows (rows are in ``at`` order, give or take
+#: the milliseconds between workers), where ``WHERE at < ?`` alone would read the whole table when
+#: nothing is old
+PURGE_AUDIT = ("DELETE FROM audit WHERE seq IN"
+               " (SELECT seq FROM (SELECT seq, at FROM audit ORDER BY seq LIMIT ?) WHERE at < ?)")
+_INSERT_REPEATS = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * (AUDIT_ARITY + 2))}) RETURNING seq"
 _MAX_ROWS_PER_INSERT = 500  # 12 columns each: well under SQLite's limit on bound parameters
 
 
@@ -513,10 +525,32 @@ class SQLiteStore(GroupCommit):
         return event_from_row(rows[0]), [DeliveryAttempt(*row) for row in attempts]
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
-        rows = await self._run(self._select, "SELECT at, listener, route, method, path, peer, status, reason,"
-                               " client_subject, client_issuer, client_fingerprint"
-                               " FROM audit ORDER BY seq DESC LIMIT ?", limit)
-        return [AuditRecord(*r[:8], client=identity_from_columns(r[8:11])) for r in rows]
+        rows = await self._run(self._select, f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT ?", limit)
+        return [audit_from_row(row) for row in rows]
+
+    # --- the audit trail: coalesced repeats, retention ------------------------------------------
+
+    async def record_repeats(self, repeats: Sequence[AuditRepeats]) -> list[int]:
+        """Counts of refusals already audited once: bookkeeping, committed without an fsync of its own."""
+        seqs: list[int] = await self._run(self._bookkeeping, self._record_repeats, list(repeats))
+        return seqs
+
+    @staticmethod
+    def _record_repeats(db: sqlite3.Connection, repeats: list[AuditRepeats]) -> list[int]:
+        seqs = []
+        for repeat in repeats:
+            audit = repeat.audit
+            if repeat.seq is None:
+                seqs.append(db.execute(_INSERT_REPEATS, repeats_row(audit)).fetchone()[0])
+            else:
+                db.execute("UPDATE audit SET count = count + ?, last_at = ? WHERE seq = ?",
+                           (audit.count, audit.last_at, repeat.seq))
+                seqs.append(repeat.seq)
+        return seqs
+
+    async def purge_audit(self, before: str, limit: int) -> int:
+        deleted: int = await self._run(self._bookkeeping, lambda db: db.execute(PURGE_AUDIT, (limit, before)).rowcount)
+        return deleted
 
     def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return self._when_free(lambda: self._require_db().execute(sql, params).fetchall())
