@@ -76,8 +76,8 @@ async def rows_until(store: Store, done: Callable[[list[AuditRecord]], bool], ti
     return rows
 
 
-def audit(path: str = "/webhook/pix", at: str | None = None, status: int = 400) -> AuditRecord:
-    return AuditRecord(at or utc_now(), "main", "/webhook", "POST", path, "127.0.0.1", status, "test")
+def audit(path: str = "/webhook/pix", at: str | None = None, status: int = 400, reason: str = "test") -> AuditRecord:
+    return AuditRecord(at or utc_now(), "main", "/webhook", "POST", path, "127.0.0.1", status, reason)
 
 
 # --- coalescing -----------------------------------------------------------------------------------
@@ -105,6 +105,15 @@ async def test_distinct_refusals_each_get_a_row(receiver: Receiver, pki: Pki) ->
     seen = {(row.path, row.method, row.status, row.reason) for row in rows}
     assert len(seen) == 4 and {"/nowhere", "/webhook/pix"} == {path for path, *_ in seen}
     assert all(row.count == 1 for row in rows if row.last_at is None)
+
+
+async def test_a_flood_of_404s_on_random_paths_is_a_few_rows(receiver: Receiver, pki: Pki) -> None:
+    """The path is not part of what makes a refusal distinct: varying it per request floods nothing."""
+    flood = 500
+    requests = b"".join(refused(f"/nowhere/{n}") for n in range(flood - 1)) + refused("/nowhere/last", close=True)
+    assert await pipeline(receiver.port(), pki, requests) == [404] * flood
+    rows = await rows_until(receiver.store, lambda rows: sum(row.count for row in rows) == flood)
+    assert len(rows) <= 3 and rows[-1].path == "/nowhere/0"
 
 
 async def test_accepted_requests_keep_a_row_each(receiver: Receiver, pki: Pki) -> None:
@@ -137,10 +146,10 @@ async def test_later_repeats_add_to_the_same_row(store: Store) -> None:
 
 async def test_a_refusal_pushed_out_of_the_table_is_written_again(store: Store) -> None:
     coalescer = RefusalCoalescer(store, every=3600, max_keys=1)
-    coalescer.written(audit("/a"))
-    assert coalescer.repeat(audit("/a"))
-    coalescer.written(audit("/b"))  # /a leaves the table; its repeat is still written
-    assert not coalescer.repeat(audit("/a")) and coalescer.repeat(audit("/b"))
+    coalescer.written(audit("/a", reason="a"))
+    assert coalescer.repeat(audit("/a", reason="a"))
+    coalescer.written(audit("/b", reason="b"))  # /a leaves the table; its repeat is still written
+    assert not coalescer.repeat(audit("/a", reason="a")) and coalescer.repeat(audit("/b", reason="b"))
     await coalescer.flush()
     assert sorted((row.path, row.count) for row in await store.list_audit()) == [("/a", 1), ("/b", 1)]
 

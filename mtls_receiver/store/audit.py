@@ -2,7 +2,7 @@
 
 One pipelining connection repeating a refused request wrote a row per request (40,001 rows, 11 MB
 in 20 s). Now the first refusal of its kind is written at once, as before (it is audited before it
-is answered); identical refusals from the same peer within :data:`WINDOW` seconds are only counted
+is answered); identical refusals (same status and reason) from the same peer within :data:`WINDOW` seconds are only counted
 in memory, and the counts go to one more row ("repeats": how many, first and last time), written
 within :data:`FLUSH_EVERY` seconds and on a clean stop. Every distinct refusal still gets its own
 row; accepted requests are never coalesced (they go with their events).
@@ -40,14 +40,15 @@ PURGE_PAUSE = 0.05  # seconds between batches: requests' commits go in between
 
 
 def refusal_key(audit: AuditRecord) -> int:
-    """What makes two refusals identical: listener, route, peer, status, reason, method, path, client.
+    """What makes two refusals identical: listener, route, peer, status, reason and client certificate.
 
-    Kept as Python's hash of those fields (keyed per process with SipHash, so a sender cannot make two
-    refusals collide on purpose), not the fields themselves: a path can be 8 KB.
+    Not the method and path: a sender that varies the path of every request (a 404 flood) is still one
+    refusal repeated, and its row keeps the first path as a sample. Kept as Python's hash of those
+    fields (keyed per process with SipHash, so a sender cannot make two refusals collide on purpose),
+    not the fields themselves: a reason can quote request data.
     """
     client = audit.client.fingerprint if audit.client else None
-    return hash((audit.listener, audit.route, audit.peer, audit.status, audit.reason, audit.method, audit.path,
-                 client))
+    return hash((audit.listener, audit.route, audit.peer, audit.status, audit.reason, client))
 
 
 @dataclass(eq=False)
