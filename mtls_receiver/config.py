@@ -65,6 +65,7 @@ class Limits:
     header_timeout: float = 10.0  # seconds from handshake to a complete request head (slowloris)
     body_timeout: float = 30.0  # seconds to receive a body once the head is in -> 408
     keepalive_timeout: float = 15.0  # seconds an idle keep-alive connection stays open
+    handling_timeout: float = 30.0  # seconds from a complete request to its answer (store, verify) -> 503
     max_connections: int = 2000  # open connections on the listener
     max_connections_per_ip: int = 100  # per client address (trusted proxies exempt)
 

@@ -38,9 +38,8 @@ if TYPE_CHECKING:
     from .workers import WorkerPool
 
 __all__ = ["EXPIRY_WARNING_DAYS", "PROBE_TIMEOUT", "SHUTDOWN_GRACE", "SINGLE", "SUPERVISOR", "WORKER",
-           "Receiver", "Role",
-           "bind_errors", "check_reloadable", "expiry_warnings", "match_sockets", "serve_forever",
-           "serve_until_stopped", "utc_now"]
+           "Receiver", "Role", "bind_errors", "check_reloadable", "expiry_warnings", "handling_deadline",
+           "match_sockets", "serve_forever", "serve_until_stopped", "utc_now"]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -308,6 +307,14 @@ class Receiver:
         await self.store.close()
 
 
+def handling_deadline(handling_timeout: float, route: RouteConfig) -> float:
+    """Seconds a request may take from its last byte to its answer.
+
+    A relaying route also waits for the application, which has its own deadline (answered with
+    the configured rejection): that wait is added, so this deadline never cuts it short."""
+    return handling_timeout + (route.relay.deadline if route.relay is not None else 0.0)
+
+
 async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
     try:
         await asyncio.wait_for(step, seconds)
@@ -387,14 +394,23 @@ class _Dispatcher:
     async def __call__(self, request: Request) -> Response:
         self.receiver.in_flight += 1
         try:
-            return await self._handle(request)
+            head = request.head
+            route = self.receiver.route(self.listener, head.path) if head is not None else _NO_ROUTE
+            seconds = handling_deadline(self.tls.config.limits.handling_timeout, route.config)
+            deadline = asyncio.timeout(seconds)
+            try:
+                async with deadline:
+                    return await self._handle(request, route)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                return self._late(route.config, request, seconds)
         finally:
             self.receiver.in_flight -= 1
 
-    async def _handle(self, request: Request) -> Response:
+    async def _handle(self, request: Request, route: _Route) -> Response:
         started = time.perf_counter()
         head, der = request.head, request.client_der
-        route = self.receiver.route(self.listener, head.path) if head is not None else _NO_ROUTE
         identity = client_identity(der) if der else None
         peer = Peer(request.peer, identity)
         verdict: Verdict | None = None
@@ -469,6 +485,16 @@ class _Dispatcher:
             "listener": self.listener, "route": route.path, "status": 503, "reason": f"store unavailable: {exc}",
             "peer": peer.address, **client_fields(peer.identity)})
         return Response.text(503, "store unavailable, retry later", headers={"Retry-After": "5"})
+
+    def _late(self, route: RouteConfig, request: Request, seconds: float) -> Response:
+        """The handling deadline passed (a store that does not answer): 503, and the sender retries.
+
+        Logged, not audited: the audit row would wait for the same store. Whatever was queued may
+        still be committed later; the retry is then dropped as a duplicate and answered 2xx."""
+        self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
+        log.error("route=%s status=503 reason=%r peer=%s", route.path,
+                  f"no answer within {seconds:g}s (limits.handling_timeout)", request.peer)
+        return Response.text(503, "not handled in time, retry later", headers={"Retry-After": "5"})
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import re
 import resource
 import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -101,3 +108,94 @@ def test_kill_9_under_concurrent_load_keeps_every_ack_exactly_once(tmp_path: Pat
     keys = [json.loads(line)["dedup_key"] for line in listed.stdout.splitlines()]
     assert acked <= set(keys), sorted(acked - set(keys))[:5]
     assert len(keys) == len(set(keys))  # exactly once
+
+
+# --- a real small filesystem filling up (issue 17, items 8 and 9) ---------------------------------
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 1.5 MiB tmpfs of the test's own: a disk that really fills up (needs root, as CI runs)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k,mode=0755", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a small tmpfs ({made.stderr.strip()}); CI runs as root: it must run")
+        pytest.skip(f"cannot mount a small tmpfs: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros until the filesystem says it is full: another program took the last bytes."""
+    with path.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def _readyz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _eventually(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_a_full_small_filesystem_recovers_by_itself(tmp_path: Path, pki: Pki, small_filesystem: Path) -> None:
+    """The inbox on a 1.5 MiB filesystem: filled until 503 (the WAL must not be what fills it), then
+    full to the last byte (/readyz 503), then a 256 KiB file is deleted: the same receiver accepts
+    again, and the freed space holds events, not copies of pages in the WAL (before: 15 events)."""
+    spare = small_filesystem / "spare"
+    spare.write_bytes(b"\0" * 256 * 1024)
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(pki, store=str(small_filesystem / "inbox.db")), encoding="utf-8")
+    server = ServerProcess("serve", "--config", str(config))
+    port = server.start()
+    shown = re.search(r"admin \(metrics, health\) on http://127.0.0.1:(\d+)", "".join(server.output))
+    assert shown is not None
+    admin = int(shown.group(1))
+    context = client_context(pki, pki.client)
+    answers: dict[str, int] = {}
+
+    def post(e2e: str) -> int:
+        answers[e2e] = asyncio.run(https_post(port, "/webhook/pix", {"pix": [pix(e2e)]}, context)).status
+        return answers[e2e]
+
+    try:
+        n, refused = 0, 0
+        while refused < 5:  # until the disk is full: 5 refusals in a row
+            n += 1
+            assert n < 20000, "the disk never filled"
+            refused = refused + 1 if post(f"E-FILL-{n}") == 503 else 0
+        filled = sum(status == 200 for status in answers.values())
+        print(f"{filled} events filled the disk")
+        assert filled > 500  # ~1 MiB of events, not a WAL of page copies (before: about 80)
+        _fill(small_filesystem / "other-program")
+        assert [post(f"E-FULL-{k}") for k in range(3)] == [503] * 3
+        _eventually(lambda: _readyz(admin) == 503, "/readyz stayed 200 on a full disk")
+        spare.unlink()
+        (small_filesystem / "other-program").unlink()
+        _eventually(lambda: post(f"E-BACK-{time.monotonic_ns()}") == 200, "no recovery without a restart")
+        _eventually(lambda: _readyz(admin) == 200, "/readyz stayed 503 with space free again")
+        later = [post(f"E-LATER-{k}") for k in range(150)]  # 256 KiB of room: WAL copies fit ~15 of these
+        assert later == [200] * 150
+        wal = small_filesystem / "inbox.db-wal"
+        _eventually(lambda: not wal.exists() or wal.stat().st_size == 0, "the idle WAL keeps its disk space")
+        assert server.proc is not None and server.proc.poll() is None
+    finally:
+        server.kill()
+    with sqlite3.connect(small_filesystem / "inbox.db") as db:
+        stored = {row[0] for row in db.execute("SELECT dedup_key FROM events")}
+    acked = {e2e for e2e, status in answers.items() if status == 200}
+    assert acked <= stored, sorted(acked - stored)[:5]

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 
 from conftest import Answer, Pki, client_context, https_post
-from mtls_receiver.config import Config
-from mtls_receiver.server import Receiver
+from mtls_receiver.config import Config, RelayConfig, RouteConfig
+from mtls_receiver.server import Receiver, handling_deadline
 from test_hmac_providers import FIRE_BODY, FIRE_SECRET, INFI_BODY, INFI_SECRET, hex_hmac
 
 SECRET = base64.b64encode(b"relay-test-secret-0123456789").decode()
@@ -218,3 +218,13 @@ async def test_pomelo_default_allowlist_refuses_loopback(write_config, start_rec
     path, body, headers = pomelo_request()
     answer = await https_post(receiver.port(), path, body, client_context(pki), headers=headers)
     assert answer.status == 403 and b"allowlist" in answer.body
+
+
+def test_the_handling_deadline_never_cuts_the_applications_own_deadline() -> None:
+    """limits.handling_timeout bounds a request's handling; on a relaying route the application's
+    ``deadline`` (answered with the configured signed rejection) comes on top of it."""
+    plain = RouteConfig(path="/n", listener="main", provider="pomelo", mode="notifications")
+    relaying = RouteConfig(path="/a", listener="main", provider="pomelo", mode="authorizations",
+                           relay=RelayConfig(url="http://127.0.0.1:1/", deadline=45.0))
+    assert handling_deadline(30.0, plain) == 30.0
+    assert handling_deadline(30.0, relaying) == 75.0

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import re
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import Pki, client_context, https_post, pix
 from mtls_receiver.config import StoreConfig
+from mtls_receiver.errors import StoreUnavailable
 from mtls_receiver.events import AttemptOutcome, AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer
 from mtls_receiver.server import Receiver
 from mtls_receiver.store import Store, open_store
@@ -87,7 +93,7 @@ async def test_rows_survive_reopen(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(tmp_path / "inbox.db") as db:
         assert db.execute("SELECT dedup_key, payload FROM events").fetchall() == [("E1", '{"valor":"1.00"}')]
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
 
 
 async def test_same_pix_twice_is_one_event(receiver: Receiver, pki: Pki) -> None:
@@ -157,6 +163,26 @@ async def test_version_1_inbox_is_upgraded_in_place(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+
+def test_a_new_inbox_directory_is_fsynced_with_its_parent(tmp_path: Path) -> None:
+    """The directories made for a new inbox, and the one they were made in, are fsynced (seen with
+    strace): otherwise a power cut can take away a directory whose inbox SQLite had synced."""
+    if shutil.which("strace") is None:
+        if os.environ.get("CI"):
+            pytest.fail("strace is missing; .ci/run installs it")
+        pytest.skip("strace is not installed")
+    path = tmp_path / "new" / "deeper" / "inbox.db"
+    script = ("import asyncio, sys; from pathlib import Path\n"
+              "from mtls_receiver.store.sqlite import SQLiteStore\n"
+              "async def main():\n    s = SQLiteStore(Path(sys.argv[1])); await s.open(); await s.close()\n"
+              "asyncio.run(main())")
+    command = ["strace", "-f", "-qq", "-y", "-e", "trace=fsync", sys.executable, "-c", script, str(path)]
+    traced = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert traced.returncode == 0, traced.stderr
+    synced = set(re.findall(r"fsync\(\d+<([^>]+)>\)", traced.stderr))
+    assert {str(tmp_path), str(tmp_path / "new"), str(tmp_path / "new" / "deeper")} <= synced, synced
 
 
 # --- the outbox and synchronous answers, both backends --------------------------------------------
@@ -259,3 +285,34 @@ async def test_claiming_from_a_backlog_reads_pending_rows_in_order_not_all_of_th
     assert sqlite_store._db is not None
     plan = " | ".join(row[3] for row in sqlite_store._db.execute("EXPLAIN QUERY PLAN " + CLAIM_DUE, (0, 0, 1)))
     assert "outbox_pending" in plan and "TEMP B-TREE" not in plan, plan
+
+
+# --- the writer survives anything; readiness is a real commit (issue 17, items 7 and 8) ----------
+
+async def test_a_failed_commit_of_any_kind_is_answered_503_and_the_writer_goes_on(store: Store) -> None:
+    """A commit that raises something no one foresaw (here: a payload the JSON encoder refuses)
+    answers its batch 503, and the next write is stored: the writer lives on."""
+    async with asyncio.timeout(10):  # before: that write was never answered, the next got "store is not open"
+        with pytest.raises(StoreUnavailable, match="commit failed: .*TypeError"):
+            await store.record("efi", "/webhook", [NewEvent("pix", "E-BAD", {"x": object()})], audit())
+        receipt = await store.record("efi", "/webhook", [NewEvent("pix", "E-GOOD", {})], audit())
+    assert len(receipt.stored) == 1
+    assert [e.dedup_key for e in await store.list_events()] == ["E-GOOD"]
+    assert await store.check_writable()
+
+
+async def test_check_writable_is_false_once_the_writer_is_gone(store: Store) -> None:
+    """Readiness asks the writer for a real commit: a dead writer is not ready (the old probe,
+    CREATE TEMP TABLE on the side, said ready)."""
+    assert await store.check_writable()
+    writer = store._writer  # type: ignore[attr-defined]
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    assert not await store.check_writable()
+
+
+async def test_check_writable_commits_through_the_writer(store: Store) -> None:
+    before = store.commits  # type: ignore[attr-defined]
+    assert await store.check_writable()
+    assert store.commits == before + 1  # type: ignore[attr-defined]
+

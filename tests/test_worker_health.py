@@ -67,8 +67,6 @@ def test_a_hung_worker_makes_readyz_503_and_is_replaced(serve: Serve, tmp_path: 
     assert statuses(results) == [200] * 20
 
 
-@pytest.mark.xfail(strict=True, reason="needs Store.check_writable() to commit a real write (issue 17,"
-                   " item 8, the store side); the current probe never writes to the inbox file")
 def test_a_worker_that_cannot_commit_makes_readyz_503_and_is_replaced(serve: Serve, tmp_path: Path,
                                                                       pki: Pki) -> None:
     server, port, admin = start(serve, tmp_path, pki)

@@ -5,20 +5,32 @@ How long a commit waits for company: senders that were just answered tend to com
 their next request, so a commit expects as many writes as the last one held plus those that
 arrived while it ran. It goes as soon as that many are queued, or after ``commit_delay`` if
 they do not all come (a sender went quiet). A fixed delay instead kept every group of
-requests waiting for the whole delay after the last of them had arrived."""
+requests waiting for the whole delay after the last of them had arrived.
+
+The writer never stops while the store is open: whatever a commit raises (a dropped database
+connection, a full disk, a bug in a driver), that batch is answered ``StoreUnavailable`` (503,
+the senders retry), the backend repairs what it can (reconnects, checkpoints), and the next
+batch is tried. An exception that ended the loop once left every later request of that worker
+answered 503 until a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import StoreUnavailable
 from ..events import AuditRecord, NewEvent
 from . import Receipt
 
-__all__ = ["GroupCommit", "Write"]
+__all__ = ["IDLE_AFTER", "PROBE_TIMEOUT", "GroupCommit", "Write"]
+
+log = logging.getLogger("mtls_receiver")
+
+IDLE_AFTER = 1.0  # seconds without writes after which a backend tidies up (SQLite: checkpoint the WAL)
+PROBE_TIMEOUT = 5.0  # seconds a readiness probe's commit may take before the store counts as not writable
 
 
 @dataclass
@@ -28,7 +40,7 @@ class Write:
     provider: str
     route: str
     events: Sequence[NewEvent]
-    audit: AuditRecord
+    audit: AuditRecord | None  # None: a readiness probe, which touches only the health row
     verified_by: str
     queue: bool
     done: asyncio.Future[Receipt]
@@ -45,6 +57,7 @@ class GroupCommit:
         self._writer: asyncio.Task[None] | None = None
         self.commit_delay = commit_delay
         self.commits = 0  # transactions committed: shows group commit at work
+        self.failed_commits = 0  # batches answered 503 because their commit failed
 
     def _start_writer(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="group-commit")
@@ -54,40 +67,101 @@ class GroupCommit:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
+        queued, self._queue = self._queue, []
+        _fail(queued, StoreUnavailable("store is closing"))
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._writer is not None and not self._writer.done()
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
         raise NotImplementedError
 
+    async def _after_failure(self, exc: Exception) -> None:
+        """The backend repairs what a failed commit may have broken (a connection, a full WAL)."""
+
+    def _idle_work_due(self) -> bool:
+        """Whether the backend has something to do once no write comes for ``IDLE_AFTER`` seconds."""
+        return False
+
+    async def _when_idle(self) -> None:
+        """The backend's tidying (SQLite: give the WAL's disk space back)."""
+
     async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
                      verified_by: str = "", queue: bool = False) -> Receipt:
-        if self._writer is None or self._writer.done():
+        return await self._enqueue(provider, route, events, audit, verified_by, queue)
+
+    def _enqueue(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord | None,
+                 verified_by: str, queue: bool) -> asyncio.Future[Receipt]:
+        if not self.writer_alive:
             raise StoreUnavailable("store is not open")
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._queue.append(Write(provider, route, events, audit, verified_by, queue, done))
         self._wake.set()
         if len(self._queue) >= self._expected:
             self._gathered.set()
-        return await done
+        return done
+
+    async def _probe_commit(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        """Can this process commit to the inbox now? A real commit (the health row) through the writer,
+        so a dead or stuck writer, a full disk or a lost database all answer False within ``timeout``."""
+        try:
+            done = self._enqueue("-", "-", (), None, "", False)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(done)  # a late commit still answers the future; nobody waits for it
+        except (StoreUnavailable, TimeoutError):
+            return False
+        return True
 
     async def _write_loop(self) -> None:
+        """Commit what is queued until the store closes (cancelled); no failure ends it."""
         while True:
-            await self._wake.wait()
-            if self.commit_delay and len(self._queue) < self._expected:
-                await self._gather()
-            self._wake.clear()
+            if not await self._next_batch():
+                await self._guarded(self._when_idle)
+                continue
             batch, self._queue = self._queue, []
             try:
                 receipts = await self._commit_batch(batch)
-                self.commits += 1
-            except (StoreUnavailable, OSError) as exc:
-                for write in batch:
-                    if not write.done.done():
-                        write.done.set_exception(StoreUnavailable(f"commit failed: {exc}"))
+            except asyncio.CancelledError:
+                _fail(batch, StoreUnavailable("store is closing"))
+                raise
+            except Exception as exc:  # any failure: answer 503, repair, go on
+                self.failed_commits += 1
+                _fail(batch, StoreUnavailable(f"commit failed: {_describe(exc)}"))
+                if not isinstance(exc, (StoreUnavailable, OSError)):
+                    log.error("group commit: unexpected %s; %d request(s) answered 503", _describe(exc),
+                              len(batch), exc_info=exc)
+                await self._guarded(self._after_failure, exc)
                 continue
+            self.commits += 1
             self._expected = len(batch) + len(self._queue)  # who was answered, and who came meanwhile
             for write, receipt in zip(batch, receipts):
                 if not write.done.done():
                     write.done.set_result(receipt)
+
+    async def _next_batch(self) -> bool:
+        """Wait for writes (True) or, if the backend has tidying to do, for ``IDLE_AFTER`` quiet
+        seconds (False)."""
+        if not self._wake.is_set() and self._idle_work_due():
+            try:
+                async with asyncio.timeout(IDLE_AFTER):
+                    await self._wake.wait()
+            except TimeoutError:
+                return False
+        await self._wake.wait()
+        if self.commit_delay and len(self._queue) < self._expected:
+            await self._gather()
+        self._wake.clear()
+        return True
+
+    @staticmethod
+    async def _guarded(step: Callable[..., Awaitable[None]], *args: Exception) -> None:
+        """A repair or tidying step: its failure is logged, never the end of the writer."""
+        try:
+            await step(*args)
+        except Exception as exc:
+            what = step.__name__.strip("_").replace("_", " ")
+            log.warning("group commit: %s failed: %s", what, _describe(exc))
 
     async def _gather(self) -> None:
         """Wait, at most ``commit_delay``, until the writes the commit expects are queued."""
@@ -95,3 +169,17 @@ class GroupCommit:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.commit_delay):
                 await self._gathered.wait()
+
+
+def _fail(writes: Sequence[Write], exc: StoreUnavailable) -> None:
+    for write in writes:
+        if not write.done.done():
+            write.done.set_exception(exc)
+            write.done.exception()  # retrieved: a probe nobody awaits any more logs no "never retrieved"
+
+
+def _describe(exc: BaseException) -> str:
+    """Our own errors as they are; anything else with its type, which may be all it says."""
+    if isinstance(exc, StoreUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

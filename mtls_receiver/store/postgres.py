@@ -1,15 +1,22 @@
 """PostgreSQL backend (asyncpg): one inbox shared by several receiver instances.
 
-Same promises as SQLite: ``record`` returns only after COMMIT (``synchronous_commit`` on), a
+Same promises as SQLite: ``record`` returns only after COMMIT with ``synchronous_commit = on``,
+which every connection sets itself (a database or role default of ``off`` would acknowledge
+commits that a crash of the database server can still lose), a
 unique constraint on (provider, dedup_key) stores an event once whichever instance got it, and
 the outbox is written in the same transaction. Forwarders of all instances claim due events with
 ``FOR UPDATE SKIP LOCKED`` and a lease, so one instance delivers an event at a time and another
 takes over when a lease runs out. Requests of one instance share commits (group commit).
+
+A connection that fails in any way (the server shut down mid-query, or asyncpg's protocol left in
+a state it cannot leave: "cannot switch to state 15") is terminated and the pool opens a new one;
+a failure the connection handling does not recognise replaces the whole pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +32,9 @@ from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY
                    audit_from_row, audit_row, event_from_row, event_row, new_event_id,
                    numbered, order_key, outcome_row, repeats_row)
 
-__all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION"]
+__all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION", "SERVER_SETTINGS"]
+
+log = logging.getLogger("mtls_receiver")
 
 ANSWER_RETENTION = 3600.0
 _MIGRATION_LOCK = 7_324_001  # pg_advisory_xact_lock key: one instance migrates at a time
@@ -110,6 +119,11 @@ ALTER TABLE outbox ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE audit ADD COLUMN last_at TEXT;
 """,
+    # one row that readiness probes update through the group commit: a real commit to the inbox
+    5: """
+CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at DOUBLE PRECISION NOT NULL);
+INSERT INTO health (id, checked_at) VALUES (1, 0);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -130,9 +144,13 @@ async def schema_version(dsn: str) -> int:
     return version
 
 
+#: set on every connection, over any database or role default: a 2xx means the commit is on disk
+SERVER_SETTINGS = {"synchronous_commit": "on"}
+
+
 async def migrate(dsn: str) -> tuple[int, int]:
     """Bring the schema to SCHEMA_VERSION; returns (version before, version after)."""
-    conn = await asyncpg.connect(dsn, timeout=10)
+    conn = await asyncpg.connect(dsn, timeout=10, server_settings=SERVER_SETTINGS)
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
@@ -154,20 +172,18 @@ class PostgresStore(GroupCommit):
                  access: Access = Access.SERVE) -> None:
         self.dsn, self.pool_size, self.timeout, self.access = dsn, pool_size, timeout, access
         self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()  # one new pool at a time after a failure dropped the old one
         super().__init__(commit_delay)
 
     async def open(self) -> None:
         """Serving processes migrate; nobody releases leases on open: several instances share the
         outbox, and a dead instance's leases simply run out. Inspection opens read-only sessions."""
-        read_only = {"default_transaction_read_only": "on"} if self.access is Access.READ else None
         try:
             if self.access in (Access.SERVE, Access.FORWARD):
                 await migrate(self.dsn)
             else:
                 self._require_current_schema(await schema_version(self.dsn))
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
-                                                   command_timeout=self.timeout, timeout=self.timeout,
-                                                   server_settings=read_only)
+            self._pool = await self._create_pool()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"{redact_dsn(self.dsn)}: {exc}") from None
         self._start_writer()
@@ -178,6 +194,30 @@ class PostgresStore(GroupCommit):
             raise StoreUnavailable(f"{redact_dsn(self.dsn)}: schema version {version}, this program's is"
                                    f" {SCHEMA_VERSION}: run `mtls-receiver db migrate` with the newer one")
 
+    def _create_pool(self) -> asyncpg.Pool:
+        """A pool whose every connection insists on ``synchronous_commit = on`` (awaited: connected);
+        inspection's connections are read-only sessions besides."""
+        settings = {**SERVER_SETTINGS, "default_transaction_read_only": "on"} if self.access is Access.READ \
+            else SERVER_SETTINGS
+        return asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size, timeout=self.timeout,
+                                   command_timeout=self.timeout, server_settings=settings)
+
+    async def _after_failure(self, exc: Exception) -> None:
+        """A failure ``_transaction`` did not recognise may have left the pool itself broken: replace it."""
+        if not isinstance(exc, StoreUnavailable):
+            await self._renew_pool()
+
+    async def _renew_pool(self) -> None:
+        async with self._pool_lock:
+            old, self._pool = self._pool, None
+            if old is not None:
+                old.terminate()
+            try:
+                self._pool = await self._create_pool()
+            except _UNAVAILABLE as exc:
+                log.warning("%s: no new connection pool yet (%s); the next request tries again",
+                            redact_dsn(self.dsn), exc)
+
     async def close(self) -> None:
         await self._stop_writer()
         if self._pool is not None:
@@ -186,19 +226,31 @@ class PostgresStore(GroupCommit):
 
     async def _transaction(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in one transaction; any database trouble is StoreUnavailable (503)."""
-        if self._pool is None:
-            raise StoreUnavailable("store is not open")
         for attempt in range(3):
+            pool = await self._current_pool()
             try:
-                async with self._pool.acquire(timeout=self.timeout) as conn:
-                    async with conn.transaction():
-                        return await fn(conn, *args)
+                async with pool.acquire(timeout=self.timeout) as conn:
+                    return await _in_transaction(conn, fn, *args)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == 2:
                     raise StoreUnavailable(f"{redact_dsn(self.dsn)}: conflicting writers, gave up") from None
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"{redact_dsn(self.dsn)}: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def _current_pool(self) -> asyncpg.Pool:
+        """The pool, made again if a failure dropped it (``_renew_pool`` found the database away)."""
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._pool is None:
+                if not self.writer_alive:
+                    raise StoreUnavailable("store is not open")
+                try:
+                    self._pool = await self._create_pool()
+                except _UNAVAILABLE as exc:
+                    raise StoreUnavailable(f"{redact_dsn(self.dsn)}: {type(exc).__name__}: {exc}") from exc
+            return self._pool
 
     # --- receiving: group commit ---------------------------------------------------------------
 
@@ -216,8 +268,12 @@ class PostgresStore(GroupCommit):
             event_id = await self._insert_event(conn, batch[n], event)
             if event_id is not None:
                 stored[n].append(event_id)
-        await conn.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({_placeholders(AUDIT_ARITY)})",
-                               [audit_row(write.audit) for write in batch])
+        audits = [audit_row(write.audit) for write in batch if write.audit is not None]
+        if audits:
+            await conn.executemany(
+                f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({_placeholders(AUDIT_ARITY)})", audits)
+        if len(audits) < len(batch):  # a readiness probe: last, after the rows other instances also lock
+            await conn.execute("UPDATE health SET checked_at = extract(epoch FROM now()) WHERE id = 1")
         return [Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids)) for ids, write in zip(stored, batch)]
 
     @staticmethod
@@ -388,11 +444,27 @@ class PostgresStore(GroupCommit):
         return await self._transaction(select)
 
     async def check_writable(self) -> bool:
-        try:
-            await self._transaction(lambda conn: conn.execute("SELECT txid_current()"))
-        except StoreUnavailable:
-            return False
-        return True
+        """Can this process commit to the inbox now? A real commit of the health row through the
+        group-commit writer: a dead or stuck writer or an unreachable database say False."""
+        return await self._probe_commit()
+
+
+async def _in_transaction(conn: asyncpg.Connection, fn: Any, *args: Any) -> Any:
+    """``fn`` in a transaction on ``conn``; a connection that failed other than by an SQL error is
+    terminated, so the pool replaces it instead of handing it out again half-broken."""
+    try:
+        async with conn.transaction():
+            return await fn(conn, *args)
+    except asyncpg.PostgresError as exc:
+        if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)):
+            raise
+        conn.terminate()  # e.g. "terminating connection due to administrator command"
+        raise
+    except BaseException as exc:
+        conn.terminate()
+        if isinstance(exc, Exception) and not isinstance(exc, _UNAVAILABLE):
+            raise StoreUnavailable(f"connection dropped after {type(exc).__name__}: {exc}") from exc
+        raise
 
 
 def _placeholders(count: int) -> str:

@@ -92,6 +92,7 @@ def new_event_id() -> str:
 def event_row(event_id: str, write: Write, event: NewEvent) -> tuple[Any, ...]:
     """An ``events`` row, in EVENT_INSERT_COLUMNS order."""
     audit = write.audit
+    assert audit is not None, "events come with their request's audit row; only a readiness probe has none"
     payload = jsoncodec.dumps(event.payload)
     return (event_id, write.provider, write.route, event.kind, event.dedup_key, payload, audit.at, audit.peer,
             *identity_columns(audit.client), write.verified_by)

@@ -4,6 +4,10 @@ One thread owns the connection. Requests queue their rows; the writer takes
 everything queued, commits it in one transaction (one fsync), then wakes all
 of those requests. Under load many requests share one fsync. Events to forward
 get their outbox row in that same transaction.
+
+The WAL gives its disk space back (``wal_checkpoint(TRUNCATE)``) when the writer is idle, after a
+failed commit, and after every commit while the filesystem is nearly full: on a 2 MiB filesystem
+the WAL once filled the disk with copies of a few pages and every request got 503 for ever.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
+from ..files import make_directories
 from . import Access, AuditRepeats, Receipt
 from .group_commit import GroupCommit, Write
 from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS,
@@ -30,11 +35,15 @@ from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY
                    audit_from_row, audit_row, event_from_row, event_row, new_event_id,
                    order_key, outcome_row, repeats_row)
 
-__all__ = ["CLAIM_DUE", "MIGRATIONS", "PURGE_AUDIT", "SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["CLAIM_DUE", "LOW_SPACE", "MIGRATIONS", "PROBE_BYTES", "PURGE_AUDIT", "SCHEMA_VERSION", "SQLiteStore"]
 
 log = logging.getLogger("mtls_receiver")
 
 ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
+LOW_SPACE = 16 * 1024 * 1024  # bytes free under which every commit is followed by a TRUNCATE checkpoint
+_SPACE_CHECK_EVERY = 0.5  # seconds between two looks at the free space (statvfs)
+_WAL_SIZE_LIMIT = 4 * 1024 * 1024  # journal_size_limit: the WAL file is cut back to this after a reset
+PROBE_BYTES = 16384  # a readiness probe writes about the pages one event's commit writes
 
 #: schema version -> the statements that reach it from the one before
 MIGRATIONS: dict[int, str] = {
@@ -120,6 +129,12 @@ ALTER TABLE outbox ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE audit ADD COLUMN last_at TEXT;
 """,
+    # one row that readiness probes rewrite through the group commit: a real commit to the inbox,
+    # as many pages as an event's (a smaller one fitted in a full disk's last WAL frames: ready, yet 503)
+    7: """
+CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL, pages BLOB);
+INSERT INTO health (id, checked_at) VALUES (1, 0);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 T = TypeVar("T")
@@ -145,6 +160,7 @@ class _BatchRows:
     """A group commit's rows: events as multi-row INSERTs, outbox entries for the ones stored, audit rows."""
 
     def __init__(self, batch: list[Write]) -> None:
+        self.probed = any(write.audit is None for write in batch)  # a readiness probe is in the batch
         self.ids: list[list[str]] = []
         self.events: list[list[Any]] = [[]]  # flat parameters, one list per INSERT statement
         self.queued: list[tuple[str, str]] = []  # (event id, order key) to put in the outbox if stored
@@ -159,7 +175,7 @@ class _BatchRows:
                 if write.queue:
                     self.queued.append((event_id, order_key(write, event)))
             self.ids.append(ids)
-        self.audits = [audit_row(write.audit) for write in batch]
+        self.audits = [audit_row(write.audit) for write in batch if write.audit is not None]
 
     def insert(self, db: sqlite3.Connection) -> dict[str, int]:
         """Runs in the writer thread, inside the transaction: the stored events' ids and sequence numbers."""
@@ -173,6 +189,9 @@ class _BatchRows:
                            " VALUES (?, ?, ?, 'pending', 0)", outbox)
         db.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({', '.join('?' * AUDIT_ARITY)})",
                        self.audits)
+        if self.probed:
+            db.execute("UPDATE health SET checked_at = ?, pages = zeroblob(?) WHERE id = 1",
+                       (time.time(), PROBE_BYTES))
         return stored
 
     def receipts(self, stored: dict[str, int]) -> list[Receipt]:
@@ -199,6 +218,10 @@ class SQLiteStore(GroupCommit):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
         self._forwarder_lock: int | None = None  # file descriptor of the flock every forwarder holds
+        self._checkpoint_due = False  # the WAL may hold pages (or a commit failed) since the last checkpoint
+        self._checkpoint_failing = False  # said once in the log, not every idle second
+        self._low_space = False  # the filesystem was nearly full when last looked at
+        self._space_checked = 0.0
         super().__init__(commit_delay)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -225,7 +248,7 @@ class SQLiteStore(GroupCommit):
             self._require_current_schema(self._db)
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_directories(self.path.parent)  # durably: a new inbox's directory survives a power cut
         except OSError as exc:
             raise StoreUnavailable(f"{self.path}: cannot create its directory: {exc.strerror or exc}") from None
         self._db = self._configure(sqlite3.connect(self.path, isolation_level=None, check_same_thread=False))
@@ -244,6 +267,7 @@ class SQLiteStore(GroupCommit):
     def _configure(db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         db.execute("PRAGMA busy_timeout=0")  # waits for the write lock are ours: see _when_free
         return db
 
@@ -350,7 +374,64 @@ class SQLiteStore(GroupCommit):
         """
         rows = _BatchRows(batch)
         stored: dict[str, int] = await self._run(self._transaction, rows.insert)
+        if self._nearly_full():
+            with contextlib.suppress(StoreUnavailable):  # committed already: a checkpoint is only tidying
+                await self._run(self._checkpoint)
         return rows.receipts(stored)
+
+    # --- the WAL's disk space ------------------------------------------------------------------
+
+    def _nearly_full(self) -> bool:
+        """Less than LOW_SPACE free on the inbox's filesystem (looked at every _SPACE_CHECK_EVERY s)."""
+        now = time.monotonic()
+        if now - self._space_checked >= _SPACE_CHECK_EVERY:
+            self._space_checked = now
+            try:
+                stat = os.statvfs(self.path.parent)
+            except OSError:
+                return self._low_space
+            low = stat.f_bavail * stat.f_frsize < LOW_SPACE
+            if low != self._low_space:
+                log.log(logging.WARNING if low else logging.INFO, "%s: %s", self.path.parent,
+                        "less than %d MiB free: checkpointing the WAL after every commit" % (LOW_SPACE >> 20)
+                        if low else "free space is back: checkpointing the WAL as usual")
+            self._low_space = low
+        return self._low_space
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and cut it to zero bytes (in the writer thread).
+
+        Never waits: another process reading or writing makes it "busy", and it is tried again."""
+        db = self._require_db()
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        self._checkpoint_due = bool(busy)
+
+    def _idle_work_due(self) -> bool:
+        return self._checkpoint_due
+
+    async def _when_idle(self) -> None:
+        await self._checkpoint_reporting()
+
+    async def _after_failure(self, exc: Exception) -> None:
+        """A failed commit may be a full disk that the WAL filled: give its space back."""
+        self._checkpoint_due = True
+        await self._checkpoint_reporting()
+
+    async def _checkpoint_reporting(self) -> None:
+        try:
+            await self._run(self._checkpoint)
+        except StoreUnavailable as exc:
+            self._checkpoint_due = True  # again at the next idle moment, e.g. once space is freed
+            if not self._checkpoint_failing:
+                log.warning("checkpoint failed (tried again when idle): %s", exc)
+            self._checkpoint_failing = True
+            return
+        if self._checkpoint_failing:
+            log.info("%s: checkpoint done, the WAL's disk space is free again", self.path)
+        self._checkpoint_failing = False
 
     def _transaction(self, fn: Any, *args: Any) -> Any:
         """BEGIN IMMEDIATE .. COMMIT; after a failed one (disk full, I/O error) the next starts clean."""
@@ -359,6 +440,7 @@ class SQLiteStore(GroupCommit):
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         self._when_free(db.execute, "BEGIN IMMEDIATE")
+        self._checkpoint_due = True  # written to the WAL (or failed): a checkpoint is due when idle
         try:
             result = fn(db, *args)
             db.execute("COMMIT")
@@ -497,12 +579,9 @@ class SQLiteStore(GroupCommit):
         return {name: count for name, count in rows}
 
     async def check_writable(self) -> bool:
-        """Can a write transaction start now (file writable, lock obtainable)?"""
-        try:
-            await self._run(self._transaction, lambda db: db.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)"))
-        except StoreUnavailable:
-            return False
-        return True
+        """Can this process commit to the inbox now? A real, fsynced commit of the health row through
+        the group-commit writer: a dead or stuck writer, a full disk or a locked file all say False."""
+        return await self._probe_commit()
 
     async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]:
         where, params = ["1 = 1"], []
