@@ -18,7 +18,7 @@ from mtls_receiver.addresses import CLIENT_ADDRESS_HEADERS, client_address, pars
 from mtls_receiver.config import Limits, RouteConfig, parse_config
 from mtls_receiver.errors import ConfigError, Refusal
 from mtls_receiver.events import IncomingRequest, Peer
-from mtls_receiver.http11 import parse_chunked, parse_head
+from mtls_receiver.http11 import RequestHead, RequestParser
 from mtls_receiver.providers import efi, firebanking, generic, infi, pomelo
 from mtls_receiver.proxy_protocol import ProxyProtocolError, bytes_needed, parse_header
 from mtls_receiver.signatures import SignatureScheme
@@ -36,7 +36,7 @@ ROUTES = {
                         signature=SignatureScheme(header="X-Sig", prefix="v1=", signed=("timestamp", "body"),
                                                   separator=".", timestamp_header="X-Ts")),
 }
-HTTP_LIMITS = Limits(max_headers=16, max_header_size=200)
+HTTP_LIMITS = Limits(max_headers=16, max_header_size=200, max_body=4096)
 VERIFIERS = {"infi": infi.verify, "firebanking": firebanking.verify, "pomelo": pomelo.verify, "hmac": generic.verify}
 
 
@@ -99,20 +99,37 @@ def signed_request(data: bytes) -> None:
             pass
 
 
-def http_head(data: bytes) -> None:
-    """Whatever came before a blank line: a request head whose framing is consistent, or a Refusal."""
-    head = parse_head(data, HTTP_LIMITS)
-    assert (head.content_length is None) == head.chunked
-    assert head.content_length is None or head.content_length >= 0
-    assert head.path.startswith("/") or not head.target.startswith("/")
+Verdict = tuple[RequestHead | None, bytes, int]  # head, body, refusal status (0: none)
 
 
-def chunked_body(data: bytes) -> None:
-    """A chunked body: complete (within the limit, ending inside the data), incomplete, or a Refusal."""
-    found = parse_chunked(data, 4096)
-    if found is not None:
-        body, end = found
-        assert len(body) <= 4096 and 0 < end <= len(data)
+def parse_stream(data: bytes, piece: int, limits: Limits = HTTP_LIMITS) -> list[Verdict]:
+    """(head, body, refusal status or 0) of each request handed over, fed ``piece`` bytes at a time."""
+    parser = RequestParser(limits)
+    for at in range(0, len(data), piece):
+        parser.feed(data[at:at + piece])
+    found: list[Verdict] = []
+    while (parsed := parser.next()) is not None:
+        found.append((parsed.head, parsed.body, parsed.refusal.status if parsed.refusal else 0))
+    return found
+
+
+def http_request(data: bytes) -> None:
+    """A byte stream: requests whose framing is consistent, at most one refusal and that one last, with a
+    4xx; and the same verdicts however the bytes are cut into reads."""
+    whole = parse_stream(data, max(1, len(data)))
+    assert all(status == 0 for *_, status in whole[:-1])
+    for head, body, status in whole:
+        assert status == 0 or 400 <= status < 500
+        if head is not None and status == 0:
+            assert (head.content_length is None) == head.chunked
+            assert head.chunked or len(body) == head.content_length
+            assert head.path.startswith("/") or not head.target.startswith("/")
+        assert len(body) <= HTTP_LIMITS.max_body
+    for piece in (1, 7):
+        cut = parse_stream(data, piece)
+        if 431 not in [status for *_, status in whole + cut]:  # a line still arriving is bounded per read
+            assert [status for *_, status in cut] == [status for *_, status in whole]
+            assert [body for _, body, _ in cut] == [body for _, body, _ in whole]
 
 
 def config_toml(data: bytes) -> None:
@@ -131,8 +148,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "proxy_header": proxy_header,
     "signed_request": signed_request,
     "config_toml": config_toml,
-    "http_head": http_head,
-    "chunked_body": chunked_body,
+    "http_request": http_request,
 }
 
 

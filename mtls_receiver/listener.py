@@ -26,7 +26,7 @@ from .addresses import canonical_ip, in_networks
 from .admission import ConnectionCounts
 from .config import ListenerConfig
 from .errors import Refusal
-from .http11 import CONTINUE, RequestHead, Response, head_too_large, parse_chunked, parse_head
+from .http11 import CONTINUE, Parsed, RequestHead, RequestParser, Response
 from .logs import log_fields
 from .proxy_protocol import ProxyProtocolError, read_header
 from .tls import ClientTrust
@@ -249,7 +249,7 @@ class _Connection:
     """One client: TLS handshake, then requests one at a time, each answered before the next is read."""
 
     __slots__ = ("listener", "loop", "sock", "fd", "peer", "source", "tls", "phase", "deadline", "buffer",
-                 "head", "head_end", "continued", "client_der", "context", "pending", "reading", "writing", "eof",
+                 "parser", "continued", "client_der", "context", "pending", "reading", "writing", "eof",
                  "answering")
 
     # the socket is ``sock`` throughout; ``tls`` is the same object while TLS is in use, None once closing
@@ -258,9 +258,8 @@ class _Connection:
         self.listener, self.loop, self.sock, self.peer, self.source = listener, asyncio.get_running_loop(), sock, peer, source
         self.fd = sock.fileno()
         self.tls: ssl.SSLSocket | None = None
-        self.buffer = bytearray()
-        self.head: RequestHead | None = None
-        self.head_end = 0
+        self.buffer = bytearray()  # what arrives while a request is being handled, parsed after its answer
+        self.parser = RequestParser(listener.config.limits)
         self.continued = False
         self.client_der: bytes | None = None
         self.context: ssl.SSLContext | None = None
@@ -293,7 +292,8 @@ class _Connection:
             self.listener._refused(self.peer, "request headers", f"not complete within {limits.header_timeout:g}s",
                                    "header timeout")
         elif self.phase == _BODY:  # answered (and audited) like any refusal; the rest of the body is not read
-            self._dispatch(b"", Refusal(408, f"body not received within {limits.body_timeout:g}s"))
+            refusal = Refusal(408, f"body not received within {limits.body_timeout:g}s")
+            self._dispatch(Parsed(self.parser.head, b"", refusal))
             return
         self.close()
 
@@ -366,65 +366,38 @@ class _Connection:
             else:
                 self.close()
             return
-        self.buffer += data
         if self.phase != _HANDLING:
-            self._parse()
-        elif len(self.buffer) > RECV_SIZE:  # pipelining more than we hold: wait for the answer first
+            self._parse(data)
+            return
+        self.buffer += data
+        if len(self.buffer) > RECV_SIZE:  # pipelining more than we hold: wait for the answer first
             self._watch()
 
-    def _parse(self) -> None:
-        """Take in what was read: a complete request is handed over, a partial one waits for more."""
-        if self.phase == _IDLE:
-            self._arm(_HEAD)
-        limits = self.listener.config.limits
-        try:
-            if self.head is None and not self._read_head():
-                if head_too_large(len(self.buffer), limits):
-                    raise Refusal(431, "request head too large (max_headers, max_header_size)")
-                return
-            body = self._read_body()
-        except Refusal as refusal:
-            self._dispatch(b"", refusal)
+    def _parse(self, data: bytes) -> None:
+        """Feed what was read to the parser: a complete request is handed over, a partial one waits."""
+        parser = self.parser
+        if data:
+            parser.feed(data)
+        parsed = parser.next()
+        if parsed is not None:
+            self._dispatch(parsed)
             return
-        if body is not None:
-            self._dispatch(body)
-
-    def _read_head(self) -> bool:
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return False
-        limits = self.listener.config.limits
-        self.head = head = parse_head(bytes(self.buffer[:end]), limits)
-        self.head_end = end + 4
-        self._arm(_BODY)
-        if (head.content_length or 0) > limits.max_body:
-            raise Refusal(413, f"body of {head.content_length} bytes is over the limit of {limits.max_body} (max_body)")
-        return True
-
-    def _read_body(self) -> bytes | None:
-        head = self.head
-        assert head is not None
-        start = self.head_end
-        if head.chunked:
-            found = parse_chunked(self.buffer, self.listener.config.limits.max_body, start)
-            if found is not None:
-                body, end = found
-                del self.buffer[:end]
-                return body
-        elif len(self.buffer) - start >= (length := head.content_length or 0):
-            end = start + length
-            body = bytes(self.buffer[start:end])
-            del self.buffer[:end]
-            return body
+        head = parser.head
+        if head is None:  # a head is arriving (or only the blank lines llhttp skips)
+            if self.phase == _IDLE:
+                self._arm(_HEAD)
+            return
+        if self.phase != _BODY:  # the head is in: the body has its own deadline, armed once
+            self._arm(_BODY)
         if head.expect_continue and not self.continued:
             self.continued = True
             self._write(CONTINUE)
-        return None
 
-    def _dispatch(self, body: bytes, refusal: Refusal | None = None) -> None:
+    def _dispatch(self, parsed: Parsed) -> None:
         """Hand a request to the handler; what arrives meanwhile is kept, and parsed once it is answered."""
-        request = Request(self.head, body, self.source, self.client_der, self.context, refusal)
-        self.head, self.continued = None, False
+        head, body, refusal = parsed
+        request = Request(head, body, self.source, self.client_der, self.context, refusal)
+        self.continued = False
         self._arm(_HANDLING)
         self.answering = self.loop.create_task(self._answer(request))  # held: a task nobody holds may vanish
 
@@ -437,13 +410,15 @@ class _Connection:
             response = Response.text(500, "internal error", close=True)
         keep = (request.refusal is None and not response.close and request.head is not None
                 and request.head.keep_alive and not self.listener.stopping and not self.eof)
-        self._write(response.render(keep))
+        self._write(response.render(self.listener.timeouts[_IDLE] if keep else None))
         if self.phase == _CLOSING:  # the write failed
             return
         if keep:
             self._arm(_IDLE)
-            if self.buffer:  # a pipelined request already arrived
-                self._parse()
+            if self.buffer or self.parser.pending:  # a pipelined request already (partly) arrived
+                data = bytes(self.buffer)
+                self.buffer.clear()
+                self._parse(data)
             if self.phase in (_IDLE, _HEAD, _BODY) and not self.reading:
                 self._watch(read=True, write=bool(self.pending))
         else:

@@ -13,7 +13,7 @@ from mtls_receiver.addresses import client_address, in_networks, parse_networks
 from mtls_receiver.config import Limits, load_config
 from mtls_receiver.devcerts import DevCerts, make_dev_certs
 from mtls_receiver.errors import Refusal
-from mtls_receiver.http11 import parse_head
+from mtls_receiver.http11 import RequestParser
 from test_config import base_doc, config_error, write_config
 from mtls_receiver.proxy_protocol import V2_SIGNATURE, ProxyProtocolError, bytes_needed, parse_header
 
@@ -115,10 +115,14 @@ def test_proxy_hops_counts_from_the_right(lines: Lines, header: str, hops: int, 
 
 def test_request_head_keeps_every_header_line() -> None:
     """client_address needs all lines of a header; the head's dict keeps only the first per name."""
-    head = parse_head(b"POST /webhook HTTP/1.1\r\nX-Forwarded-For: 34.193.116.226\r\nHost: x\r\n"
-                      b"x-forwarded-for: 203.0.113.9 ", Limits())
+    parser = RequestParser(Limits())
+    parser.feed(b"POST /webhook HTTP/1.1\r\nX-Forwarded-For: 34.193.116.226\r\nHost: x\r\n"
+                b"x-forwarded-for: 203.0.113.9 \r\nContent-Length: 0\r\n\r\n")
+    parsed = parser.next()
+    assert parsed is not None and parsed.head is not None
+    head = parsed.head
     assert head.raw_headers == (("X-Forwarded-For", "34.193.116.226"), ("Host", "x"),
-                                ("x-forwarded-for", "203.0.113.9"))
+                                ("x-forwarded-for", "203.0.113.9"), ("Content-Length", "0"))
     assert client_address("10.0.0.1", head.raw_headers, PROXIES, XFF) == "203.0.113.9"
 
 
