@@ -80,7 +80,10 @@ class TLSListener:
         inherited: socket.socket | None = None,
         on_refused: Callable[[str], None] = lambda reason: None,
         counts: ConnectionCounts | None = None,
+        on_late: Callable[[Request], Response] = lambda request: Response.text(503, "not handled in time"),
+        handling_grace: float = 0.0,
     ) -> None:
+        self.handling_grace = handling_grace  # added to limits.handling_timeout (a route's own wait)
         self.config = config
         self.context = context  # replaced on reload: each handshake uses the current one
         self.trust = ClientTrust(config)
@@ -88,6 +91,7 @@ class TLSListener:
         self.stopping = False  # set by stop(): answers close their connection
         self._inherited = inherited
         self._on_refused = on_refused
+        self.on_late = on_late  # the answer to a request whose handling outlived its deadline
         self._socket: socket.socket | None = None
         self._connections: set[_Connection] = set()
         self._counts = counts or ConnectionCounts.private()  # shared by the workers serving this listener
@@ -110,12 +114,18 @@ class TLSListener:
         self._config = config
         #: seconds each connection phase may last, indexed by phase
         self.timeouts = (limits.handshake_timeout, limits.keepalive_timeout, limits.header_timeout,
-                         limits.body_timeout, float("inf"), LINGER)
+                         limits.body_timeout, limits.handling_timeout + self.handling_grace, LINGER)
         shortest = min(self.timeouts)
         self._sweep_every = max(0.02, min(0.25, shortest / 4))  # deadlines are met within a quarter of themselves
 
-    def swap(self, config: ListenerConfig, context: ssl.SSLContext) -> None:
+    @property
+    def handling_timeout(self) -> float:
+        """Seconds a request may be handled before it is answered 503 (routes' own waits included)."""
+        return self.timeouts[_HANDLING]
+
+    def swap(self, config: ListenerConfig, context: ssl.SSLContext, handling_grace: float = 0.0) -> None:
         """New TLS material for new handshakes; the socket and open connections stay as they are."""
+        self.handling_grace = handling_grace
         self.config, self.context, self.trust = config, context, ClientTrust(config)
 
     def still_trusted(self, context: ssl.SSLContext | None, der: bytes) -> bool:
@@ -249,7 +259,7 @@ class _Connection:
     """One client: TLS handshake, then requests one at a time, each answered before the next is read."""
 
     __slots__ = ("listener", "loop", "sock", "fd", "peer", "source", "tls", "phase", "deadline", "buffer",
-                 "parser", "continued", "client_der", "context", "pending", "reading", "writing", "eof",
+                 "parser", "continued", "client_der", "context", "pending", "reading", "writing", "eof", "late",
                  "answering")
 
     # the socket is ``sock`` throughout; ``tls`` is the same object while TLS is in use, None once closing
@@ -266,6 +276,7 @@ class _Connection:
         self.pending = b""  # response bytes the socket would not take yet
         self.reading = self.writing = self.eof = False
         self.answering: asyncio.Task[None] | None = None
+        self.late = False  # the request being handled outlived its deadline: its task was cancelled
         self.phase, self.deadline = _HANDSHAKE, 0.0
 
     def start(self) -> None:
@@ -294,6 +305,11 @@ class _Connection:
         elif self.phase == _BODY:  # answered (and audited) like any refusal; the rest of the body is not read
             refusal = Refusal(408, f"body not received within {limits.body_timeout:g}s")
             self._dispatch(Parsed(self.parser.head, b"", refusal))
+            return
+        elif self.phase == _HANDLING:  # a handler that neither answers nor fails: cancelled, answered 503
+            self.late, self.deadline = True, float("inf")
+            assert self.answering is not None
+            self.answering.cancel()
             return
         self.close()
 
@@ -397,13 +413,17 @@ class _Connection:
         """Hand a request to the handler; what arrives meanwhile is kept, and parsed once it is answered."""
         head, body, refusal = parsed
         request = Request(head, body, self.source, self.client_der, self.context, refusal)
-        self.continued = False
+        self.continued = self.late = False
         self._arm(_HANDLING)
         self.answering = self.loop.create_task(self._answer(request))  # held: a task nobody holds may vanish
 
     async def _answer(self, request: Request) -> None:
         try:
             response = await self.listener.handler(request)
+        except asyncio.CancelledError:
+            if not self.late:  # not our deadline (the loop is shutting down): let it end the task
+                raise
+            response = self.listener.on_late(request)
         except Exception:  # a bug: say so, and keep serving everyone else
             log_fields(log, logging.ERROR, "unexpected error while handling a request",
                        {"listener": self.listener.config.name, "peer": request.peer}, exc_info=True)

@@ -9,7 +9,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -144,6 +144,12 @@ class Receiver:
             for lst in config.listeners
         }
 
+    @staticmethod
+    def _handling_grace(config: Config, listener: ListenerConfig) -> float:
+        """What the listener's routes add to its ``handling_timeout`` (a relaying route's own wait)."""
+        handling_timeout = listener.limits.handling_timeout
+        return handling_deadline(handling_timeout, config.routes_for(listener.name)) - handling_timeout
+
     async def _start_listener(self, config: ListenerConfig, context: ssl.SSLContext, sock: socket.socket | None) -> None:
         failures = self.metrics.handshake_failures
         dispatcher = _Dispatcher(self, config.name)
@@ -152,7 +158,8 @@ class Receiver:
             listener = [item.name for item in self.config.listeners].index(config.name)
             counts = self.connections.counts(listener, self.worker_index)
         tls = TLSListener(config, context, dispatcher, sock,
-                          on_refused=lambda reason: failures.labels(config.name, reason).inc(), counts=counts)
+                          on_refused=lambda reason: failures.labels(config.name, reason).inc(), counts=counts,
+                          on_late=dispatcher.late, handling_grace=self._handling_grace(self.config, config))
         dispatcher.tls = tls
         await tls.start()
         self._listeners[config.name] = tls
@@ -260,7 +267,8 @@ class Receiver:
             return False
         for listener in config.listeners:
             if listener.name in self._listeners:
-                self._listeners[listener.name].swap(listener, contexts[listener.name])
+                self._listeners[listener.name].swap(listener, contexts[listener.name],
+                                                    self._handling_grace(config, listener))
         self.config = config
         if self.forwarder is not None:
             self.forwarder.config = config
@@ -307,12 +315,13 @@ class Receiver:
         await self.store.close()
 
 
-def handling_deadline(handling_timeout: float, route: RouteConfig) -> float:
-    """Seconds a request may take from its last byte to its answer.
+def handling_deadline(handling_timeout: float, routes: Iterable[RouteConfig]) -> float:
+    """Seconds a request on a listener serving ``routes`` may take from its last byte to its answer.
 
     A relaying route also waits for the application, which has its own deadline (answered with
-    the configured rejection): that wait is added, so this deadline never cuts it short."""
-    return handling_timeout + (route.relay.deadline if route.relay is not None else 0.0)
+    the configured rejection): the longest such wait is added, so this deadline never cuts it short."""
+    return handling_timeout + max((route.relay.deadline for route in routes if route.relay is not None),
+                                  default=0.0)
 
 
 async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
@@ -396,15 +405,7 @@ class _Dispatcher:
         try:
             head = request.head
             route = self.receiver.route(self.listener, head.path) if head is not None else _NO_ROUTE
-            seconds = handling_deadline(self.tls.config.limits.handling_timeout, route.config)
-            deadline = asyncio.timeout(seconds)
-            try:
-                async with deadline:
-                    return await self._handle(request, route)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                return self._late(route.config, request, seconds)
+            return await self._handle(request, route)
         finally:
             self.receiver.in_flight -= 1
 
@@ -486,14 +487,20 @@ class _Dispatcher:
             "peer": peer.address, **client_fields(peer.identity)})
         return Response.text(503, "store unavailable, retry later", headers={"Retry-After": "5"})
 
-    def _late(self, route: RouteConfig, request: Request, seconds: float) -> Response:
+    def late(self, request: Request) -> Response:
         """The handling deadline passed (a store that does not answer): 503, and the sender retries.
 
-        Logged, not audited: the audit row would wait for the same store. Whatever was queued may
-        still be committed later; the retry is then dropped as a duplicate and answered 2xx."""
+        The listener enforces the deadline (its one timer for every connection's phase, not a timer
+        per request) and cancels the handling. Logged, not audited: the audit row would wait for the
+        same store. Whatever was queued may still be committed later; the retry is then dropped as a
+        duplicate and answered 2xx."""
+        head = request.head
+        route = (self.receiver.route(self.listener, head.path) if head is not None else _NO_ROUTE).config
         self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        log.error("route=%s status=503 reason=%r peer=%s", route.path,
-                  f"no answer within {seconds:g}s (limits.handling_timeout)", request.peer)
+        seconds = self.tls.handling_timeout
+        log_fields(log, logging.ERROR, "unavailable", {
+            "listener": self.listener, "route": route.path, "status": 503,
+            "reason": f"no answer within {seconds:g}s (limits.handling_timeout)", "peer": request.peer})
         return Response.text(503, "not handled in time, retry later", headers={"Retry-After": "5"})
 
 

@@ -226,5 +226,5 @@ def test_the_handling_deadline_never_cuts_the_applications_own_deadline() -> Non
     plain = RouteConfig(path="/n", listener="main", provider="pomelo", mode="notifications")
     relaying = RouteConfig(path="/a", listener="main", provider="pomelo", mode="authorizations",
                            relay=RelayConfig(url="http://127.0.0.1:1/", deadline=45.0))
-    assert handling_deadline(30.0, plain) == 30.0
-    assert handling_deadline(30.0, relaying) == 75.0
+    assert handling_deadline(30.0, [plain]) == 30.0
+    assert handling_deadline(30.0, [plain, relaying]) == 75.0
