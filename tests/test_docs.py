@@ -1,21 +1,47 @@
-"""The docs a user copies from must stay true: the test command, the example configs."""
+"""The docs a user copies from must stay true: the test command, the example configs, the commands, the links.
+
+README.md is the front page; the reference lives in docs/*.md. Every ```toml block there is loaded
+with the real config reader, every documented ``mtls-receiver`` command line is parsed by the real
+command-line parser, and every relative link (and its #anchor) must lead somewhere.
+"""
 
 from __future__ import annotations
 
+import argparse
 import re
+import shlex
 from pathlib import Path
 
 import pytest
-
 from conftest import Pki
+
+from mtls_receiver.cli import _parser
 from mtls_receiver.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DEPLOY_EXAMPLE = (ROOT / "deploy" / "config.example.toml").read_text(encoding="utf-8")
+
+
+def _read(paths: list[Path]) -> dict[str, str]:
+    return {path.relative_to(ROOT).as_posix(): path.read_text(encoding="utf-8") for path in paths}
+
+
+# The front page and the reference pages.
+PAGES = _read([ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+# Every Markdown file of the project: a reader may follow its links and copy its commands and configs.
+MARKDOWN = PAGES | _read([ROOT / "BENCHMARKS.md", *sorted(ROOT.glob("[!.]*/README.md"))])
+
+
+def fenced(text: str, language: str) -> list[str]:
+    """The bodies of the fenced blocks in ``language``, in order (also those indented in a list)."""
+    return re.findall(rf"^ *```{language}\n(.*?)^ *```", text, re.DOTALL | re.MULTILINE)
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    (command,) = [line for line in README.splitlines() if "python -m pytest" in line and line.startswith("python3")]
+    (command,) = [
+        line for line in README.splitlines() if "python -m pytest" in line and line.startswith("python3")
+    ]
     assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
 
 
@@ -45,19 +71,39 @@ def _load(text: str, pki: Pki, tmp_path: Path) -> Config:
 
 
 def test_deploy_example_config_loads(pki: Pki, tmp_path: Path) -> None:
-    config = _load((ROOT / "deploy" / "config.example.toml").read_text(encoding="utf-8"), pki, tmp_path)
+    config = _load(DEPLOY_EXAMPLE, pki, tmp_path)
     assert config.listeners[0].client_certs == "required" and config.listeners[0].port == 443
     assert config.routes[0].pix_keys == ("your-pix-key@example.com.br",)
 
 
-TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", README, re.S)
+def _is_whole(block: str) -> bool:
+    return "[[listeners]]" in block
 
 
-@pytest.mark.parametrize("block", range(len(TOML_BLOCKS)))
-def test_every_readme_config_block_loads(block: int, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = TOML_BLOCKS[block]
-    if "[[listeners]]" not in text:  # a fragment (e.g. [forward]): add it to the first full example
-        text = TOML_BLOCKS[0] + "\n" + text
+TOML_BLOCKS = [(page, block) for page, text in MARKDOWN.items() for block in fenced(text, "toml")]
+
+
+def _as_config(page: str, block: str) -> str:
+    """A whole config as written; a fragment (e.g. [forward], one more route) added to the first whole
+    config of its page, or, on a page without one, to the production example in deploy/."""
+    if _is_whole(block):
+        return block
+    base = next((whole for whole in fenced(MARKDOWN[page], "toml") if _is_whole(whole)), DEPLOY_EXAMPLE)
+    return base + "\n" + block
+
+
+@pytest.mark.parametrize(
+    ("page", "block"),
+    [
+        pytest.param(page, block, id=f"{page}-{index}")
+        for page, text in MARKDOWN.items()
+        for index, block in enumerate(fenced(text, "toml"))
+    ],
+)
+def test_every_config_block_in_the_docs_loads(
+    page: str, block: str, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _as_config(page, block)
     for name in set(re.findall(r'env = "([A-Z_]+)"', text)):
         value = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"  # base64, as Pomelo's are
         monkeypatch.setenv(name, "whsec_" + value if name.startswith("FORWARD") else value)
@@ -65,9 +111,124 @@ def test_every_readme_config_block_loads(block: int, pki: Pki, tmp_path: Path, m
     assert config.routes and config.listeners
 
 
-def test_readme_has_the_config_examples_it_promises() -> None:
-    modes = [re.findall(r'mode = "([a-z-]+)"', block) for block in TOML_BLOCKS]
+def test_the_docs_have_the_config_examples_they_promise() -> None:
+    blocks = [block for _, block in TOML_BLOCKS]
+    modes = [re.findall(r'mode = "([a-z-]+)"', block) for block in blocks]
     assert ["mtls"] in modes and ["skip-mtls"] in modes and ["notifications", "authorizations"] in modes
-    providers = {p for block in TOML_BLOCKS for p in re.findall(r'provider = "([a-z]+)"', block)}
+    providers = {p for block in blocks for p in re.findall(r'provider = "([a-z]+)"', block)}
     assert providers == {"efi", "infi", "pomelo", "firebanking", "hmac"}
-    assert any("proxy_protocol = true" in block for block in TOML_BLOCKS)
+    assert any("proxy_protocol = true" in block for block in blocks)
+    assert any(block.startswith("[forward]") for block in blocks)
+
+
+def _simple_commands(line: str) -> list[list[str]]:
+    """The words of each command of a shell line, split at ``&&``, ``|``, ``;`` and the like, without
+    redirections (``> FILE``) and with ``runuser -u USER --`` taken off."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    commands: list[list[str]] = [[]]
+    redirected = False
+    for word in lexer:
+        if word and set(word) <= set("&|;<>()"):
+            redirected = bool(set(word) & set("<>"))
+            if not redirected:
+                commands.append([])
+        elif redirected:
+            redirected = False  # the file of ``> FILE``
+        else:
+            commands[-1].append(word)
+    return [words[words.index("--") + 1 :] if "--" in words[:4] else words for words in commands]
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``mtls-receiver ...`` command in a shell block, as arguments (the synopses of
+    docs/commands.md, with their ``[--option]`` and ``a|b``, are checked by name below)."""
+    return [
+        (name, words[1:])
+        for name, text in MARKDOWN.items()
+        for block in fenced(text, "sh")
+        for line in block.replace("\\\n", " ").splitlines()
+        for words in _simple_commands(line)
+        if words and Path(words[0]).name == "mtls-receiver"
+    ]
+
+
+DOCUMENTED_COMMANDS = _documented_commands()
+
+
+@pytest.mark.parametrize(
+    ("page", "argv"), DOCUMENTED_COMMANDS, ids=[" ".join(argv[:3]) for _, argv in DOCUMENTED_COMMANDS]
+)
+def test_every_documented_command_parses(
+    page: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        _parser().parse_args(argv)
+    except SystemExit as stopped:
+        if stopped.code != 0:  # --version and --help exit 0
+            pytest.fail(f"{page}: mtls-receiver {shlex.join(argv)}: {capsys.readouterr().err}")
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every runnable command of the CLI (``serve``, ``events list``, ``efi webhook set``, ...)."""
+    groups = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not groups:
+        return [prefix]
+    return [
+        leaf
+        for group in groups
+        for name, sub in group.choices.items()
+        for leaf in _leaf_commands(sub, (*prefix, name))
+    ]
+
+
+def test_the_commands_page_names_every_command() -> None:
+    page = PAGES["docs/commands.md"].replace("\\|", "|")  # `efi webhook set\|get\|...` in a table
+    for *words, last in _leaf_commands(_parser()):
+        pattern = " ".join(["mtls-receiver", *words, rf"(?:\S*\|)*{re.escape(last)}\b"])
+        assert re.search(pattern, page), f"docs/commands.md does not name {' '.join([*words, last])}"
+
+
+def _without_code(text: str) -> str:
+    """The text without its fenced blocks: a ``#`` comment there is no heading, a ``](`` no link."""
+    return re.sub(r"^ *```.*?^ *```", "", text, flags=re.DOTALL | re.MULTILINE)
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: its text lower-cased, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link in a heading anchors by its text
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a Markdown file's headings (not ``#`` lines in code), repeats numbered like GitHub."""
+    seen: dict[str, int] = {}
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", _without_code(text), re.MULTILINE):
+        base = slug(heading)
+        found.add(f"{base}-{seen[base]}" if base in seen else base)
+        seen[base] = seen.get(base, 0) + 1
+    return found
+
+
+LINKS = [
+    (name, target)
+    for name, text in MARKDOWN.items()
+    for target in re.findall(r"\]\(([^)\s]+)\)", _without_code(text))
+    if not re.match(r"[a-z]+:", target)
+]
+
+
+@pytest.mark.parametrize(("page", "target"), LINKS, ids=[f"{page}->{target}" for page, target in LINKS])
+def test_every_relative_link_resolves(page: str, target: str) -> None:
+    path, _, anchor = target.partition("#")
+    destination = (ROOT / page).parent / path if path else ROOT / page
+    assert destination.exists(), f"{page}: {target}: no such file"
+    if anchor and destination.suffix == ".md":
+        headings = anchors(destination.read_text(encoding="utf-8"))
+        assert anchor in headings, f"{page}: {target}: no such heading"
+
+
+def test_the_front_page_links_every_docs_page() -> None:
+    linked = {target.partition("#")[0] for page, target in LINKS if page == "README.md"}
+    assert {name for name in PAGES if name.startswith("docs/")} <= linked

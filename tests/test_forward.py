@@ -171,7 +171,7 @@ async def test_dead_after_limit_then_replay_delivers(app: App, write_config, sta
 
 async def test_an_attempt_that_times_out_while_the_app_works_delivers_twice_with_one_webhook_id(  # type: ignore[no-untyped-def]
         app: App, write_config, start_receiver, pki: Pki) -> None:
-    """What the README promises the application: at least once, so deduplicate on webhook-id.
+    """What docs/forwarding.md promises the application: at least once, so deduplicate on webhook-id.
 
     The application is slower than the forwarder's timeout once: the receiver gives up on that
     attempt and retries, while the application still finishes the first one."""

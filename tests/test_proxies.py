@@ -1,7 +1,7 @@
-"""The README's proxy snippets, run as written with the real nginx, Caddy and HAProxy, against forged headers.
+"""The proxy snippets of docs/proxies.md, run as written with the real nginx, Caddy and HAProxy.
 
-Each snippet is cut out of README.md and only its ports and file paths are filled in (for Caddy also
-the test's certificate instead of one from Let's Encrypt), so the docs and this test cannot drift
+Each snippet is cut out of docs/proxies.md and only its ports and file paths are filled in (for Caddy
+also the test's certificate instead of one from Let's Encrypt), so the docs and this test cannot drift
 apart. The route's allowlist lets in 127.0.0.2 only. The real client connects from 127.0.0.2 and
 must get in; a client at 127.0.0.3 forges every client-address header to claim 127.0.0.2 and must be
 refused and audited under its own address, whatever the proxy passes on.
@@ -25,9 +25,9 @@ import pytest
 from conftest import Pki, client_context, pix
 from mtls_receiver.config import Config, load_config
 from mtls_receiver.server import Receiver
-from test_docs import README, _with_local_files
+from test_docs import PAGES, _with_local_files
 
-SECTION = README.split("### Behind a proxy: the client address", 1)[1].split("\n## ", 1)[0]
+SECTION = PAGES["docs/proxies.md"]
 BLOCKS: list[tuple[str, str]] = re.findall(r"```(\w*)\n(.*?)```", SECTION, re.S)
 REAL, FORGER = "127.0.0.2", "127.0.0.3"  # loopback addresses of the real client and of the forger
 HMAC = "a-random-secret-of-some-length"  # what _with_local_files puts in the efi-hmac file
@@ -44,21 +44,21 @@ FORGERIES: list[Lines] = [
 
 
 def snippet(language: str, containing: str = "") -> str:
-    """The one fenced block of the README's proxy section in ``language`` that contains ``containing``."""
+    """The one fenced block of docs/proxies.md in ``language`` that contains ``containing``."""
     (text,) = [text for lang, text in BLOCKS if lang == language and containing in text]
     return text
 
 
 def fill(text: str, replacements: dict[str, str]) -> str:
-    """Replace what a test must change; a README edit that removes one of them fails here, loudly."""
+    """Replace what a test must change; a docs edit that removes one of them fails here, loudly."""
     for old, new in replacements.items():
-        assert old in text, f"the README snippet no longer contains {old!r}:\n{text}"
+        assert old in text, f"the docs/proxies.md snippet no longer contains {old!r}:\n{text}"
         text = text.replace(old, new)
     return text
 
 
 def receiver_config(block: str, pki: Pki, tmp_path: Path, fills: dict[str, str]) -> Config:
-    """The README's listener + route, on a free port, with an allowlist naming the real client only."""
+    """The page's listener + route, on a free port, with an allowlist naming the real client only."""
     text = fill(_with_local_files(block, pki, tmp_path), fills)
     text = re.sub(r'^(mode = "[a-z-]+")$', rf'\1\nallow_ips = ["{REAL}/32"]', text, count=1, flags=re.M)
     text += f'\n[store]\npath = "{tmp_path / "inbox.db"}"\n\n[admin]\naddress = "127.0.0.1:0"\n'
@@ -147,7 +147,7 @@ async def audited(receiver: Receiver) -> dict[tuple[int, str], int]:
 
 
 async def proxied_receiver(start_receiver: Callable[..., Any], pki: Pki, tmp_path: Path) -> Receiver:
-    """The README's behind-a-proxy listener (client_certs = "none", X-Forwarded-For from 127.0.0.1)."""
+    """The docs' behind-a-proxy listener (client_certs = "none", X-Forwarded-For from 127.0.0.1)."""
     config = receiver_config(snippet("toml", "client_address_header"), pki, tmp_path, {'address = "127.0.0.1:8443"': 'address = "127.0.0.1:0"'})
     receiver: Receiver = await start_receiver(config)
     return receiver
