@@ -26,15 +26,18 @@ from mtls_receiver.signatures import SignatureScheme
 EXPECTED = (Refusal, ProxyProtocolError, ConfigError)
 PROXIES = parse_networks(["10.0.0.0/8"])
 EFI = RouteConfig(path="/webhook", listener="m", provider="efi", mode="skip-mtls",
-                  hmac_secrets=("a-secret-of-sixteen+",), pix_keys=("k",))
+                  options=efi.EfiOptions(hmac_secrets=("a-secret-of-sixteen+",), pix_keys=("k",)))
 SECRET = base64.b64encode(b"0123456789abcdef").decode()
 ROUTES = {
-    "infi": RouteConfig(path="/h", listener="m", provider="infi", mode="hmac", secrets=("s",)),
-    "firebanking": RouteConfig(path="/h", listener="m", provider="firebanking", mode="hmac", secrets=("s",)),
-    "pomelo": RouteConfig(path="/h", listener="m", provider="pomelo", mode="notifications", api_keys=(("k", SECRET),)),
-    "hmac": RouteConfig(path="/h", listener="m", provider="hmac", mode="hmac", secrets=("s",), dedup=("/a/b", "header:X-Id"),
-                        signature=SignatureScheme(header="X-Sig", prefix="v1=", signed=("timestamp", "body"),
-                                                  separator=".", timestamp_header="X-Ts")),
+    "infi": RouteConfig(path="/h", listener="m", provider="infi", mode="hmac", options=infi.InfiOptions(secrets=("s",))),
+    "firebanking": RouteConfig(path="/h", listener="m", provider="firebanking", mode="hmac",
+                               options=firebanking.FireBankingOptions(secrets=("s",))),
+    "pomelo": RouteConfig(path="/h", listener="m", provider="pomelo", mode="notifications",
+                          options=pomelo.PomeloOptions(api_keys=(("k", SECRET),))),
+    "hmac": RouteConfig(path="/h", listener="m", provider="hmac", mode="hmac", options=generic.HmacOptions(
+        secrets=("s",), dedup=("/a/b", "header:X-Id"),
+        signature=SignatureScheme(header="X-Sig", prefix="v1=", signed=("timestamp", "body"),
+                                  separator=".", timestamp_header="X-Ts"))),
 }
 HTTP_LIMITS = Limits(max_headers=16, max_header_size=200, max_body=4096)
 VERIFIERS = {"infi": infi.verify, "firebanking": firebanking.verify, "pomelo": pomelo.verify, "hmac": generic.verify}

@@ -1,6 +1,6 @@
 """mtls-receiver: a webhook receiver for Brazilian payment providers.
 
-It terminates TLS (mutual TLS for Efí), verifies each sender its own way and
+It terminates TLS (mutual TLS when the sender has a certificate), verifies each sender its own way and
 stores every accepted event durably before answering 2xx.
 """
 

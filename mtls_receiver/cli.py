@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import os
 import resource
@@ -16,19 +15,14 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from . import __version__
-from .config import MIN_HMAC_SECRET_LENGTH, Config, load_config
+from .config import Config, load_config
 from .devcerts import dev_config_text, make_dev_certs
-from .efi_api import EFI_API_URLS, RESEND_TYPES, EfiClient, EfiCredentials, p12_to_pem
-from .efi_certs import fetch_efi_chain
 from .errors import ReceiverError
-from .files import write_private
 from .forwarder import resolve_handlers
 from .logs import JsonFormatter, TextFormatter, client_fields, escape, json_line, render_fields, render_value
-from .probe import probe, probe_without_certificate, sample_pix
-from .providers.efi import registration_url
+from .providers import PROVIDER_NAMES, dev_route, provider
 from .server import Receiver, serve_forever, expiry_warnings
 from .events import AuditRecord, StoredEvent
 from .store import Access, Store, open_store
@@ -57,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtls-receiver", description="Webhook receiver for Brazilian PSPs (Efí mTLS).")
+    parser = argparse.ArgumentParser(prog="mtls-receiver", description="Webhook receiver for Brazilian PSPs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -115,64 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     new_secret = forward.add_parser("new-secret", help="print a new Standard Webhooks signing secret (whsec_...)")
     new_secret.set_defaults(func=_forward_new_secret)
 
-    check_url = commands.add_parser("probe", help="check a receiver URL the way Efí does at registration")
-    check_url.add_argument("url")
-    check_url.add_argument("--ca", type=Path, help="CA bundle that signed the server certificate (default: public CAs)")
-    check_url.add_argument("--cert", type=Path, help="client certificate PEM (with its key, or see --key)")
-    check_url.add_argument("--key", type=Path, help="client private key, if not inside --cert")
-    check_url.add_argument("--pix-key", help="chave to put in the sample Pix (for routes with pix_keys)")
-    check_url.add_argument("--timeout", type=float, default=15.0)
-    check_url.set_defaults(func=_probe)
-
-    efi = commands.add_parser("efi", help="Efí helpers").add_subparsers(dest="efi", required=True)
-    hmac_url = efi.add_parser("hmac-url", help="make a skip-mTLS secret and print the URL to register")
-    hmac_url.add_argument("base_url", metavar="BASE_URL", help="e.g. https://pix.example.com.br/webhook")
-    hmac_url.add_argument("--secret-file", type=Path,
-                          help="use the secret in FILE, or write a new one there (mode 0600) if FILE does not exist")
-    hmac_url.set_defaults(func=_efi_hmac_url)
-    convert = efi.add_parser("convert-p12", help="convert the account's .p12 to PEM (key + certificate), 0600")
-    convert.add_argument("source", type=Path, metavar="IN.p12")
-    convert.add_argument("target", type=Path, metavar="OUT.pem")
-    convert.add_argument("--password-file", type=Path, help="the .p12 password (else $EFI_CERT_PASSWORD, else none)")
-    convert.set_defaults(func=_efi_convert_p12)
-
-    account = argparse.ArgumentParser(add_help=False)
-    account.add_argument("--sandbox", action="store_true", help="Efí's sandbox (homologação) API")
-    account.add_argument("--api-url", help="the API base URL (default: Efí's production or sandbox)")
-    account.add_argument("--api-ca", type=Path, help="CA bundle for the API's certificate (default: public CAs)")
-    account.add_argument("--client-id", help="OAuth client id (default $EFI_CLIENT_ID)")
-    account.add_argument("--client-secret-file", type=Path, help="file with the client secret (default $EFI_CLIENT_SECRET)")
-    account.add_argument("--cert", type=Path, help="the account certificate, .p12 or PEM with key (default $EFI_CERT)")
-    account.add_argument("--cert-password-file", type=Path, help="the .p12 password (default $EFI_CERT_PASSWORD)")
-    webhook = efi.add_parser("webhook", help="register and manage Pix webhooks through Efí's API")
-    hooks = webhook.add_subparsers(dest="webhook", required=True)
-    register = hooks.add_parser("set", parents=[account], help="PUT /v2/webhook/:chave")
-    register.add_argument("chave")
-    register.add_argument("webhook_url", metavar="URL")
-    register.add_argument("--skip-mtls", action="store_true", help="register with x-skip-mtls-checking: true")
-    register.add_argument("--no-precheck", action="store_true", help="do not check the URL before registering")
-    register.add_argument("--probe-ca", type=Path, help="CA of the receiver's server certificate, for the precheck")
-    register.set_defaults(func=_efi_webhook_set)
-    show = hooks.add_parser("get", parents=[account], help="GET /v2/webhook/:chave")
-    show.add_argument("chave")
-    show.set_defaults(func=_efi_webhook_get)
-    listing = hooks.add_parser("list", parents=[account], help="GET /v2/webhook (every page)")
-    listing.add_argument("--inicio", required=True, help="RFC 3339, e.g. 2026-01-01T00:00:00Z")
-    listing.add_argument("--fim", required=True)
-    listing.set_defaults(func=_efi_webhook_list)
-    remove = hooks.add_parser("delete", parents=[account], help="DELETE /v2/webhook/:chave")
-    remove.add_argument("chave")
-    remove.set_defaults(func=_efi_webhook_delete)
-    resend = hooks.add_parser("resend", parents=[account], help="POST /v2/gn/webhook/reenviar")
-    resend.add_argument("--tipo", required=True, choices=RESEND_TYPES)
-    resend.add_argument("e2eids", nargs="+", metavar="E2EID")
-    resend.set_defaults(func=_efi_webhook_resend)
-
     certs = commands.add_parser("certs", help="certificate helpers").add_subparsers(dest="certs", required=True)
-    fetch = certs.add_parser("fetch-efi", help="download Efí's webhook CA chain into DIR")
-    fetch.add_argument("directory", type=Path, metavar="DIR")
-    fetch.add_argument("--sandbox", action="store_true", help="the sandbox (homologação) chain")
-    fetch.set_defaults(func=_fetch_efi)
+    for name in PROVIDER_NAMES:  # each sender's own commands, e.g. its registration helpers
+        add_commands = provider(name).add_commands
+        if add_commands is not None:
+            add_commands(commands, {"certs": certs})
     return parser
 
 
@@ -231,12 +172,9 @@ def _ensure_dev_config(directory: Path, port: int | None) -> Path:
 def _announce_dev(receiver: Receiver) -> None:
     directory = receiver.config.source.parent
     url = f"https://localhost:{receiver.port()}{receiver.config.routes[0].path}"
-    body = json.dumps(sample_pix(), separators=(",", ":"))
     print(
         f"\nmtls-receiver (dev) is listening on {url}  (certificates and inbox in {directory})\n"
-        f"Send a sample Pix with the Efí-like dev client certificate:\n\n"
-        f"  curl --cacert {directory / 'server-ca.pem'} --cert {directory / 'client.pem'} \\\n"
-        f"       -H 'Content-Type: application/json' --data '{body}' {url}/pix\n\n"
+        f"{dev_route().try_it(url, directory)}"
         f"Then: mtls-receiver events list --config {receiver.config.source}\n",
         flush=True,
     )
@@ -263,8 +201,9 @@ def _print_summary(config: Config) -> None:
             for cert in read_certificates(listener.client_ca):
                 print(f"  client CA    {cert.line()}")
     for route in config.routes:
-        keys = f", pix_keys: {', '.join(route.pix_keys)}" if route.pix_keys else ""
-        print(f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{keys}")
+        described = route.options.describe()
+        extra = f", {described}" if described else ""
+        print(f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{extra}")
     print(f"store: {config.store.description}")
     if config.forward.default is not None:
         print(f"forward: {config.forward.default.describe()} (up to {config.forward.max_attempts} attempts)")
@@ -389,140 +328,6 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 def _forward_new_secret(args: argparse.Namespace) -> int:
     print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
-    return 0
-
-
-def _probe(args: argparse.Namespace) -> int:
-    results = asyncio.run(probe(args.url, args.ca, args.cert, args.key, args.pix_key, args.timeout))
-    for result in results:
-        print(result.line())
-    return EXIT_FAILURE if any(result.ok is False for result in results) else 0
-
-
-def _efi_hmac_url(args: argparse.Namespace) -> int:
-    file: Path | None = args.secret_file
-    if file is not None and file.exists():
-        secret = file.read_text(encoding="utf-8").strip()
-        if len(secret) < MIN_HMAC_SECRET_LENGTH:
-            raise ReceiverError(f"{file}: the secret is shorter than {MIN_HMAC_SECRET_LENGTH} characters")
-    else:
-        secret = secrets.token_urlsafe(32)
-        if file is not None:
-            write_private(file, secret.encode() + b"\n")
-    reference = f'{{ file = "{file.resolve()}" }}' if file else '{ env = "EFI_WEBHOOK_HMAC" }'
-    path = urlsplit(args.base_url).path.rstrip("/") or "/"
-    print(f"Register this URL with Efí (PUT /v2/webhook/:chave, header x-skip-mtls-checking: true):\n\n"
-          f"  {registration_url(args.base_url, secret)}\n")
-    if file is None:
-        print(f"Keep the secret out of the config file, e.g. export EFI_WEBHOOK_HMAC='{secret}'\n")
-    print("Add to the config (on a listener with client_certs = \"optional\", or \"none\" behind a proxy):\n\n"
-          f'[[routes]]\npath = "{path}"\nprovider = "efi"\nmode = "skip-mtls"\n'
-          f'allow_ips = ["34.193.116.226/32"]   # Efí\'s sender address\nhmac_secrets = [{reference}]')
-    return 0
-
-
-def _efi_convert_p12(args: argparse.Namespace) -> int:
-    password = _secret_from(args.password_file, "EFI_CERT_PASSWORD", required=False)
-    write_private(args.target, p12_to_pem(args.source.read_bytes(), password))
-    print(f"wrote {args.target} (mode 0600): private key, certificate and chain")
-    return 0
-
-
-def _secret_from(file: Path | None, variable: str, required: bool = True) -> str | None:
-    """A secret from a file or the environment: never from the command line itself."""
-    if file is not None:
-        return file.read_text(encoding="utf-8").strip()
-    value = os.environ.get(variable)
-    if value is None and required:
-        raise ReceiverError(f"set {variable} or pass the matching --...-file option")
-    return value
-
-
-def _efi_client(args: argparse.Namespace) -> EfiClient:
-    certificate = args.cert or (Path(os.environ["EFI_CERT"]) if os.environ.get("EFI_CERT") else None)
-    client_id = args.client_id or os.environ.get("EFI_CLIENT_ID")
-    if certificate is None or not client_id:
-        raise ReceiverError("give the account certificate (--cert or $EFI_CERT) and --client-id (or $EFI_CLIENT_ID)")
-    credentials = EfiCredentials(
-        client_id=client_id,
-        client_secret=_secret_from(args.client_secret_file, "EFI_CLIENT_SECRET") or "",
-        certificate=certificate,
-        certificate_password=_secret_from(args.cert_password_file, "EFI_CERT_PASSWORD", required=False),
-    )
-    base = args.api_url or EFI_API_URLS["sandbox" if args.sandbox else "prod"]
-    return EfiClient(base, credentials, ca=args.api_ca)
-
-
-def _run_efi(args: argparse.Namespace, action: Callable[[EfiClient], Awaitable[T]]) -> T:
-    async def run() -> T:
-        async with _efi_client(args) as client:
-            return await action(client)
-
-    return asyncio.run(run())
-
-
-def _efi_webhook_set(args: argparse.Namespace) -> int:
-    if not args.no_precheck and not _precheck(args):
-        return EXIT_FAILURE
-    answer = _run_efi(args, lambda efi: efi.set_webhook(args.chave, args.webhook_url, args.skip_mtls))
-    print(f"registered: {json.dumps(answer, ensure_ascii=False)}")
-    return 0
-
-
-def _precheck(args: argparse.Namespace) -> bool:
-    """What Efí will see at registration, checked from here first."""
-    url = args.webhook_url
-    if args.skip_mtls:
-        if "hmac=" not in url:
-            print("WARNING: a skip-mTLS URL should carry a secret (…?hmac=SECRET&ignorar=): mtls-receiver efi hmac-url")
-        return True
-    result = asyncio.run(probe_without_certificate(url, args.probe_ca))
-    print(f"precheck: {result.line()}")
-    if result.ok:
-        print("precheck: Efí's first request (without a certificate) will be refused, as it must be;"
-              " its test notification then needs the base path to answer 2xx")
-        return True
-    if result.detail.startswith("cannot connect"):
-        print("precheck: the URL is not reachable from here; registering anyway (Efí connects from the internet)")
-        return True
-    print("precheck: Efí will refuse this registration (\"A autenticação de TLS mútuo não está configurada na URL"
-          " informada\" or a TLS failure). Fix the server, or register with --skip-mtls and an hmac URL;"
-          " --no-precheck registers anyway.")
-    return False
-
-
-def _efi_webhook_get(args: argparse.Namespace) -> int:
-    print(json.dumps(_run_efi(args, lambda efi: efi.get_webhook(args.chave)), ensure_ascii=False))
-    return 0
-
-
-def _efi_webhook_list(args: argparse.Namespace) -> int:
-    async def collect(efi: EfiClient) -> list[dict[str, object]]:
-        return [webhook async for webhook in efi.list_webhooks(args.inicio, args.fim)]
-
-    for webhook in _run_efi(args, collect):
-        print(json.dumps(webhook, ensure_ascii=False))
-    return 0
-
-
-def _efi_webhook_delete(args: argparse.Namespace) -> int:
-    _run_efi(args, lambda efi: efi.delete_webhook(args.chave))
-    print(f"deleted the webhook of {args.chave}")
-    return 0
-
-
-def _efi_webhook_resend(args: argparse.Namespace) -> int:
-    answer = _run_efi(args, lambda efi: efi.resend(args.tipo, args.e2eids))
-    print(f"resend requested: {json.dumps(answer, ensure_ascii=False) if answer else 'accepted'}")
-    return 0
-
-
-def _fetch_efi(args: argparse.Namespace) -> int:
-    target = fetch_efi_chain(args.directory, sandbox=args.sandbox)
-    print(f"wrote {target}")
-    for cert in read_certificates(target):
-        print(f"  {cert.line()}")
-    print(f'point a listener at it: client_ca = "{target}"')
     return 0
 
 

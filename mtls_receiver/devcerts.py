@@ -1,8 +1,9 @@
-"""Throwaway certificates for a laptop: a server, an Efí-like client chain, a foreign client.
+"""Throwaway certificates for a laptop: a server, a PSP-like client chain, a foreign client.
 
-The Efí-like chain mirrors Efí's real one (a root plus an intermediate with
+The client chain mirrors a PSP's real one (a root plus an intermediate with
 ``pathlen:0``, the client certificate under the intermediate), so the depth
-and chain handling tested locally is the one production needs.
+and chain handling tested locally is the one production needs. Its names and
+the config's route come from the sender ``serve --dev`` demonstrates (providers/).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import trustme
 
 from .files import write_private
+from .providers import dev_route
 
 __all__ = ["DevCerts", "make_dev_certs", "dev_config_text"]
 
@@ -34,9 +36,11 @@ def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
     directory.mkdir(parents=True, exist_ok=True)
     server_ca = trustme.CA(organization_name="mtls-receiver dev server CA")
     server = server_ca.issue_cert("localhost", "127.0.0.1", "::1")
-    efi_root = trustme.CA(organization_name="Efi-like dev root CA")
-    efi_intermediate = efi_root.create_child_ca()
-    client = efi_intermediate.issue_cert(common_name="efi-like dev client", organization_name="Efi-like dev")
+    sender = dev_route().sender
+    client_root = trustme.CA(organization_name=f"{sender} dev root CA")
+    client_intermediate = client_root.create_child_ca()
+    client = client_intermediate.issue_cert(common_name=f"{sender.lower()} dev client",
+                                            organization_name=f"{sender} dev")
     foreign = trustme.CA(organization_name="Foreign dev CA").issue_cert(common_name="foreign dev client")
 
     certs = DevCerts(
@@ -52,7 +56,7 @@ def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
     server_ca.cert_pem.write_to_path(str(certs.server_ca))
     certs.server_cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
     write_private(certs.server_key, server.private_key_pem.bytes())
-    certs.client_ca.write_bytes(efi_root.cert_pem.bytes() + efi_intermediate.cert_pem.bytes())
+    certs.client_ca.write_bytes(client_root.cert_pem.bytes() + client_intermediate.cert_pem.bytes())
     write_private(certs.client, client.private_key_and_cert_chain_pem.bytes())
     write_private(certs.foreign_client, foreign.private_key_and_cert_chain_pem.bytes())
     certs.config.write_text(dev_config_text(port), encoding="utf-8")
@@ -69,14 +73,10 @@ name = "dev"
 address = "127.0.0.1:{port}"
 cert = "server.pem"          # server certificate chain (PEM)
 key = "server.key"
-client_certs = "required"    # mutual TLS, as Efí expects
-client_ca = "client-ca.pem"  # the Efí-like root + intermediate
+client_certs = "required"    # mutual TLS: a client certificate chained to client_ca
+client_ca = "client-ca.pem"  # the dev client's root + intermediate
 
-[[routes]]
-path = "/webhook"
-provider = "efi"
-mode = "mtls"
-
+{dev_route().routes}
 [store]
 path = "inbox.db"
 

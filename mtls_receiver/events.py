@@ -44,7 +44,7 @@ class IncomingRequest:
 
     @property
     def path_qs(self) -> str:
-        """Path and query as the sender wrote them (what signatures such as Pomelo's cover)."""
+        """Path and query as the sender wrote them (what some senders' signatures cover)."""
         if self.raw_target:
             return self.raw_target
         return f"{self.path}?{self.query_string}" if self.query_string else self.path

@@ -1,5 +1,7 @@
-"""Synchronous requests (Pomelo authorisations): the merchant's application answers, we sign.
+"""Synchronous requests (a card authorisation, say): the merchant's application answers, we sign.
 
+A building block for any provider whose sender waits for a decision: its verifier returns a
+``Relay`` (idempotency key, how to sign an answer) and its route options a ``RelayConfig``.
 Once per idempotency key: a repeat of a finished request gets the stored answer
 (re-signed with a fresh timestamp), a repeat of one in progress gets 425. When the
 application is late or down, the route's configured rejection is answered, signed,

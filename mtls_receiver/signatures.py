@@ -1,6 +1,6 @@
 """HMAC-SHA256 request signatures, described as data: which header, which bytes, which encoding.
 
-INFI and FireBanking are presets of :class:`SignatureScheme`; the ``hmac`` provider
+Providers with a fixed scheme are presets of :class:`SignatureScheme`; the ``hmac`` provider
 lets a route describe any other sender the same way. Pure functions only.
 """
 

@@ -31,7 +31,7 @@ _VERIFY_MODES = {
 }
 _MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 #: TLS 1.2 suites: Mozilla's "intermediate" profile without DHE (no dhparams are configured): forward
-#: secrecy and AEAD only, no CBC (LUCKY13 and its kin). Efí and other PSPs' TLS 1.2 clients use the
+#: secrecy and AEAD only, no CBC (LUCKY13 and its kin). The PSPs' TLS 1.2 clients use the
 #: ECDHE-RSA-AES-GCM ones. TLS 1.3 suites are all AEAD and are left at OpenSSL's defaults.
 TLS12_CIPHERS = ":".join((
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
@@ -46,7 +46,7 @@ def create_ssl_context(
 ) -> ssl.SSLContext:
     """Build the server context for one listener.
 
-    OpenSSL's default verify depth (100) already covers Efí's root +
+    OpenSSL's default verify depth (100) already covers a PSP's root +
     intermediate + leaf chain. Session tickets are off so a resumed session
     can never skip client-certificate verification; with TLS 1.3 that also
     means issuing none (``num_tickets = 0``): OpenSSL would otherwise make and
@@ -113,7 +113,7 @@ class CertSummary:
 
 
 def read_certificates(path: Path) -> list[CertSummary]:
-    """Every certificate in a PEM file, for summaries (check-config, certs fetch-efi)."""
+    """Every certificate in a PEM file, for summaries (check-config, a provider's certificate commands)."""
     certs = x509.load_pem_x509_certificates(path.read_bytes())
     return [
         CertSummary(

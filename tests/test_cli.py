@@ -17,7 +17,7 @@ import trustme
 from aiohttp import web
 
 from conftest import PYTHON, Pki, ServerProcess, run_cli
-from mtls_receiver.efi_certs import fetch_efi_chain
+from mtls_receiver.providers.efi.certs import fetch_efi_chain
 from mtls_receiver.errors import ReceiverError
 
 

@@ -94,7 +94,7 @@ def test_dev_config_loads_with_defaults_and_paths_relative_to_the_file(
     assert (listener.client_certs, listener.min_tls, listener.key_password) == ("required", "1.2", None)
 
     (route,) = config.routes
-    assert (route.path, route.listener, route.provider, route.mode, route.pix_keys) == (
+    assert (route.path, route.listener, route.provider, route.mode, route.options.pix_keys) == (
         "/webhook", "dev", "efi", "mtls", ()
     )
     assert config.store.path == base / "inbox.db"
@@ -249,7 +249,7 @@ def test_skip_mtls_route_defaults_and_short_secret(dev: DevCerts, tmp_path: Path
     doc["routes"][0].update(mode="skip-mtls", hmac_secrets=[{"file": "hmac"}])
     (route,) = load_config(write_config(tmp_path, doc)).routes
     assert [str(n) for n in route.allow_ips] == ["34.193.116.226/32"]  # Efí's sender by default
-    assert route.hmac_secrets == ("a-long-enough-random-secret",) and "random" not in repr(route)
+    assert route.options.hmac_secrets == ("a-long-enough-random-secret",) and "random" not in repr(route)
     (tmp_path / "hmac").write_text("short\n", encoding="utf-8")
     error = config_error(write_config(tmp_path, doc))
     assert error.key == "routes[0].hmac_secrets[0]" and "too short" in error.problem

@@ -73,7 +73,7 @@ def _load(text: str, pki: Pki, tmp_path: Path) -> Config:
 def test_deploy_example_config_loads(pki: Pki, tmp_path: Path) -> None:
     config = _load(DEPLOY_EXAMPLE, pki, tmp_path)
     assert config.listeners[0].client_certs == "required" and config.listeners[0].port == 443
-    assert config.routes[0].pix_keys == ("your-pix-key@example.com.br",)
+    assert config.routes[0].options.pix_keys == ("your-pix-key@example.com.br",)
 
 
 def _is_whole(block: str) -> bool:

@@ -14,7 +14,7 @@ from mtls_receiver.providers import efi, verifier_for
 from mtls_receiver.server import Receiver
 from mtls_receiver.tls import ClientIdentity
 
-ROUTE = RouteConfig(path="/webhook", listener="main", provider="efi", mode="mtls")
+ROUTE = RouteConfig(path="/webhook", listener="main", provider="efi", mode="mtls", options=efi.EfiOptions())
 EFI = Peer("198.51.100.7", ClientIdentity("CN=efi", "CN=efi ca", "ab" * 32))
 
 
@@ -124,7 +124,8 @@ def test_rec_needs_recs_list() -> None:
 
 
 def test_pix_keys_refuse_foreign_keys() -> None:
-    route = RouteConfig(path="/webhook", listener="main", provider="efi", mode="mtls", pix_keys=("mine",))
+    route = RouteConfig(path="/webhook", listener="main", provider="efi", mode="mtls",
+                        options=efi.EfiOptions(pix_keys=("mine",)))
     assert efi.verify(route, request("/webhook/pix", {"pix": [pix("E1", chave="mine")]})).events
     refused = refusal(route, request("/webhook/pix", {"pix": [pix("E1", chave="mine"), pix("E2", chave="theirs")]}))
     assert refused.status == 403 and "theirs" in refused.reason and "mine" not in refused.reason

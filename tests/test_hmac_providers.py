@@ -51,7 +51,8 @@ def refused(verify: Callable[[IncomingRequest], Verdict], req: IncomingRequest) 
 # --- INFI -----------------------------------------------------------------------------------------
 
 INFI_SECRET, INFI_OLD = "infi-webhook-secret-1", "infi-webhook-secret-0"
-INFI_ROUTE = RouteConfig(path="/hooks", listener="m", provider="infi", mode="hmac", secrets=(INFI_SECRET, INFI_OLD))
+INFI_ROUTE = RouteConfig(path="/hooks", listener="m", provider="infi", mode="hmac",
+                         options=infi.InfiOptions(secrets=(INFI_SECRET, INFI_OLD)))
 INFI_BODY = b'{"event":"transaction.paid","eventId":"evt_1715000000000_abcdef12","transactionId":"tx1","status":"paid"}'
 
 
@@ -106,8 +107,8 @@ def test_infi_missing_parts_and_dedup_fallbacks() -> None:
 
 
 def test_infi_allowlist_and_tolerance_override() -> None:
-    route = RouteConfig(path="/hooks", listener="m", provider="infi", mode="hmac", secrets=(INFI_SECRET,),
-                        allow_ips=parse_networks(["198.51.100.0/24"]), tolerance=30)
+    route = RouteConfig(path="/hooks", listener="m", provider="infi", mode="hmac",
+                        options=infi.InfiOptions(secrets=(INFI_SECRET,)), allow_ips=parse_networks(["198.51.100.0/24"]), tolerance=30)
     refusal = refused(lambda r: infi_verify(r, route), request(infi_headers(), INFI_BODY))
     assert refusal.status == 403 and refusal.reason.startswith("allowlist:")
     inside = Peer("198.51.100.7")
@@ -119,8 +120,8 @@ def test_infi_allowlist_and_tolerance_override() -> None:
 # --- FireBanking ----------------------------------------------------------------------------------
 
 FIRE_SECRET = "fire-secret-abc"
-FIRE_ROUTE = RouteConfig(path="/hooks", listener="m", provider="firebanking", mode="hmac", secrets=(FIRE_SECRET,),
-                         families=("pix",))
+FIRE_ROUTE = RouteConfig(path="/hooks", listener="m", provider="firebanking", mode="hmac",
+                         options=firebanking.FireBankingOptions(secrets=(FIRE_SECRET,), families=("pix",)))
 FIRE_BODY = b'{"event":"pix.received","timestamp":"2024-01-15T10:30:45.123Z","data":{"id":"tx_123456789","amount":100.50,"status":"completed"}}'
 
 
@@ -166,7 +167,7 @@ def test_firebanking_timestamp_families_and_shape() -> None:
 POMELO_SECRET = base64.b64encode(b"pomelo-raw-secret-bytes-0123456789").decode()
 POMELO_OLD = base64.b64encode(b"an-older-pomelo-secret").decode()
 POMELO_ROUTE = RouteConfig(path="/pomelo/notifications", listener="m", provider="pomelo", mode="notifications",
-                           api_keys=(("key-new", POMELO_SECRET), ("key-old", POMELO_OLD)))
+                           options=pomelo.PomeloOptions(api_keys=(("key-new", POMELO_SECRET), ("key-old", POMELO_OLD))))
 ENDPOINT = "/pomelo/notifications"
 POMELO_BODY = b'{"event_type":"card.shipped","id":"ntf-1"}'
 
@@ -223,7 +224,7 @@ def test_pomelo_endpoint_includes_the_query() -> None:
 
 def test_pomelo_authorisations_expire_after_60s() -> None:
     route = RouteConfig(path="/pomelo/auth", listener="m", provider="pomelo", mode="authorizations",
-                        api_keys=(("key-new", POMELO_SECRET),))
+                        options=pomelo.PomeloOptions(api_keys=(("key-new", POMELO_SECRET),)))
     fresh = request(pomelo_headers(endpoint="/pomelo/auth", ts=str(int(NOW) - 59)), POMELO_BODY, "/pomelo/auth")
     verdict = pomelo_verify(fresh, route)
     assert verdict.relay is not None and verdict.relay.idempotency_key == "idem-1" and verdict.events == ()

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from conftest import Answer, Pki, client_context, https_post
 from mtls_receiver.config import Config, RelayConfig, RouteConfig
+from mtls_receiver.providers.pomelo import PomeloOptions
 from mtls_receiver.server import Receiver, handling_deadline
 from test_hmac_providers import FIRE_BODY, FIRE_SECRET, INFI_BODY, INFI_SECRET, hex_hmac
 
@@ -225,6 +226,6 @@ def test_the_handling_deadline_never_cuts_the_applications_own_deadline() -> Non
     ``deadline`` (answered with the configured signed rejection) comes on top of it."""
     plain = RouteConfig(path="/n", listener="main", provider="pomelo", mode="notifications")
     relaying = RouteConfig(path="/a", listener="main", provider="pomelo", mode="authorizations",
-                           relay=RelayConfig(url="http://127.0.0.1:1/", deadline=45.0))
+                           options=PomeloOptions(application=RelayConfig(url="http://127.0.0.1:1/", deadline=45.0)))
     assert handling_deadline(30.0, [plain]) == 30.0
     assert handling_deadline(30.0, [plain, relaying]) == 75.0

@@ -38,7 +38,7 @@ def secrets_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 ROUTE = RouteConfig(path="/webhook", listener="main", provider="efi", mode="skip-mtls",
                     allow_ips=parse_networks(["34.193.116.226/32"]),
-                    hmac_secrets=(SECRET, OLD_SECRET))
+                    options=efi.EfiOptions(hmac_secrets=(SECRET, OLD_SECRET)))
 
 
 def req(query: str, address: str = "34.193.116.226", path: str = "/webhook") -> IncomingRequest:
@@ -85,7 +85,8 @@ def test_each_check_alone_refuses(query: str, address: str, status: int, check: 
 def test_registration_url_round_trips() -> None:
     url = efi.registration_url("https://h.example/webhook", "a/b+c=d" + SECRET)
     query = url.split("?", 1)[1] + "/pix"  # what Efí sends: the suffix appended to the string
-    route = RouteConfig(path="/webhook", listener="m", provider="efi", mode="skip-mtls", hmac_secrets=("a/b+c=d" + SECRET,))
+    route = RouteConfig(path="/webhook", listener="m", provider="efi", mode="skip-mtls",
+                        options=efi.EfiOptions(hmac_secrets=("a/b+c=d" + SECRET,)))
     assert efi.target("/webhook", "/webhook", query) == efi.Target(kind="pix", hmac="a/b+c=d" + SECRET)
     assert efi.verify(route, req(query)).kind == "pix"
     assert efi.registration_url("https://h.example/webhook?x=1", "S") == "https://h.example/webhook?x=1&hmac=S&ignorar="

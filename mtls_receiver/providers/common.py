@@ -1,14 +1,15 @@
-"""Checks every provider shares: method, allowlist, JSON bodies, secrets as keys."""
+"""What providers share: their options, method, allowlist, JSON bodies, signing secrets."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from ..addresses import in_networks
-from ..config import RouteConfig
+from ..config.reader import Reader, Table
+from ..config.schema import ProviderOptions, RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest
 from ..signatures import SignatureScheme, decode_secret, verify_signature
@@ -17,12 +18,38 @@ __all__ = [
     "check_allowlist",
     "content_digest",
     "json_object",
+    "options_of",
     "require_json",
     "require_post",
-    "scheme_for",
-    "secret_keys",
+    "signing_secrets",
     "verified_json",
 ]
+
+O = TypeVar("O", bound=ProviderOptions)
+
+
+def options_of(route: RouteConfig, kind: type[O]) -> O:
+    """The route's options as its provider defined them; a route holding others is refused (fail closed)."""
+    if not isinstance(route.options, kind):
+        raise Refusal(403, f"route {route.path} has no {kind.__name__} for provider {route.provider!r}")
+    return route.options
+
+
+def signing_secrets(reader: Reader, raw: Table, key: str, encoding: str = "utf-8") -> tuple[str, ...]:
+    """The route's ``secrets``: at least one, each a valid key in ``encoding`` (rotation: several)."""
+
+    def problem(secret: str) -> str | None:
+        try:
+            decode_secret(secret, encoding)
+        except ValueError:
+            return "not valid base64 (signature.secret_encoding = 'base64')"
+        return None
+
+    secrets = reader.secret_list(raw, key, "secrets", check=problem)
+    if not secrets:
+        reader.fail(f"{key}.secrets",
+                    'at least one signing secret is needed, e.g. [{ env = "WEBHOOK_SECRET" }]')
+    return secrets
 
 
 def require_post(request: IncomingRequest, sender: str) -> None:
@@ -60,25 +87,16 @@ def content_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def scheme_for(route: RouteConfig, preset: SignatureScheme | None) -> SignatureScheme:
-    """The route's own scheme (generic ``hmac``), or the preset with the route's tolerance."""
-    scheme = route.signature or preset
-    if scheme is None:  # config validation gives every hmac route one; fail closed all the same
-        raise Refusal(403, "no signature scheme configured for this route")
-    return dataclasses.replace(scheme, tolerance=route.tolerance) if route.tolerance is not None else scheme
+def verified_json(route: RouteConfig, request: IncomingRequest, sender: str, scheme: SignatureScheme,
+                  secrets: tuple[str, ...]) -> dict[str, Any]:
+    """What every HMAC-signed sender's request goes through: method, allowlist, signature, JSON body.
 
-
-def verified_json(route: RouteConfig, request: IncomingRequest, sender: str,
-                  preset: SignatureScheme | None = None) -> dict[str, Any]:
-    """What every HMAC-signed sender's request goes through: method, allowlist, signature, JSON body."""
+    The route's ``tolerance``, when it gives one, replaces the scheme's."""
     require_post(request, sender)
     check_allowlist(route, request)
-    scheme = scheme_for(route, preset)
-    verify_signature(scheme, secret_keys(route, scheme), request)
+    if route.tolerance is not None:
+        scheme = dataclasses.replace(scheme, tolerance=route.tolerance)
+    keys = tuple(decode_secret(secret, scheme.secret_encoding) for secret in secrets)  # validated at load
+    verify_signature(scheme, keys, request)
     require_json(request)
     return json_object(request.body)
-
-
-def secret_keys(route: RouteConfig, scheme: SignatureScheme) -> tuple[bytes, ...]:
-    """Every configured secret as HMAC key bytes (config validation made sure they decode)."""
-    return tuple(decode_secret(secret, scheme.secret_encoding) for secret in route.secrets)

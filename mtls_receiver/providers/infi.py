@@ -6,12 +6,16 @@ in the body) stays the same, so that is the dedup key; (transactionId, status) o
 
 from __future__ import annotations
 
-from ..config import RouteConfig
+from dataclasses import dataclass, field
+
+from ..config.reader import Reader, Table
+from ..config.schema import ProviderOptions, RouteConfig
 from ..events import IncomingRequest, NewEvent, Verdict
 from ..signatures import SignatureScheme
-from .common import content_digest, verified_json
+from .base import Provider, RouteContext
+from .common import content_digest, options_of, signing_secrets, verified_json
 
-__all__ = ["SCHEME", "verify"]
+__all__ = ["PROVIDER", "SCHEME", "InfiOptions", "verify"]
 
 SCHEME = SignatureScheme(
     header="X-Infi-Signature",
@@ -25,8 +29,17 @@ SCHEME = SignatureScheme(
 )
 
 
+@dataclass(frozen=True)
+class InfiOptions(ProviderOptions):
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # signing secrets (several: rotation)
+
+
+def parse_options(reader: Reader, raw: Table, route: RouteContext) -> InfiOptions:
+    return InfiOptions(secrets=signing_secrets(reader, raw, route.key))
+
+
 def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
-    body = verified_json(route, request, "INFI", SCHEME)
+    body = verified_json(route, request, "INFI", SCHEME, options_of(route, InfiOptions).secrets)
     event_id = request.header("X-Infi-Event-Id") or body.get("eventId")
     if event_id:
         dedup = f"event:{event_id}"
@@ -37,3 +50,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     kind = str(request.header("X-Infi-Event") or body.get("event") or "event")
     order = str(body.get("transactionId") or dedup)  # a transaction's status changes arrive in order
     return Verdict(kind=kind, events=(NewEvent(kind, dedup, body, order_key=order),), body=b"")
+
+
+PROVIDER = Provider(name="infi", modes=("hmac",), keys=frozenset({"secrets"}), parse_options=parse_options,
+                    verify=verify)

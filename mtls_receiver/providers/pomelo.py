@@ -9,19 +9,85 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import RouteConfig
+from ..addresses import Network, parse_networks
+from ..config.reader import Reader, Table
+from ..config.schema import ProviderOptions, RelayConfig, RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Relay, Verdict
 from ..signatures import check_timestamp, decode_secret, hmac_sha256, matches_any
-from .common import check_allowlist, content_digest, json_object, require_json, require_post
+from .base import Provider, RouteContext
+from .common import check_allowlist, content_digest, json_object, options_of, require_json, require_post
 
-__all__ = ["AUTHORIZATION_TOLERANCE", "NOTIFICATION_TOLERANCE", "sign", "signature_headers", "verify"]
+__all__ = ["AUTHORIZATION_TOLERANCE", "NOTIFICATION_TOLERANCE", "PROVIDER", "PomeloOptions", "sign",
+           "signature_headers", "verify"]
 
 PREFIX = "hmac-sha256 "
 AUTHORIZATION_TOLERANCE = 60
 NOTIFICATION_TOLERANCE = 300
+SENDER_IPS = {  # Pomelo's published addresses, per environment: a route's default allowlist
+    "production": ("34.206.159.176/32", "52.0.20.124/32", "35.84.78.117/32", "52.43.46.111/32"),
+    "staging": ("34.226.254.178/32", "44.198.3.59/32", "34.223.185.46/32", "100.20.205.117/32"),
+}
+#: answered (signed) when the application does not answer an authorisation in time
+TIMEOUT_BODY = '{"status":"REJECTED","status_detail":"SYSTEM_ERROR","message":"no answer in time"}'
+_RELAY_KEYS = ("app_url", "deadline", "timeout_status", "timeout_body")
+
+
+@dataclass(frozen=True)
+class PomeloOptions(ProviderOptions):
+    api_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (api key, api secret)
+    environment: str = "production"  # whose sender addresses are the default allowlist
+    application: RelayConfig | None = None  # mode "authorizations": the application that answers
+
+    def sender_ips(self, mode: str) -> tuple[Network, ...]:
+        return parse_networks(SENDER_IPS[self.environment])
+
+    def relay(self) -> RelayConfig | None:
+        return self.application
+
+
+def parse_options(reader: Reader, raw: Table, route: RouteContext) -> PomeloOptions:
+    key = route.key
+    environment = reader.choice(raw, key, "environment", tuple(SENDER_IPS), default="production")
+    pairs: list[tuple[str, str]] = []
+    for i, item in enumerate(reader.table_list_at(raw, key, "api_keys")):
+        where = f"{key}.api_keys[{i}]"
+        reader.only_keys(item, where, {"key", "secret"})
+        api_key = reader.string(item, where, "key")
+        secret = reader.secret(item, where, "secret", check=_base64_problem)
+        pairs.append((api_key, secret or ""))
+    if not pairs:
+        reader.fail(f"{key}.api_keys",
+                    'at least one pair is needed: [{ key = "...", secret = { env = "..." } }]')
+    application = _application(reader, raw, route)
+    return PomeloOptions(api_keys=tuple(pairs), environment=environment, application=application)
+
+
+def _base64_problem(secret: str) -> str | None:
+    try:
+        decode_secret(secret, "base64")
+    except ValueError:
+        return "Pomelo's api-secret must be base64"
+    return None
+
+
+def _application(reader: Reader, raw: Table, route: RouteContext) -> RelayConfig | None:
+    """Authorisations are answered by the merchant's application, within its deadline."""
+    key = route.key
+    if route.mode != "authorizations":
+        for name in _RELAY_KEYS:
+            if name in raw:
+                reader.fail(f"{key}.{name}", "only for mode = 'authorizations'")
+        return None
+    return RelayConfig(
+        url=reader.string(raw, key, "app_url"),
+        deadline=reader.number(raw, key, "deadline", default=RelayConfig.deadline, minimum=0.1),
+        timeout_status=reader.integer(raw, key, "timeout_status", default=200, minimum=200),
+        timeout_body=reader.string(raw, key, "timeout_body", default=TIMEOUT_BODY),
+    )
 
 
 def sign(key: bytes, timestamp: str, endpoint: str, body: bytes) -> str:
@@ -44,7 +110,7 @@ def signature_headers(api_key: str, key: bytes, endpoint: str, body: bytes, now:
 def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     require_post(request, "Pomelo")
     check_allowlist(route, request)
-    api_key, key = _key_for(route, request.header("x-api-key"))
+    api_key, key = _key_for(options_of(route, PomeloOptions), request.header("x-api-key"))
     endpoint = request.header("x-endpoint")
     if endpoint is None:
         raise Refusal(401, "signature: x-endpoint header missing")
@@ -70,10 +136,10 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     return Verdict(kind=kind, events=(NewEvent(kind, idempotency_key, payload),), body=b"")
 
 
-def _key_for(route: RouteConfig, api_key: str | None) -> tuple[str, bytes]:
+def _key_for(options: PomeloOptions, api_key: str | None) -> tuple[str, bytes]:
     if api_key is None:
         raise Refusal(401, "signature: x-api-key header missing")
-    for configured, secret in route.api_keys:
+    for configured, secret in options.api_keys:
         if configured == api_key:
             return configured, decode_secret(secret, "base64")
     raise Refusal(401, "signature: unknown x-api-key")
@@ -88,3 +154,12 @@ def _presented(value: str | None) -> bytes:
         return base64.b64decode(value[len(PREFIX):].strip(), validate=True)
     except (ValueError, binascii.Error):
         raise Refusal(401, "signature: x-signature is not base64") from None
+
+
+PROVIDER = Provider(
+    name="pomelo",
+    modes=("notifications", "authorizations"),
+    keys=frozenset({"api_keys", "environment", *_RELAY_KEYS}),
+    parse_options=parse_options,
+    verify=verify,
+)

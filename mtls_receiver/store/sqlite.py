@@ -39,7 +39,7 @@ __all__ = ["CLAIM_DUE", "LOW_SPACE", "MIGRATIONS", "PROBE_BYTES", "PURGE_AUDIT",
 
 log = logging.getLogger("mtls_receiver")
 
-ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
+ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (senders repeat for minutes)
 LOW_SPACE = 16 * 1024 * 1024  # bytes free under which every commit is followed by a TRUNCATE checkpoint
 _SPACE_CHECK_EVERY = 0.5  # seconds between two looks at the free space (statvfs)
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024  # journal_size_limit: the WAL file is cut back to this after a reset

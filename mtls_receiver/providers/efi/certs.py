@@ -10,7 +10,7 @@ import certifi
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .errors import ReceiverError
+from ...errors import ReceiverError
 
 __all__ = ["EFI_CHAIN_URLS", "fetch_efi_chain"]
 

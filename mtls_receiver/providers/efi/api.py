@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs12,
 )
 
-from .errors import ReceiverError
-from .files import write_private
+from ...errors import ReceiverError
+from ...files import write_private
 
 __all__ = ["EFI_API_URLS", "EfiApiError", "EfiClient", "EfiCredentials", "p12_to_pem"]
 

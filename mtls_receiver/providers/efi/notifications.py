@@ -1,4 +1,4 @@
-"""Efí (Pix) webhooks: which notification a request is, who sent it, and whether its body is valid.
+"""Efí's notifications: which one a request is, who sent it, and whether its body is valid.
 
 Efí appends ``/pix`` (``/rec``, ``/cobr``) to the registered URL *string*, so
 the suffix lands in the path (``P/pix``) or at the end of a query value
@@ -15,15 +15,20 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
-from ..config import RouteConfig
-from ..errors import Refusal
-from ..events import IncomingRequest, NewEvent, Verdict
-from .common import check_allowlist, require_json
+from ...config.schema import RouteConfig
+from ...errors import Refusal
+from ...events import IncomingRequest, NewEvent, Verdict
+from ..common import check_allowlist, options_of, require_json
+from .options import EfiOptions
 
-__all__ = ["KINDS", "Target", "check_sender", "parse_notification", "registration_url", "target", "verify"]
+if TYPE_CHECKING:
+    from ...tls import ClientIdentity
+
+__all__ = ["KINDS", "Target", "check_sender", "parse_notification", "registration_url", "target",
+           "verified_by", "verify"]
 
 #: suffix Efí appends -> (kind, body list key)
 KINDS: dict[str, str] = {"pix": "pix", "rec": "recs", "cobr": "cobsr"}
@@ -49,8 +54,15 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
         return Verdict(kind="test")
     require_json(request)
     events = parse_notification(where.kind, request.body)
-    _check_pix_keys(route, events)
+    _check_pix_keys(options_of(route, EfiOptions).pix_keys, events)
     return Verdict(kind=where.kind, events=events)
+
+
+def verified_by(route: RouteConfig, client: ClientIdentity | None) -> str:
+    """The certificate in mode ``mtls``; the address, the URL's secret (and any certificate) otherwise."""
+    if route.mode == "mtls":
+        return "mtls-client-certificate"
+    return "ip-allowlist+url-hmac" + ("+client-certificate" if client else "")
 
 
 def target(route_path: str, path: str, query_string: str) -> Target:
@@ -87,10 +99,11 @@ def check_sender(route: RouteConfig, request: IncomingRequest, presented_hmac: s
     check_allowlist(route, request)
     if route.mode == "mtls" and request.peer.identity is None:
         raise Refusal(403, "certificate: a verified client certificate is required on this route")
-    if route.hmac_secrets:
+    secrets = options_of(route, EfiOptions).hmac_secrets
+    if secrets:
         if not presented_hmac:
             raise Refusal(401, "hmac: the URL has no hmac query value")
-        if not _matches_any(presented_hmac, route.hmac_secrets):
+        if not _matches_any(presented_hmac, secrets):
             raise Refusal(401, "hmac: the URL's hmac value does not match")
 
 
@@ -159,11 +172,11 @@ def _content_hash(item: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _check_pix_keys(route: RouteConfig, events: tuple[NewEvent, ...]) -> None:
+def _check_pix_keys(pix_keys: tuple[str, ...], events: tuple[NewEvent, ...]) -> None:
     """Any Efí customer can point a webhook at this URL: accept only the route's own keys."""
-    if not route.pix_keys or events[0].kind != "pix":
+    if not pix_keys or events[0].kind != "pix":
         return
-    foreign = sorted({str(e.payload.get("chave")) for e in events if e.payload.get("chave") not in route.pix_keys})
+    foreign = sorted({str(e.payload.get("chave")) for e in events if e.payload.get("chave") not in pix_keys})
     if foreign:
         raise Refusal(403, f"pix key not accepted on this route: {', '.join(foreign)}")
 

@@ -1,0 +1,311 @@
+"""TOML file -> :class:`Config`: every section checked, every problem a ConfigError naming file, key, problem.
+
+A route's common keys are read here; the rest belongs to its provider, looked up by name in the
+registry (``providers/``), whose ``parse_options`` reads them through the same :class:`Reader`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..addresses import CLIENT_ADDRESS_HEADERS, Network
+from ..errors import ConfigError
+from ..providers import PROVIDER_NAMES, provider
+from ..providers.base import RouteContext
+from ..signatures import decode_secret
+from .reader import Reader, Table
+from .schema import (
+    CLIENT_CERT_POLICIES,
+    TLS_VERSIONS,
+    AdminConfig,
+    Config,
+    Destination,
+    ForwardConfig,
+    HealthConfig,
+    Limits,
+    ListenerConfig,
+    RouteConfig,
+    StoreConfig,
+)
+
+__all__ = ["load_config", "parse_config"]
+
+_TOP_LEVEL_KEYS = {"workers", "listeners", "routes", "store", "forward", "admin", "health"}
+_COMMON_ROUTE_KEYS = frozenset(
+    {"path", "listener", "provider", "mode", "allow_ips", "tolerance", "forward_url", "forward_handler"}
+)
+_NEW_SECRET = "make one: mtls-receiver forward new-secret"
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML file; raise ConfigError naming what is wrong."""
+    source = Path(path)
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(source), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(source), "", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(source), "", f"not valid TOML: {exc}") from None
+    return parse_config(raw, source)
+
+
+def parse_config(raw: Table, source: Path) -> Config:
+    """Validate an already-parsed TOML document; paths are relative to ``source``."""
+    reader = Reader(source)
+    reader.only_keys(raw, "", _TOP_LEVEL_KEYS)
+    workers = reader.integer(raw, "", "workers", default=os.cpu_count() or 1, minimum=1)
+    listeners = tuple(
+        _listener(reader, item, f"listeners[{i}]")
+        for i, item in enumerate(reader.table_list(raw, "listeners", required=True))
+    )
+    _unique(reader, [lst.name for lst in listeners], "listeners", "name")
+    routes = tuple(
+        _route(reader, item, f"routes[{i}]", {lst.name: lst for lst in listeners})
+        for i, item in enumerate(reader.table_list(raw, "routes", required=True))
+    )
+    _unique(reader, [f"{r.listener} {r.path}" for r in routes], "routes", "path (per listener)")
+    store = _store(reader, reader.table(raw, "store"))
+    forward = _forward(reader, reader.table(raw, "forward"), routes)
+    return Config(source=source, listeners=listeners, routes=routes, store=store, forward=forward,
+                  admin=_admin(reader, reader.table(raw, "admin")),
+                  health=_health(reader, reader.table(raw, "health")), workers=workers)
+
+
+def _store(reader: Reader, raw: Table) -> StoreConfig:
+    reader.only_keys(raw, "store", {"path", "url", "commit_delay", "audit_retention_days"})
+    delay = reader.number(raw, "store", "commit_delay", default=StoreConfig.commit_delay, minimum=0)
+    if delay > 0.1:
+        reader.fail("store.commit_delay", f"must be at most 0.1 (seconds), got {delay!r}")
+    retention = reader.integer(raw, "store", "audit_retention_days",
+                               default=StoreConfig.audit_retention_days, minimum=1)
+    if "url" not in raw:
+        return StoreConfig(path=reader.path(raw, "store", "path", default="inbox.db"), commit_delay=delay,
+                           audit_retention_days=retention)
+    if "path" in raw:
+        reader.fail("store.url", "give either path (SQLite) or url (PostgreSQL), not both")
+    written = reader.string(raw, "store", "url")
+    url = written
+    if written.startswith("env:"):  # the DSN may hold a password: it can come from the environment
+        url = os.environ.get(written[4:], "")
+        if not url:
+            reader.fail("store.url", f"environment variable {written[4:]} is not set or empty")
+    if not url.startswith(("postgresql://", "postgres://")):
+        reader.fail("store.url", "must be a postgresql:// URL (or env:VAR naming one)")
+    return StoreConfig(url=url, commit_delay=delay, audit_retention_days=retention)
+
+
+def _admin(reader: Reader, raw: Table) -> AdminConfig:
+    reader.only_keys(raw, "admin", {"address", "enabled"})
+    enabled = reader.boolean(raw, "admin", "enabled", default=True)
+    if "address" not in raw:
+        return AdminConfig(enabled=enabled)
+    host, port = _address(reader, raw, "admin")
+    return AdminConfig(host=host, port=port, enabled=enabled)
+
+
+def _health(reader: Reader, raw: Table) -> HealthConfig:
+    defaults = HealthConfig()
+    reader.only_keys(raw, "health", set(vars(defaults)))
+    interval = reader.number(raw, "health", "heartbeat_interval", default=defaults.heartbeat_interval,
+                             minimum=0.05)
+    hung_after = reader.number(raw, "health", "hung_after", default=defaults.hung_after, minimum=0.1)
+    unready_after = reader.number(raw, "health", "unready_after", default=defaults.unready_after,
+                                  minimum=0.1)
+    if hung_after < 3 * interval:
+        reader.fail("health.hung_after", f"must be at least 3 heartbeat intervals ({3 * interval:g} s),"
+                    f" so that a late answer or two does not get a busy worker killed; got {hung_after:g}")
+    if unready_after < interval:
+        reader.fail("health.unready_after", f"must be at least one heartbeat interval ({interval:g} s),"
+                    f" got {unready_after:g}")
+    return HealthConfig(heartbeat_interval=interval, hung_after=hung_after, unready_after=unready_after)
+
+
+def _forward(reader: Reader, raw: Table, routes: tuple[RouteConfig, ...]) -> ForwardConfig:
+    reader.only_keys(raw, "forward", {"url", "handler", "secrets", "concurrency", "timeout", "max_attempts",
+                                      "max_age", "backoff_base", "backoff_max"})
+    secrets = reader.secret_list(raw, "forward", "secrets", check=_whsec_problem)
+    default = _destination(reader, raw, "forward", "url", "handler")
+    uses_url = (default and default.url) or any(r.forward and r.forward.url for r in routes)
+    if uses_url and not secrets:
+        reader.fail("forward.secrets", f"needed to sign deliveries to a URL ({_NEW_SECRET})")
+    defaults = ForwardConfig()
+    return ForwardConfig(
+        default=default,
+        secrets=secrets,
+        concurrency=reader.integer(raw, "forward", "concurrency", default=defaults.concurrency, minimum=1),
+        timeout=reader.number(raw, "forward", "timeout", default=defaults.timeout, minimum=0.1),
+        max_attempts=reader.integer(raw, "forward", "max_attempts", default=defaults.max_attempts, minimum=1),
+        max_age=reader.number(raw, "forward", "max_age", default=defaults.max_age, minimum=1),
+        backoff_base=reader.number(raw, "forward", "backoff_base", default=defaults.backoff_base,
+                                   minimum=0.01),
+        backoff_max=reader.number(raw, "forward", "backoff_max", default=defaults.backoff_max, minimum=0.01),
+    )
+
+
+def _whsec_problem(secret: str) -> str | None:
+    """A Standard Webhooks secret: ``whsec_`` and base64 of at least 16 random bytes."""
+    try:
+        if secret.startswith("whsec_") and len(decode_secret(secret[6:], "base64")) >= 16:
+            return None
+    except ValueError:
+        pass
+    return f"must be 'whsec_' + base64 of at least 16 random bytes ({_NEW_SECRET})"
+
+
+def _destination(reader: Reader, raw: Table, key: str, url_key: str, handler_key: str) -> Destination | None:
+    url = reader.optional_string(raw, key, url_key)
+    handler = reader.optional_string(raw, key, handler_key)
+    if url is not None and handler is not None:
+        reader.fail(f"{key}.{handler_key}", f"give either {url_key} or {handler_key}, not both")
+    if url is not None and not url.startswith(("http://", "https://")):
+        reader.fail(f"{key}.{url_key}", f"must be an http:// or https:// URL, got {url!r}")
+    if handler is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", handler):
+        reader.fail(f"{key}.{handler_key}", f"must be 'module:function', got {handler!r}")
+    return Destination(url=url, handler=handler) if url or handler else None
+
+
+def _listener(reader: Reader, raw: Table, key: str) -> ListenerConfig:
+    reader.only_keys(
+        raw, key,
+        {"name", "address", "cert", "key", "key_password", "client_certs", "client_ca", "min_tls",
+         "trusted_proxies", "client_address_header", "proxy_hops", "proxy_protocol", "limits"},
+    )
+    host, port = _address(reader, raw, key)
+    policy = reader.choice(raw, key, "client_certs", CLIENT_CERT_POLICIES, default="required")
+    client_ca = reader.optional_path(raw, key, "client_ca", must_exist=True)
+    if policy != "none" and client_ca is None:
+        reader.fail(f"{key}.client_ca", f"required when client_certs = {policy!r}")
+    trusted_proxies = reader.networks(raw, key, "trusted_proxies", default=())
+    proxy_protocol = reader.boolean(raw, key, "proxy_protocol", default=False)
+    if proxy_protocol and not trusted_proxies:
+        reader.fail(f"{key}.proxy_protocol",
+                    "needs trusted_proxies: the addresses of the load balancers allowed to send it")
+    header, hops = _client_address_header(reader, raw, key, trusted_proxies, proxy_protocol)
+    return ListenerConfig(
+        name=reader.string(raw, key, "name", default="default"),
+        host=host,
+        port=port,
+        cert=reader.path(raw, key, "cert", must_exist=True),
+        key=reader.path(raw, key, "key", must_exist=True),
+        client_certs=policy,
+        client_ca=client_ca,
+        min_tls=reader.choice(raw, key, "min_tls", TLS_VERSIONS, default="1.2"),
+        key_password=reader.secret(raw, key, "key_password"),
+        trusted_proxies=trusted_proxies,
+        client_address_header=header,
+        proxy_hops=hops,
+        proxy_protocol=proxy_protocol,
+        limits=_limits(reader, raw, f"{key}.limits"),
+    )
+
+
+def _client_address_header(
+    reader: Reader, raw: Table, key: str, trusted_proxies: tuple[Network, ...], proxy_protocol: bool
+) -> tuple[str | None, int | None]:
+    """The one header the trusted proxies write, and the hop count; both checked against each other.
+
+    trusted_proxies without a header is allowed only with proxy_protocol (the address comes from
+    the PROXY header alone): otherwise which header to believe would be a guess, and a wrong guess
+    lets a client choose its own address.
+    """
+    named = reader.optional_string(raw, key, "client_address_header")
+    hops = reader.optional_integer(raw, key, "proxy_hops", minimum=1)
+    choices = ", ".join(map(repr, CLIENT_ADDRESS_HEADERS))
+    spelled = {known.lower(): known for known in CLIENT_ADDRESS_HEADERS}
+    header = spelled.get(named.lower()) if named is not None else None
+    if named is not None and header is None:
+        reader.fail(f"{key}.client_address_header", f"must be one of {choices}, got {named!r}")
+    if header is not None and not trusted_proxies:
+        reader.fail(f"{key}.client_address_header",
+                    "needs trusted_proxies: the addresses of the proxies that write it")
+    if hops is not None and header is None:
+        reader.fail(f"{key}.proxy_hops", "needs client_address_header: the header whose addresses it counts")
+    if hops is not None and hops > 1 and header == "X-Real-IP":
+        reader.fail(f"{key}.proxy_hops", "X-Real-IP holds one address: proxy_hops can only be 1")
+    if trusted_proxies and header is None and not proxy_protocol:
+        reader.fail(f"{key}.trusted_proxies",
+                    f"needs client_address_header: the one header your proxy writes ({choices}), "
+                    "or proxy_protocol = true")
+    return header, hops
+
+
+def _limits(reader: Reader, listener: Table, key: str) -> Limits:
+    raw = reader.as_table(listener.get("limits", {}), key,
+                          "must be a table, e.g. limits = { max_body = 1048576 }")
+    defaults = Limits()
+    reader.only_keys(raw, key, set(vars(defaults)))
+
+    def count(name: str) -> int:
+        return reader.integer(raw, key, name, default=getattr(defaults, name), minimum=1)
+
+    def seconds(name: str) -> float:
+        return reader.number(raw, key, name, default=getattr(defaults, name), minimum=0.1)
+
+    return Limits(
+        max_body=count("max_body"),
+        max_headers=count("max_headers"),
+        max_header_size=count("max_header_size"),
+        handshake_timeout=seconds("handshake_timeout"),
+        header_timeout=seconds("header_timeout"),
+        body_timeout=seconds("body_timeout"),
+        keepalive_timeout=seconds("keepalive_timeout"),
+        handling_timeout=seconds("handling_timeout"),
+        max_connections=count("max_connections"),
+        max_connections_per_ip=count("max_connections_per_ip"),
+    )
+
+
+def _route(reader: Reader, raw: Table, key: str, listeners: Mapping[str, ListenerConfig]) -> RouteConfig:
+    """The keys every route has; its provider reads the rest into the route's ``options``."""
+    sender = provider(reader.choice(raw, key, "provider", PROVIDER_NAMES))
+    reader.only_keys(raw, key, _COMMON_ROUTE_KEYS | sender.keys)
+    path = reader.string(raw, key, "path")
+    if not path.startswith("/") or "?" in path or "#" in path:
+        reader.fail(f"{key}.path", f"must be a URL path starting with '/' (no query): {path!r}")
+    named = reader.optional_string(raw, key, "listener")
+    listener = named if named is not None else _default_listener(listeners)
+    if listener is None or listener not in listeners:
+        reader.fail(f"{key}.listener", f"no listener named {listener!r} (have: {', '.join(listeners)})")
+    mode = reader.choice(raw, key, "mode", sender.modes, default=sender.modes[0])
+    tolerance = reader.optional_integer(raw, key, "tolerance", minimum=1)
+    forward = _destination(reader, raw, key, "forward_url", "forward_handler")
+    context = RouteContext(key=key, mode=mode, tolerance=tolerance, listener=listeners[listener])
+    options = sender.parse_options(reader, raw, context)
+    return RouteConfig(
+        path=path.rstrip("/") or "/", listener=listener, provider=sender.name, mode=mode,
+        allow_ips=reader.networks(raw, key, "allow_ips", default=options.sender_ips(mode)),
+        tolerance=tolerance, options=options, forward=forward,
+    )
+
+
+def _default_listener(listeners: Mapping[str, ListenerConfig]) -> str | None:
+    """The listener a route without ``listener`` is on: the one named "default", or the only one."""
+    if "default" in listeners:
+        return "default"
+    return next(iter(listeners)) if len(listeners) == 1 else None
+
+
+def _address(reader: Reader, raw: Table, key: str) -> tuple[str, int]:
+    text = reader.string(raw, key, "address")
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    numeric = port_text.isascii() and port_text.isdigit()
+    if not sep or not host or not numeric or not 0 <= int(port_text) < 65536:
+        reader.fail(f"{key}.address",
+                    f"expected 'host:port' (e.g. '0.0.0.0:443' or '[::]:443'), got {text!r}")
+    return host, int(port_text)
+
+
+def _unique(reader: Reader, values: list[str], key: str, what: str) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            reader.fail(f"{key}[{i}]", f"duplicate {what}: {value!r}")
+        seen.add(value)
