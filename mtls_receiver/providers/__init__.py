@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 from ..config import RouteConfig
 from ..errors import Refusal
-from ..events import IncomingRequest, Verdict
-from ..tls import ClientIdentity
+from ..events import ClientIdentity, IncomingRequest, Verdict
 from . import efi, firebanking, generic, infi, pomelo
 
 __all__ = ["Verifier", "verification_method", "verifier_for"]

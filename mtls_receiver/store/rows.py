@@ -11,8 +11,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import jsoncodec
-from ..events import AttemptOutcome, AuditRecord, NewEvent, StoredEvent
-from ..tls import ClientIdentity
+from ..events import AttemptOutcome, AuditRecord, ClientIdentity, NewEvent, StoredEvent
 
 if TYPE_CHECKING:
     from .group_commit import Write
