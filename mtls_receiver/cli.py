@@ -29,7 +29,7 @@ from .forwarder import resolve_handlers
 from .logs import JsonFormatter, TextFormatter, client_fields, escape, json_line, render_fields, render_value
 from .probe import probe, probe_without_certificate, sample_pix
 from .providers.efi import registration_url
-from .server import Receiver, serve_forever, expiry_warnings
+from .lifecycle import Receiver, expiry_warnings, serve_forever
 from .events import AuditRecord, StoredEvent
 from .store import Access, Store, open_store
 from .tls import create_ssl_context, read_certificates

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import Pki, client_context, pix
 from mtls_receiver.config import Config, load_config
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 from test_docs import README, _with_local_files
 
 SECTION = README.split("### Behind a proxy: the client address", 1)[1].split("\n## ", 1)[0]

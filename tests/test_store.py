@@ -19,7 +19,7 @@ from conftest import Pki, client_context, https_post, pix
 from mtls_receiver.config import StoreConfig
 from mtls_receiver.errors import StoreUnavailable
 from mtls_receiver.events import AttemptOutcome, AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.store import Store, open_store
 from mtls_receiver.store.sqlite import CLAIM_DUE, MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
