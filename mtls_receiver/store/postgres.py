@@ -25,8 +25,8 @@ import asyncpg
 from ..config import redact_dsn
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
-from . import Access, AuditRepeats, Receipt
-from .group_commit import GroupCommit, Write
+from .base import Access, AuditRepeats, Receipt, Write
+from .group_commit import GroupCommit
 from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS,
                    EVENT_INSERT_COLUMNS, EVENTS_FROM, FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row,
                    audit_from_row, audit_row, event_from_row, event_row, new_event_id,
@@ -167,13 +167,13 @@ async def migrate(dsn: str) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore(GroupCommit):
+class PostgresStore:
     def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0, commit_delay: float = 0.0,
                  access: Access = Access.SERVE) -> None:
         self.dsn, self.pool_size, self.timeout, self.access = dsn, pool_size, timeout, access
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()  # one new pool at a time after a failure dropped the old one
-        super().__init__(commit_delay)
+        self.group_commit = GroupCommit(self._commit_batch, commit_delay, repair=self._after_failure)
 
     async def open(self) -> None:
         """Serving processes migrate; nobody releases leases on open: several instances share the
@@ -186,7 +186,7 @@ class PostgresStore(GroupCommit):
             self._pool = await self._create_pool()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"{redact_dsn(self.dsn)}: {exc}") from None
-        self._start_writer()
+        self.group_commit.start()
 
     def _require_current_schema(self, version: int) -> None:
         """Looking and replaying never migrate (an instance of the previous version may still run)."""
@@ -219,7 +219,7 @@ class PostgresStore(GroupCommit):
                             redact_dsn(self.dsn), exc)
 
     async def close(self) -> None:
-        await self._stop_writer()
+        await self.group_commit.stop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -244,7 +244,7 @@ class PostgresStore(GroupCommit):
             return self._pool
         async with self._pool_lock:
             if self._pool is None:
-                if not self.writer_alive:
+                if not self.group_commit.alive:
                     raise StoreUnavailable("store is not open")
                 try:
                     self._pool = await self._create_pool()
@@ -253,6 +253,10 @@ class PostgresStore(GroupCommit):
             return self._pool
 
     # --- receiving: group commit ---------------------------------------------------------------
+
+    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
+                     verified_by: str = "", queue: bool = False) -> Receipt:
+        return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
         receipts: list[Receipt] = await self._transaction(self._insert_batch, batch)
@@ -446,7 +450,7 @@ class PostgresStore(GroupCommit):
     async def check_writable(self) -> bool:
         """Can this process commit to the inbox now? A real commit of the health row through the
         group-commit writer: a dead or stuck writer or an unreachable database say False."""
-        return await self._probe_commit()
+        return await self.group_commit.probe()
 
 
 async def _in_transaction(conn: asyncpg.Connection, fn: Any, *args: Any) -> Any:

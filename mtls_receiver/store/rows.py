@@ -8,13 +8,11 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import jsoncodec
 from ..events import AttemptOutcome, AuditRecord, ClientIdentity, NewEvent, StoredEvent
-
-if TYPE_CHECKING:
-    from .group_commit import Write
+from .base import Write
 
 __all__ = [
     "AUDIT_ARITY", "AUDIT_COLUMNS", "AUDIT_INSERT_COLUMNS", "EVENT_ARITY", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS",

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
-from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
+from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from ..files import make_directories
-from . import Access, AuditRepeats, Receipt
-from .group_commit import GroupCommit, Write
+from .base import Access, AuditRepeats, Receipt, Write
+from .group_commit import GroupCommit
 from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS,
                    EVENT_INSERT_COLUMNS, EVENTS_FROM, FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row,
                    audit_from_row, audit_row, event_from_row, event_row, new_event_id,
@@ -209,7 +209,7 @@ def _insert_events_sql(rows: int) -> str:
             " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id, seq")
 
 
-class SQLiteStore(GroupCommit):
+class SQLiteStore:
     def __init__(self, path: Path, busy_timeout_ms: int = 5000, access: Access = Access.SERVE,
                  commit_delay: float = 0.0) -> None:
         self.path = path
@@ -222,7 +222,9 @@ class SQLiteStore(GroupCommit):
         self._checkpoint_failing = False  # said once in the log, not every idle second
         self._low_space = False  # the filesystem was nearly full when last looked at
         self._space_checked = 0.0
-        super().__init__(commit_delay)
+        self.group_commit = GroupCommit(self._commit_batch, commit_delay, repair=self._after_failure,
+                                        tidy=self._checkpoint_reporting,
+                                        tidy_due=lambda: self._checkpoint_due)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -232,7 +234,7 @@ class SQLiteStore(GroupCommit):
 
     async def open(self) -> None:
         await self._run(self._connect)
-        self._start_writer()
+        self.group_commit.start()
 
     def _connect(self) -> None:
         """Open as ``access`` allows: only a forwarder that is alone may release leases."""
@@ -355,7 +357,7 @@ class SQLiteStore(GroupCommit):
                 time.sleep(0.01)
 
     async def close(self) -> None:
-        await self._stop_writer()
+        await self.group_commit.stop()
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -365,6 +367,10 @@ class SQLiteStore(GroupCommit):
         self._executor.shutdown(wait=True)
 
     # --- receiving: group commit ---------------------------------------------------------------
+
+    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
+                     verified_by: str = "", queue: bool = False) -> Receipt:
+        return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
         """One transaction, one fsync, for every write queued since the last commit.
@@ -408,12 +414,6 @@ class SQLiteStore(GroupCommit):
                 db.execute("ROLLBACK")
         busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self._checkpoint_due = bool(busy)
-
-    def _idle_work_due(self) -> bool:
-        return self._checkpoint_due
-
-    async def _when_idle(self) -> None:
-        await self._checkpoint_reporting()
 
     async def _after_failure(self, exc: Exception) -> None:
         """A failed commit may be a full disk that the WAL filled: give its space back."""
@@ -581,7 +581,7 @@ class SQLiteStore(GroupCommit):
     async def check_writable(self) -> bool:
         """Can this process commit to the inbox now? A real, fsynced commit of the health row through
         the group-commit writer: a dead or stuck writer, a full disk or a locked file all say False."""
-        return await self._probe_commit()
+        return await self.group_commit.probe()
 
     async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]:
         where, params = ["1 = 1"], []
