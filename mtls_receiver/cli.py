@@ -22,8 +22,8 @@ from .devcerts import dev_config_text, make_dev_certs
 from .errors import ReceiverError
 from .forwarder import resolve_handlers
 from .logs import JsonFormatter, TextFormatter, client_fields, escape, json_line, render_fields, render_value
+from .lifecycle import Receiver, expiry_warnings, serve_forever
 from .providers import PROVIDER_NAMES, dev_route, provider
-from .server import Receiver, serve_forever, expiry_warnings
 from .events import AuditRecord, StoredEvent
 from .store import Access, Store, open_store
 from .tls import create_ssl_context, read_certificates

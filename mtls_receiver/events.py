@@ -11,11 +11,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tls import ClientIdentity
-
 __all__ = [
-    "AttemptOutcome", "AuditRecord", "Claim", "DeliveryAttempt", "IncomingRequest", "NewEvent", "Peer", "Relay", "StoredAnswer", "StoredEvent", "Verdict",
+    "AttemptOutcome", "AuditRecord", "Claim", "ClientIdentity", "DeliveryAttempt", "IncomingRequest", "NewEvent", "Peer",
+    "Relay", "StoredAnswer", "StoredEvent", "Verdict",
 ]
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """Who the verified client certificate says the sender is."""
+
+    subject: str
+    issuer: str
+    fingerprint: str  # SHA-256 of the DER certificate, lowercase hex
+
+    @property
+    def short(self) -> str:
+        return f"subject={self.subject!r} sha256={self.fingerprint}"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .tls import ClientIdentity
+from .events import ClientIdentity
 
 __all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "client_fields", "escape", "json_line", "log_fields",
            "render_fields", "render_value"]

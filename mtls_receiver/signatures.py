@@ -11,12 +11,9 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .errors import Refusal
-
-if TYPE_CHECKING:  # events -> tls -> config -> signatures: only the type is needed here
-    from .events import IncomingRequest
+from .events import IncomingRequest
 
 __all__ = [
     "SIGNED_PARTS",

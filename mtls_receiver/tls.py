@@ -14,11 +14,11 @@ from cryptography.exceptions import InvalidSignature
 
 from .config import ListenerConfig
 from .errors import ConfigError
+from .events import ClientIdentity
 
 __all__ = [
     "CertSummary",
     "ClientTrust",
-    "ClientIdentity",
     "client_identity",
     "create_ssl_context",
     "read_certificates",
@@ -75,19 +75,6 @@ def create_ssl_context(
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(config_file, f"{key}.client_ca", f"cannot load CA bundle: {exc}") from None
     return ctx
-
-
-@dataclass(frozen=True)
-class ClientIdentity:
-    """Who the verified client certificate says the sender is."""
-
-    subject: str
-    issuer: str
-    fingerprint: str  # SHA-256 of the DER certificate, lowercase hex
-
-    @property
-    def short(self) -> str:
-        return f"subject={self.subject!r} sha256={self.fingerprint}"
 
 
 @functools.lru_cache(maxsize=256)

@@ -43,9 +43,10 @@ import aiohttp
 
 from .admission import ConnectionTable
 from .config import Config, HealthConfig
+from .lifecycle import (SHUTDOWN_GRACE, SUPERVISOR, WORKER, Receiver, bind_errors, match_sockets,
+                        serve_until_stopped)
 from .listener import bind
 from .metrics import SampleKey, counted
-from .server import SHUTDOWN_GRACE, SUPERVISOR, WORKER, Receiver, bind_errors, match_sockets, serve_until_stopped
 from .systemd import Notifier, listen_sockets
 
 __all__ = ["WORKER_ENV", "Heartbeats", "WorkerPool", "WorkerSpec", "listening_sockets", "serve_worker",

@@ -23,7 +23,7 @@ import pytest
 import trustme
 
 from mtls_receiver.config import Config, load_config
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 
 NOW = datetime.now(timezone.utc)
 

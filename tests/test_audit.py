@@ -15,9 +15,10 @@ import pytest
 
 from conftest import Pki, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver.config import Config, StoreConfig, load_config
+from mtls_receiver.dispatch import utc_now
 from mtls_receiver.errors import ConfigError
 from mtls_receiver.events import AuditRecord, NewEvent
-from mtls_receiver.server import Receiver, utc_now
+from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.store import Store, open_store
 from mtls_receiver.store.audit import PURGE_BATCH, AuditRetention, RefusalCoalescer
 

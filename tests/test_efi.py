@@ -9,10 +9,9 @@ import pytest
 from conftest import Pki, client_context, https_post, pix
 from mtls_receiver.config import RouteConfig
 from mtls_receiver.errors import Refusal
-from mtls_receiver.events import IncomingRequest, Peer
+from mtls_receiver.events import ClientIdentity, IncomingRequest, Peer
 from mtls_receiver.providers import efi, verifier_for
-from mtls_receiver.server import Receiver
-from mtls_receiver.tls import ClientIdentity
+from mtls_receiver.lifecycle import Receiver
 
 ROUTE = RouteConfig(path="/webhook", listener="main", provider="efi", mode="mtls", options=efi.EfiOptions())
 EFI = Peer("198.51.100.7", ClientIdentity("CN=efi", "CN=efi ca", "ab" * 32))

@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 
 from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver.config import Config
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"forwarding-test-secret-32-bytes!").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"the-previous-secret-also-32bytes").decode()

@@ -11,7 +11,7 @@ from conftest import Pki, client_context, pix
 from mtls_receiver.config import Limits
 from mtls_receiver.errors import Refusal
 from mtls_receiver.http11 import Parsed, RequestHead, RequestParser, Response, keep_alive_hint
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 
 LIMITS = Limits(max_headers=8, max_header_size=100)
 # every character str.strip() takes for whitespace that is not SP or HTAB (latin-1, as header bytes decode)

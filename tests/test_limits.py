@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Pki, client_context, https_post, pix
 from mtls_receiver.config import Config
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 
 
 def limits(**values: float) -> str:

@@ -16,7 +16,7 @@ import trustme
 from conftest import REFUSED, Pki, ServerProcess, client_context, config_text, https_post, pix
 from mtls_receiver.config import Config, load_config
 from mtls_receiver.logs import JsonFormatter, TextFormatter, escape, log_fields, render_fields
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 
 #: a path that, written raw, ends the line and forges one of its own (CR, LF) and colours the terminal (ESC)
 FORGED = "%0d%0a2026-01-01%2000:00:00,000%20INFO%20accepted%20route=/webhook%20status=200%20%1b[2J%1b[31mowned"

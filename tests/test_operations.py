@@ -17,7 +17,7 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REFUSED, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 
 
 def write_atomically(path: Path, data: bytes) -> None:

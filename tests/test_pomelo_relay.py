@@ -18,8 +18,9 @@ from aiohttp import web
 
 from conftest import Answer, Pki, client_context, https_post
 from mtls_receiver.config import Config, RelayConfig, RouteConfig
+from mtls_receiver.dispatch import handling_deadline
+from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.providers.pomelo import PomeloOptions
-from mtls_receiver.server import Receiver, handling_deadline
 from test_hmac_providers import FIRE_BODY, FIRE_SECRET, INFI_BODY, INFI_SECRET, hex_hmac
 
 SECRET = base64.b64encode(b"relay-test-secret-0123456789").decode()

@@ -24,7 +24,7 @@ from mtls_receiver.config import load_config
 from mtls_receiver.errors import ConfigError, Refusal
 from mtls_receiver.events import IncomingRequest, Peer
 from mtls_receiver.providers import efi
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import targets  # noqa: E402

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import Pki, client_context, pix
 from mtls_receiver.config import Config, load_config
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 from test_docs import PAGES, _with_local_files
 
 SECTION = PAGES["docs/proxies.md"]

@@ -14,7 +14,7 @@ from mtls_receiver.config import Config, RouteConfig
 from mtls_receiver.errors import Refusal
 from mtls_receiver.events import IncomingRequest, Peer
 from mtls_receiver.providers import efi
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 from test_addresses import v2
 
 SECRET, OLD_SECRET = "s3cr3t-abcdefghij-KLMNOP", "old-secret-0123456789"

@@ -19,7 +19,7 @@ from conftest import Pki, client_context, https_post, pix
 from mtls_receiver.config import StoreConfig
 from mtls_receiver.errors import StoreUnavailable
 from mtls_receiver.events import AttemptOutcome, AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.store import Store, open_store
 from mtls_receiver.store.sqlite import CLAIM_DUE, MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
@@ -83,7 +83,7 @@ async def test_concurrent_writes_share_commits(store: Store) -> None:
     receipts = await asyncio.gather(*writes)
     assert all(len(r.stored) == 1 for r in receipts)
     assert len(await store.list_events(limit=100)) == 60
-    assert store.commits < 60  # type: ignore[attr-defined]  # group commit: one transaction served several
+    assert store.group_commit.commits < 60  # type: ignore[attr-defined]  # group commit: one transaction served several
 
 
 async def test_rows_survive_reopen(tmp_path: Path) -> None:
@@ -270,12 +270,12 @@ async def test_a_commit_waits_for_the_senders_it_last_answered(store_config: Sto
     try:
         async with asyncio.timeout(10):
             await store.record("efi", "/webhook", [NewEvent("pix", "E-ALONE", {})], audit())
-            assert store.commits == 1  # nothing else was arriving: committed at once, without the delay
+            assert store.group_commit.commits == 1  # nothing else was arriving: committed at once, without the delay
             await asyncio.gather(*(sender(n, rounds=4) for n in range(5)))
-            assert store.commits == 1 + 4  # one commit per round of the five senders
-            store.commit_delay = 0.2  # one sender stops: the first round without it waits the delay
+            assert store.group_commit.commits == 1 + 4  # one commit per round of the five senders
+            store.group_commit.commit_delay = 0.2  # one sender stops: the first round without it waits the delay
             await asyncio.gather(*(sender(n, rounds=3) for n in range(4)))
-            assert store.commits == 5 + 3
+            assert store.group_commit.commits == 5 + 3
     finally:
         await store.close()
 
@@ -305,14 +305,14 @@ async def test_check_writable_is_false_once_the_writer_is_gone(store: Store) -> 
     """Readiness asks the writer for a real commit: a dead writer is not ready (the old probe,
     CREATE TEMP TABLE on the side, said ready)."""
     assert await store.check_writable()
-    writer = store._writer  # type: ignore[attr-defined]
+    writer = store.group_commit._writer  # type: ignore[attr-defined]
     writer.cancel()
     await asyncio.gather(writer, return_exceptions=True)
     assert not await store.check_writable()
 
 
 async def test_check_writable_commits_through_the_writer(store: Store) -> None:
-    before = store.commits  # type: ignore[attr-defined]
+    before = store.group_commit.commits  # type: ignore[attr-defined]
     assert await store.check_writable()
-    assert store.commits == before + 1  # type: ignore[attr-defined]
+    assert store.group_commit.commits == before + 1  # type: ignore[attr-defined]
 

@@ -15,7 +15,7 @@ import trustme
 
 from conftest import REFUSED, Pki, client_context, config_text, https_post, pix
 from mtls_receiver.config import load_config
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 
 
 async def assert_refused(receiver: Receiver, context: ssl.SSLContext) -> None:

@@ -21,7 +21,7 @@ import pytest
 from conftest import Pki, client_context, config_text
 from mtls_receiver.config import HealthConfig, load_config
 from mtls_receiver.errors import ConfigError
-from mtls_receiver.server import Receiver
+from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.workers import Heartbeats
 from test_workers import WAIT, Serve, http_get, send_all, serve, statuses, wait_until  # noqa: F401
 

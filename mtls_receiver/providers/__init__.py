@@ -29,8 +29,7 @@ from .base import DevRoute, Provider, Verifier
 
 if TYPE_CHECKING:
     from ..config.schema import RouteConfig
-    from ..events import IncomingRequest, Verdict
-    from ..tls import ClientIdentity
+    from ..events import ClientIdentity, IncomingRequest, Verdict
 
 __all__ = [
     "PROVIDER_NAMES",

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..config.reader import Reader, Table
     from ..config.schema import ListenerConfig, ProviderOptions, RouteConfig
     from ..events import IncomingRequest, Verdict
-    from ..tls import ClientIdentity
+    from ..events import ClientIdentity
 
 __all__ = [
     "Commands",

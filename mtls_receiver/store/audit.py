@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from ..errors import StoreUnavailable
 from ..events import AuditRecord
-from . import AuditRepeats, Store
+from .base import AuditRepeats, Store
 from .rows import purge_cutoff
 
 __all__ = ["FLUSH_EVERY", "MAX_KEYS", "PURGE_BATCH", "PURGE_EVERY", "WINDOW", "AuditRetention", "RefusalCoalescer",

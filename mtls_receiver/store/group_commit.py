@@ -1,5 +1,6 @@
-"""Group commit, shared by both backends: requests queue their writes, one task commits all
-that is queued in one transaction (one fsync), then answers every one of them.
+"""Group commit, which each backend owns one of: requests queue their writes, one task commits
+all that is queued in one transaction (one fsync, with the backend's commit function), then
+answers every one of them.
 
 How long a commit waits for company: senders that were just answered tend to come back with
 their next request, so a commit expects as many writes as the last one held plus those that
@@ -19,37 +20,34 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from ..errors import StoreUnavailable
 from ..events import AuditRecord, NewEvent
-from . import Receipt
+from .base import Receipt, Write
 
-__all__ = ["IDLE_AFTER", "PROBE_TIMEOUT", "GroupCommit", "Write"]
+__all__ = ["IDLE_AFTER", "PROBE_TIMEOUT", "Commit", "GroupCommit", "Repair"]
 
 log = logging.getLogger("mtls_receiver")
 
 IDLE_AFTER = 1.0  # seconds without writes after which a backend tidies up (SQLite: checkpoint the WAL)
 PROBE_TIMEOUT = 5.0  # seconds a readiness probe's commit may take before the store counts as not writable
 
-
-@dataclass
-class Write:
-    """One request's rows: its new events (maybe queued for forwarding) and its audit row."""
-
-    provider: str
-    route: str
-    events: Sequence[NewEvent]
-    audit: AuditRecord | None  # None: a readiness probe, which touches only the health row
-    verified_by: str
-    queue: bool
-    done: asyncio.Future[Receipt]
+Commit = Callable[[list[Write]], Awaitable[list[Receipt]]]  # one transaction for a batch, a receipt a write
+Repair = Callable[[Exception], Awaitable[None]]  # after a failed commit: mend what it may have broken
 
 
 class GroupCommit:
-    """Mixin for a store: ``record`` queues, ``_commit_batch`` (the backend's) commits a whole batch."""
+    """A store's writer: requests ``enqueue`` their rows, the backend's ``commit`` writes a batch at once.
 
-    def __init__(self, commit_delay: float = 0.0) -> None:
+    The backend may also ``repair`` what a failed commit may have broken (a connection, a full WAL),
+    and ``tidy`` up once no write has come for ``IDLE_AFTER`` seconds, when ``tidy_due`` says there is
+    something to do (SQLite: give the WAL's disk space back).
+    """
+
+    def __init__(self, commit: Commit, commit_delay: float = 0.0, *, repair: Repair | None = None,
+                 tidy: Callable[[], Awaitable[None]] | None = None,
+                 tidy_due: Callable[[], bool] | None = None) -> None:
+        self._commit, self._repair, self._tidy, self._tidy_due = commit, repair, tidy, tidy_due
         self._queue: list[Write] = []
         self._wake = asyncio.Event()  # something is queued
         self._gathered = asyncio.Event()  # as many writes are queued as the next commit expects
@@ -59,10 +57,11 @@ class GroupCommit:
         self.commits = 0  # transactions committed: shows group commit at work
         self.failed_commits = 0  # batches answered 503 because their commit failed
 
-    def _start_writer(self) -> None:
+    def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="group-commit")
 
-    async def _stop_writer(self) -> None:
+    async def stop(self) -> None:
+        """Stop the writer; whatever is still queued is answered 503."""
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -71,29 +70,13 @@ class GroupCommit:
         _fail(queued, StoreUnavailable("store is closing"))
 
     @property
-    def writer_alive(self) -> bool:
+    def alive(self) -> bool:
         return self._writer is not None and not self._writer.done()
 
-    async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
-        raise NotImplementedError
-
-    async def _after_failure(self, exc: Exception) -> None:
-        """The backend repairs what a failed commit may have broken (a connection, a full WAL)."""
-
-    def _idle_work_due(self) -> bool:
-        """Whether the backend has something to do once no write comes for ``IDLE_AFTER`` seconds."""
-        return False
-
-    async def _when_idle(self) -> None:
-        """The backend's tidying (SQLite: give the WAL's disk space back)."""
-
-    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
-                     verified_by: str = "", queue: bool = False) -> Receipt:
-        return await self._enqueue(provider, route, events, audit, verified_by, queue)
-
-    def _enqueue(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord | None,
-                 verified_by: str, queue: bool) -> asyncio.Future[Receipt]:
-        if not self.writer_alive:
+    def enqueue(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord | None,
+                verified_by: str, queue: bool) -> asyncio.Future[Receipt]:
+        """Queue one request's rows; the future is answered once they are committed (or failed)."""
+        if not self.alive:
             raise StoreUnavailable("store is not open")
         done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._queue.append(Write(provider, route, events, audit, verified_by, queue, done))
@@ -102,11 +85,11 @@ class GroupCommit:
             self._gathered.set()
         return done
 
-    async def _probe_commit(self, timeout: float = PROBE_TIMEOUT) -> bool:
+    async def probe(self, timeout: float = PROBE_TIMEOUT) -> bool:
         """Can this process commit to the inbox now? A real commit (the health row) through the writer,
         so a dead or stuck writer, a full disk or a lost database all answer False within ``timeout``."""
         try:
-            done = self._enqueue("-", "-", (), None, "", False)
+            done = self.enqueue("-", "-", (), None, "", False)
             async with asyncio.timeout(timeout):
                 await asyncio.shield(done)  # a late commit still answers the future; nobody waits for it
         except (StoreUnavailable, TimeoutError):
@@ -117,11 +100,12 @@ class GroupCommit:
         """Commit what is queued until the store closes (cancelled); no failure ends it."""
         while True:
             if not await self._next_batch():
-                await self._guarded(self._when_idle)
+                if self._tidy is not None:
+                    await _guarded("tidying", self._tidy())
                 continue
             batch, self._queue = self._queue, []
             try:
-                receipts = await self._commit_batch(batch)
+                receipts = await self._commit(batch)
             except asyncio.CancelledError:
                 _fail(batch, StoreUnavailable("store is closing"))
                 raise
@@ -131,7 +115,8 @@ class GroupCommit:
                 if not isinstance(exc, (StoreUnavailable, OSError)):
                     log.error("group commit: unexpected %s; %d request(s) answered 503", _describe(exc),
                               len(batch), exc_info=exc)
-                await self._guarded(self._after_failure, exc)
+                if self._repair is not None:
+                    await _guarded("repair", self._repair(exc))
                 continue
             self.commits += 1
             self._expected = len(batch) + len(self._queue)  # who was answered, and who came meanwhile
@@ -142,7 +127,7 @@ class GroupCommit:
     async def _next_batch(self) -> bool:
         """Wait for writes (True) or, if the backend has tidying to do, for ``IDLE_AFTER`` quiet
         seconds (False)."""
-        if not self._wake.is_set() and self._idle_work_due():
+        if not self._wake.is_set() and self._tidy_due is not None and self._tidy_due():
             try:
                 async with asyncio.timeout(IDLE_AFTER):
                     await self._wake.wait()
@@ -154,21 +139,20 @@ class GroupCommit:
         self._wake.clear()
         return True
 
-    @staticmethod
-    async def _guarded(step: Callable[..., Awaitable[None]], *args: Exception) -> None:
-        """A repair or tidying step: its failure is logged, never the end of the writer."""
-        try:
-            await step(*args)
-        except Exception as exc:
-            what = step.__name__.strip("_").replace("_", " ")
-            log.warning("group commit: %s failed: %s", what, _describe(exc))
-
     async def _gather(self) -> None:
         """Wait, at most ``commit_delay``, until the writes the commit expects are queued."""
         self._gathered.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.commit_delay):
                 await self._gathered.wait()
+
+
+async def _guarded(what: str, step: Awaitable[None]) -> None:
+    """A repair or tidying step: its failure is logged, never the end of the writer."""
+    try:
+        await step
+    except Exception as exc:
+        log.warning("group commit: %s failed: %s", what, _describe(exc))
 
 
 def _fail(writes: Sequence[Write], exc: StoreUnavailable) -> None:

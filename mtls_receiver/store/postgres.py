@@ -25,18 +25,19 @@ import asyncpg
 from ..config import redact_dsn
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
-from . import Access, AuditRepeats, Receipt
-from .group_commit import GroupCommit, Write
-from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS,
-                   EVENT_INSERT_COLUMNS, EVENTS_FROM, FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row,
-                   audit_from_row, audit_row, event_from_row, event_row, new_event_id,
-                   numbered, order_key, outcome_row, repeats_row)
+from .base import Access, AuditRepeats, Receipt, Write
+from .group_commit import GroupCommit
+from .rows import (ADD_REPEATS, ANSWER_OF, ANSWER_RETENTION, ATTEMPTS_OF, DEAD_SINCE, EVENT_ARITY,
+                   EVENT_BY_ID, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENT_TO_REPLAY, EVENTS_FROM,
+                   FINISH_ATTEMPT, FINISH_REQUEST, FORGET_ANSWERS, INSERT_ATTEMPT, INSERT_AUDIT,
+                   INSERT_REPEATS, LIST_AUDIT, PURGE_AUDIT, QUEUE_EVENT, REPLAY, STATS, answer_row,
+                   attempt_row, audit_from_row, audit_row, event_from_row, event_row, new_event_id, numbered,
+                   order_key, outcome_row, repeats_row, replay_row, values)
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION", "SERVER_SETTINGS"]
 
 log = logging.getLogger("mtls_receiver")
 
-ANSWER_RETENTION = 3600.0
 _MIGRATION_LOCK = 7_324_001  # pg_advisory_xact_lock key: one instance migrates at a time
 
 #: schema version -> the statements that reach it from the one before
@@ -128,8 +129,18 @@ INSERT INTO health (id, checked_at) VALUES (1, 0);
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# the shared statements (rows.py) with PostgreSQL's placeholders
+_INSERT_EVENT = numbered(f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES ({values(EVENT_ARITY)})"
+                         " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq")
+_QUEUE_EVENT, _INSERT_AUDIT = numbered(QUEUE_EVENT), numbered(INSERT_AUDIT)
+_FORGET_ANSWERS, _FINISH_REQUEST = numbered(FORGET_ANSWERS), numbered(FINISH_REQUEST)
+_LOCK_ANSWER = numbered(f"{ANSWER_OF} FOR UPDATE")
 _FINISH_ATTEMPT, _INSERT_ATTEMPT = numbered(FINISH_ATTEMPT), numbered(INSERT_ATTEMPT)
-_REPLAY = numbered(REPLAY)
+_REPLAY, _EVENT_TO_REPLAY, _DEAD_SINCE = numbered(REPLAY), numbered(EVENT_TO_REPLAY), numbered(DEAD_SINCE)
+_EVENT_BY_ID, _ATTEMPTS_OF = numbered(EVENT_BY_ID), numbered(f"{ATTEMPTS_OF} ORDER BY id")
+_LIST_AUDIT = numbered(LIST_AUDIT)
+_INSERT_REPEATS, _ADD_REPEATS = numbered(INSERT_REPEATS), numbered(ADD_REPEATS)
+_PURGE_AUDIT = numbered(PURGE_AUDIT)
 
 
 async def schema_version(dsn: str) -> int:
@@ -167,13 +178,13 @@ async def migrate(dsn: str) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore(GroupCommit):
+class PostgresStore:
     def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0, commit_delay: float = 0.0,
                  access: Access = Access.SERVE) -> None:
         self.dsn, self.pool_size, self.timeout, self.access = dsn, pool_size, timeout, access
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()  # one new pool at a time after a failure dropped the old one
-        super().__init__(commit_delay)
+        self.group_commit = GroupCommit(self._commit_batch, commit_delay, repair=self._after_failure)
 
     async def open(self) -> None:
         """Serving processes migrate; nobody releases leases on open: several instances share the
@@ -186,7 +197,7 @@ class PostgresStore(GroupCommit):
             self._pool = await self._create_pool()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"{redact_dsn(self.dsn)}: {exc}") from None
-        self._start_writer()
+        self.group_commit.start()
 
     def _require_current_schema(self, version: int) -> None:
         """Looking and replaying never migrate (an instance of the previous version may still run)."""
@@ -219,7 +230,7 @@ class PostgresStore(GroupCommit):
                             redact_dsn(self.dsn), exc)
 
     async def close(self) -> None:
-        await self._stop_writer()
+        await self.group_commit.stop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -244,7 +255,7 @@ class PostgresStore(GroupCommit):
             return self._pool
         async with self._pool_lock:
             if self._pool is None:
-                if not self.writer_alive:
+                if not self.group_commit.alive:
                     raise StoreUnavailable("store is not open")
                 try:
                     self._pool = await self._create_pool()
@@ -253,6 +264,10 @@ class PostgresStore(GroupCommit):
             return self._pool
 
     # --- receiving: group commit ---------------------------------------------------------------
+
+    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
+                     verified_by: str = "", queue: bool = False) -> Receipt:
+        return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
         receipts: list[Receipt] = await self._transaction(self._insert_batch, batch)
@@ -270,8 +285,7 @@ class PostgresStore(GroupCommit):
                 stored[n].append(event_id)
         audits = [audit_row(write.audit) for write in batch if write.audit is not None]
         if audits:
-            await conn.executemany(
-                f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({_placeholders(AUDIT_ARITY)})", audits)
+            await conn.executemany(_INSERT_AUDIT, audits)
         if len(audits) < len(batch):  # a readiness probe: last, after the rows other instances also lock
             await conn.execute("UPDATE health SET checked_at = extract(epoch FROM now()) WHERE id = 1")
         return [Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids)) for ids, write in zip(stored, batch)]
@@ -280,32 +294,24 @@ class PostgresStore(GroupCommit):
     async def _insert_event(conn: asyncpg.Connection, write: Write, event: NewEvent) -> str | None:
         """The new event's id, or None when (provider, dedup_key) is already stored."""
         event_id = new_event_id()
-        seq = await conn.fetchval(
-            f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES ({_placeholders(EVENT_ARITY)})"
-            " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq",
-            *event_row(event_id, write, event),
-        )
+        seq = await conn.fetchval(_INSERT_EVENT, *event_row(event_id, write, event))
         if seq is None:
             return None
         if write.queue:
-            await conn.execute(
-                "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at) VALUES ($1, $2, $3, 'pending', 0)",
-                event_id, seq, order_key(write, event),
-            )
+            await conn.execute(_QUEUE_EVENT, event_id, seq, order_key(write, event))
         return event_id
 
     # --- synchronous answers (idempotency) -----------------------------------------------------
 
     async def claim_request(self, route: str, key: str, now: float, stale_after: float) -> Claim:
         async def claim(conn: asyncpg.Connection) -> Claim:
-            await conn.execute("DELETE FROM requests WHERE finished_at < $1", now - ANSWER_RETENTION)
+            await conn.execute(_FORGET_ANSWERS, now - ANSWER_RETENTION)
             inserted = await conn.fetchval(
                 "INSERT INTO requests (route, key, state, started_at) VALUES ($1, $2, 'in_progress', $3)"
                 " ON CONFLICT (route, key) DO NOTHING RETURNING 1", route, key, now)
             if inserted:
                 return Claim("new")
-            row = await conn.fetchrow("SELECT state, started_at, status, content_type, body FROM requests"
-                                      " WHERE route = $1 AND key = $2 FOR UPDATE", route, key)
+            row = await conn.fetchrow(_LOCK_ANSWER, route, key)
             if row["state"] == "done":
                 return Claim("done", StoredAnswer(row["status"], row["content_type"], bytes(row["body"])))
             if row["started_at"] > now - stale_after:
@@ -317,9 +323,7 @@ class PostgresStore(GroupCommit):
 
     async def finish_request(self, route: str, key: str, answer: StoredAnswer, now: float) -> None:
         async def finish(conn: asyncpg.Connection) -> None:
-            await conn.execute(
-                "UPDATE requests SET state = 'done', finished_at = $3, status = $4, content_type = $5, body = $6"
-                " WHERE route = $1 AND key = $2", route, key, now, answer.status, answer.content_type, answer.body)
+            await conn.execute(_FINISH_REQUEST, *answer_row(route, key, answer, now))
 
         await self._transaction(finish)
 
@@ -365,15 +369,13 @@ class PostgresStore(GroupCommit):
         async def replay(conn: asyncpg.Connection) -> int:
             ids = list(event_ids)
             if all_dead:
-                ids = [r["event_id"] for r in await conn.fetch(
-                    "SELECT o.event_id FROM outbox o JOIN events e ON e.id = o.event_id"
-                    " WHERE o.status = 'dead' AND e.received_at >= $1", dead_since or "")]
+                ids = [r["event_id"] for r in await conn.fetch(_DEAD_SINCE, dead_since or "")]
             count = 0
             for event_id in ids:
-                row = await conn.fetchrow("SELECT seq, provider, dedup_key FROM events WHERE id = $1", event_id)
-                if row is None:
+                event = await conn.fetchrow(_EVENT_TO_REPLAY, event_id)
+                if event is None:
                     continue
-                await conn.execute(_REPLAY, event_id, row["seq"], f"{row['provider']}:{row['dedup_key']}")
+                await conn.execute(_REPLAY, *replay_row(event_id, event))
                 count += 1
             return count
 
@@ -393,18 +395,17 @@ class PostgresStore(GroupCommit):
 
     async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None:
         async def select(conn: asyncpg.Connection) -> tuple[StoredEvent, list[DeliveryAttempt]] | None:
-            row = await conn.fetchrow(f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = $1", event_id)
+            row = await conn.fetchrow(_EVENT_BY_ID, event_id)
             if row is None:
                 return None
-            attempts = await conn.fetch("SELECT number, at, duration_ms, status_code, error FROM attempts"
-                                        " WHERE event_id = $1 ORDER BY id", event_id)
+            attempts = await conn.fetch(_ATTEMPTS_OF, event_id)
             return event_from_row(row), [DeliveryAttempt(*a) for a in attempts]
 
         return await self._transaction(select)
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
         async def select(conn: asyncpg.Connection) -> list[AuditRecord]:
-            rows = await conn.fetch(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT $1", limit)
+            rows = await conn.fetch(_LIST_AUDIT, limit)
             return [audit_from_row(row) for row in rows]
 
         records: list[AuditRecord] = await self._transaction(select)
@@ -416,12 +417,9 @@ class PostgresStore(GroupCommit):
             for repeat in repeats:
                 audit = repeat.audit
                 if repeat.seq is None:
-                    seqs.append(await conn.fetchval(f"INSERT INTO audit ({AUDIT_COLUMNS})"
-                                                    f" VALUES ({_placeholders(AUDIT_ARITY + 2)}) RETURNING seq",
-                                                    *repeats_row(audit)))
+                    seqs.append(await conn.fetchval(_INSERT_REPEATS, *repeats_row(audit)))
                 else:
-                    await conn.execute("UPDATE audit SET count = count + $1, last_at = $2 WHERE seq = $3",
-                                       audit.count, audit.last_at, repeat.seq)
+                    await conn.execute(_ADD_REPEATS, audit.count, audit.last_at, repeat.seq)
                     seqs.append(repeat.seq)
             return seqs
 
@@ -429,24 +427,21 @@ class PostgresStore(GroupCommit):
         return seqs
 
     async def purge_audit(self, before: str, limit: int) -> int:
-        """Old rows among the ``limit`` oldest (see sqlite.PURGE_AUDIT for why not ``WHERE at < $2`` alone)."""
-        status: str = await self._transaction(lambda conn: conn.execute(
-            "DELETE FROM audit WHERE seq IN (SELECT seq FROM"
-            " (SELECT seq, at FROM audit ORDER BY seq LIMIT $1) oldest WHERE at < $2)", limit, before))
+        """Old rows among the ``limit`` oldest (see rows.PURGE_AUDIT for why not ``WHERE at < $2`` alone)."""
+        status: str = await self._transaction(lambda conn: conn.execute(_PURGE_AUDIT, limit, before))
         return int(status.split()[-1])
 
     async def stats(self) -> dict[str, int]:
         async def select(conn: asyncpg.Connection) -> dict[str, int]:
-            rows = await conn.fetch("SELECT 'events' AS name, COUNT(*) AS n FROM events UNION ALL"
-                                    " SELECT status, COUNT(*) FROM outbox GROUP BY status")
-            return {r["name"]: r["n"] for r in rows}
+            rows = await conn.fetch(STATS)
+            return {name: count for name, count in rows}
 
         return await self._transaction(select)
 
     async def check_writable(self) -> bool:
         """Can this process commit to the inbox now? A real commit of the health row through the
         group-commit writer: a dead or stuck writer or an unreachable database say False."""
-        return await self._probe_commit()
+        return await self.group_commit.probe()
 
 
 async def _in_transaction(conn: asyncpg.Connection, fn: Any, *args: Any) -> Any:
@@ -465,7 +460,3 @@ async def _in_transaction(conn: asyncpg.Connection, fn: Any, *args: Any) -> Any:
         if isinstance(exc, Exception) and not isinstance(exc, _UNAVAILABLE):
             raise StoreUnavailable(f"connection dropped after {type(exc).__name__}: {exc}") from exc
         raise
-
-
-def _placeholders(count: int) -> str:
-    return ", ".join(f"${n}" for n in range(1, count + 1))

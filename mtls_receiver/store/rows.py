@@ -1,4 +1,8 @@
-"""Row <-> dataclass conversions both backends share (their SELECTs return the same columns)."""
+"""The SQL both backends run and their rows <-> dataclasses (their SELECTs return the same columns).
+
+Statements are written once, with ``?`` placeholders as SQLite takes them; PostgreSQL's backend
+runs them through :func:`numbered`. What only one dialect can say stays in its backend.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,23 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import jsoncodec
-from ..events import AttemptOutcome, AuditRecord, NewEvent, StoredEvent
-from ..tls import ClientIdentity
-
-if TYPE_CHECKING:
-    from .group_commit import Write
+from ..events import AttemptOutcome, AuditRecord, ClientIdentity, NewEvent, StoredAnswer, StoredEvent
+from .base import Write
 
 __all__ = [
-    "AUDIT_ARITY", "AUDIT_COLUMNS", "AUDIT_INSERT_COLUMNS", "EVENT_ARITY", "EVENT_COLUMNS", "EVENT_INSERT_COLUMNS",
-    "EVENTS_FROM", "FINISH_ATTEMPT", "INSERT_ATTEMPT", "REPLAY", "attempt_row", "audit_from_row", "audit_row",
+    "ADD_REPEATS", "ANSWER_OF", "ANSWER_RETENTION", "ATTEMPTS_OF", "AUDIT_ARITY", "AUDIT_COLUMNS",
+    "AUDIT_INSERT_COLUMNS", "DEAD_SINCE", "EVENT_ARITY", "EVENT_BY_ID", "EVENT_COLUMNS",
+    "EVENT_INSERT_COLUMNS", "EVENT_TO_REPLAY", "EVENTS_FROM", "FINISH_ATTEMPT", "FINISH_REQUEST",
+    "FORGET_ANSWERS", "INSERT_ATTEMPT", "INSERT_AUDIT", "INSERT_REPEATS", "LIST_AUDIT", "PURGE_AUDIT",
+    "QUEUE_EVENT", "REPLAY", "STATS", "answer_row", "attempt_row", "audit_from_row", "audit_row",
     "event_from_row", "event_row", "identity_columns", "identity_from_columns", "new_event_id", "numbered",
-    "order_key", "outcome_row", "purge_cutoff", "repeats_row",
+    "order_key", "outcome_row", "purge_cutoff", "repeats_row", "replay_row", "values",
 ]
+
+ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
 
 EVENT_INSERT_COLUMNS = ("id, provider, route, kind, dedup_key, payload, received_at, peer, client_subject,"
                         " client_issuer, client_fingerprint, verified_by")
@@ -38,7 +44,25 @@ EVENT_COLUMNS = (
 )
 EVENTS_FROM = "events e LEFT JOIN outbox o ON o.event_id = e.id"
 
-# The outbox statements both backends run as they are (``?`` placeholders; see ``numbered``).
+
+def values(count: int) -> str:
+    """``count`` placeholders, for a VALUES list."""
+    return ", ".join("?" * count)
+
+
+# --- receiving ------------------------------------------------------------------------------------
+#: a newly stored event, put in the outbox in the same transaction
+QUEUE_EVENT = ("INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
+               " VALUES (?, ?, ?, 'pending', 0)")
+INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({values(AUDIT_ARITY)})"
+
+# --- synchronous answers (idempotency) ------------------------------------------------------------
+FORGET_ANSWERS = "DELETE FROM requests WHERE finished_at < ?"  # given before now - ANSWER_RETENTION
+ANSWER_OF = "SELECT state, started_at, status, content_type, body FROM requests WHERE route = ? AND key = ?"
+FINISH_REQUEST = ("UPDATE requests SET state = 'done', finished_at = ?, status = ?, content_type = ?,"
+                  " body = ? WHERE route = ? AND key = ?")
+
+# --- forwarding: the outbox -----------------------------------------------------------------------
 #: an attempt's outcome, written only while the lease it was made under is still the event's: the
 #: lease token is a fencing token, so an attempt that outlived its lease cannot overwrite a newer one
 FINISH_ATTEMPT = ("UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = 0"
@@ -50,6 +74,27 @@ INSERT_ATTEMPT = ("INSERT INTO attempts (event_id, number, at, duration_ms, stat
 REPLAY = ("INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
           " VALUES (?, ?, ?, 'pending', 0) ON CONFLICT (event_id) DO UPDATE"
           " SET status = 'pending', attempts = 0, next_attempt_at = 0, lease_token = outbox.lease_token + 1")
+#: what REPLAY needs of an event (see replay_row)
+EVENT_TO_REPLAY = "SELECT seq, provider, dedup_key FROM events WHERE id = ?"
+#: the events ``events replay --dead`` queues again: dead ones received since a moment
+DEAD_SINCE = ("SELECT o.event_id FROM outbox o JOIN events e ON e.id = o.event_id"
+              " WHERE o.status = 'dead' AND e.received_at >= ?")
+
+# --- reading --------------------------------------------------------------------------------------
+EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ?"
+#: an event's attempts; each backend orders them by when they were written (SQLite: rowid; PostgreSQL: id)
+ATTEMPTS_OF = "SELECT number, at, duration_ms, status_code, error FROM attempts WHERE event_id = ?"
+LIST_AUDIT = f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT ?"
+STATS = "SELECT 'events', COUNT(*) FROM events UNION ALL SELECT status, COUNT(*) FROM outbox GROUP BY status"
+
+# --- the audit trail: coalesced repeats, retention ------------------------------------------------
+INSERT_REPEATS = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({values(AUDIT_ARITY + 2)}) RETURNING seq"
+ADD_REPEATS = "UPDATE audit SET count = count + ?, last_at = ? WHERE seq = ?"
+#: old rows among the ``?`` oldest: reads at most that many rows (rows are in ``at`` order, give or take
+#: the milliseconds between workers), where ``WHERE at < ?`` alone would read the whole table when
+#: nothing is old
+PURGE_AUDIT = ("DELETE FROM audit WHERE seq IN"
+               " (SELECT seq FROM (SELECT seq, at FROM audit ORDER BY seq LIMIT ?) oldest WHERE at < ?)")
 
 
 def numbered(sql: str) -> str:
@@ -96,6 +141,17 @@ def event_row(event_id: str, write: Write, event: NewEvent) -> tuple[Any, ...]:
     payload = jsoncodec.dumps(event.payload)
     return (event_id, write.provider, write.route, event.kind, event.dedup_key, payload, audit.at, audit.peer,
             *identity_columns(audit.client), write.verified_by)
+
+
+def answer_row(route: str, key: str, answer: StoredAnswer, now: float) -> tuple[Any, ...]:
+    """FINISH_REQUEST's parameters."""
+    return (now, answer.status, answer.content_type, answer.body, route, key)
+
+
+def replay_row(event_id: str, event: Sequence[Any]) -> tuple[Any, ...]:
+    """REPLAY's parameters from an EVENT_TO_REPLAY row: a replayed event is ordered by its dedup key."""
+    seq, provider, dedup_key = event
+    return (event_id, seq, f"{provider}:{dedup_key}")
 
 
 def attempt_row(outcome: AttemptOutcome) -> tuple[Any, ...]:

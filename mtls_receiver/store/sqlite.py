@@ -26,20 +26,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
-from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
+from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from ..files import make_directories
-from . import Access, AuditRepeats, Receipt
-from .group_commit import GroupCommit, Write
-from .rows import (AUDIT_ARITY, AUDIT_COLUMNS, AUDIT_INSERT_COLUMNS, EVENT_ARITY, EVENT_COLUMNS,
-                   EVENT_INSERT_COLUMNS, EVENTS_FROM, FINISH_ATTEMPT, INSERT_ATTEMPT, REPLAY, attempt_row,
-                   audit_from_row, audit_row, event_from_row, event_row, new_event_id,
-                   order_key, outcome_row, repeats_row)
+from .base import Access, AuditRepeats, Receipt, Write
+from .group_commit import GroupCommit
+from .rows import (ADD_REPEATS, ANSWER_OF, ANSWER_RETENTION, ATTEMPTS_OF, DEAD_SINCE, EVENT_ARITY,
+                   EVENT_BY_ID, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENT_TO_REPLAY, EVENTS_FROM,
+                   FINISH_ATTEMPT, FINISH_REQUEST, FORGET_ANSWERS, INSERT_ATTEMPT, INSERT_AUDIT,
+                   INSERT_REPEATS, LIST_AUDIT, PURGE_AUDIT, QUEUE_EVENT, REPLAY, STATS, answer_row,
+                   attempt_row, audit_from_row, audit_row, event_from_row, event_row, new_event_id, order_key,
+                   outcome_row, repeats_row, replay_row, values)
 
-__all__ = ["CLAIM_DUE", "LOW_SPACE", "MIGRATIONS", "PROBE_BYTES", "PURGE_AUDIT", "SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["CLAIM_DUE", "LOW_SPACE", "MIGRATIONS", "PROBE_BYTES", "SCHEMA_VERSION", "SQLiteStore"]
 
 log = logging.getLogger("mtls_receiver")
 
-ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (senders repeat for minutes)
 LOW_SPACE = 16 * 1024 * 1024  # bytes free under which every commit is followed by a TRUNCATE checkpoint
 _SPACE_CHECK_EVERY = 0.5  # seconds between two looks at the free space (statvfs)
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024  # journal_size_limit: the WAL file is cut back to this after a reset
@@ -147,12 +148,6 @@ CLAIM_DUE = (
     "                 AND p.status = 'pending')"
     " ORDER BY o.seq LIMIT ?"
 )
-#: old rows among the ``?`` oldest: reads at most that many rows (rows are in ``at`` order, give or take
-#: the milliseconds between workers), where ``WHERE at < ?`` alone would read the whole table when
-#: nothing is old
-PURGE_AUDIT = ("DELETE FROM audit WHERE seq IN"
-               " (SELECT seq FROM (SELECT seq, at FROM audit ORDER BY seq LIMIT ?) WHERE at < ?)")
-_INSERT_REPEATS = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * (AUDIT_ARITY + 2))}) RETURNING seq"
 _MAX_ROWS_PER_INSERT = 500  # 12 columns each: well under SQLite's limit on bound parameters
 
 
@@ -185,10 +180,8 @@ class _BatchRows:
                 stored.update(db.execute(_insert_events_sql(len(params) // EVENT_ARITY), params).fetchall())
         outbox = [(event_id, stored[event_id], key) for event_id, key in self.queued if event_id in stored]
         if outbox:
-            db.executemany("INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
-                           " VALUES (?, ?, ?, 'pending', 0)", outbox)
-        db.executemany(f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({', '.join('?' * AUDIT_ARITY)})",
-                       self.audits)
+            db.executemany(QUEUE_EVENT, outbox)
+        db.executemany(INSERT_AUDIT, self.audits)
         if self.probed:
             db.execute("UPDATE health SET checked_at = ?, pages = zeroblob(?) WHERE id = 1",
                        (time.time(), PROBE_BYTES))
@@ -204,12 +197,12 @@ class _BatchRows:
 
 @functools.lru_cache(maxsize=64)
 def _insert_events_sql(rows: int) -> str:
-    values = ", ".join(["(" + ", ".join("?" * EVENT_ARITY) + ")"] * rows)
-    return (f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES {values}"
+    rows_values = ", ".join([f"({values(EVENT_ARITY)})"] * rows)
+    return (f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES {rows_values}"
             " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id, seq")
 
 
-class SQLiteStore(GroupCommit):
+class SQLiteStore:
     def __init__(self, path: Path, busy_timeout_ms: int = 5000, access: Access = Access.SERVE,
                  commit_delay: float = 0.0) -> None:
         self.path = path
@@ -222,7 +215,9 @@ class SQLiteStore(GroupCommit):
         self._checkpoint_failing = False  # said once in the log, not every idle second
         self._low_space = False  # the filesystem was nearly full when last looked at
         self._space_checked = 0.0
-        super().__init__(commit_delay)
+        self.group_commit = GroupCommit(self._commit_batch, commit_delay, repair=self._after_failure,
+                                        tidy=self._checkpoint_reporting,
+                                        tidy_due=lambda: self._checkpoint_due)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -232,7 +227,7 @@ class SQLiteStore(GroupCommit):
 
     async def open(self) -> None:
         await self._run(self._connect)
-        self._start_writer()
+        self.group_commit.start()
 
     def _connect(self) -> None:
         """Open as ``access`` allows: only a forwarder that is alone may release leases."""
@@ -355,7 +350,7 @@ class SQLiteStore(GroupCommit):
                 time.sleep(0.01)
 
     async def close(self) -> None:
-        await self._stop_writer()
+        await self.group_commit.stop()
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -365,6 +360,10 @@ class SQLiteStore(GroupCommit):
         self._executor.shutdown(wait=True)
 
     # --- receiving: group commit ---------------------------------------------------------------
+
+    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
+                     verified_by: str = "", queue: bool = False) -> Receipt:
+        return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
         """One transaction, one fsync, for every write queued since the last commit.
@@ -408,12 +407,6 @@ class SQLiteStore(GroupCommit):
                 db.execute("ROLLBACK")
         busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self._checkpoint_due = bool(busy)
-
-    def _idle_work_due(self) -> bool:
-        return self._checkpoint_due
-
-    async def _when_idle(self) -> None:
-        await self._checkpoint_reporting()
 
     async def _after_failure(self, exc: Exception) -> None:
         """A failed commit may be a full disk that the WAL filled: give its space back."""
@@ -498,11 +491,8 @@ class SQLiteStore(GroupCommit):
 
     @staticmethod
     def _claim(db: sqlite3.Connection, route: str, key: str, now: float, stale_after: float) -> Claim:
-        db.execute("DELETE FROM requests WHERE finished_at < ?", (now - ANSWER_RETENTION,))
-        row = db.execute(
-            "SELECT state, started_at, status, content_type, body FROM requests WHERE route = ? AND key = ?",
-            (route, key),
-        ).fetchone()
+        db.execute(FORGET_ANSWERS, (now - ANSWER_RETENTION,))
+        row = db.execute(ANSWER_OF, (route, key)).fetchone()
         if row is not None and row[0] == "done":
             return Claim("done", StoredAnswer(status=row[2], content_type=row[3], body=bytes(row[4])))
         if row is not None and row[1] > now - stale_after:
@@ -515,11 +505,7 @@ class SQLiteStore(GroupCommit):
 
     @staticmethod
     def _finish(db: sqlite3.Connection, route: str, key: str, answer: StoredAnswer, now: float) -> None:
-        db.execute(
-            "UPDATE requests SET state = 'done', finished_at = ?, status = ?, content_type = ?, body = ?"
-            " WHERE route = ? AND key = ?",
-            (now, answer.status, answer.content_type, answer.body, route, key),
-        )
+        db.execute(FINISH_REQUEST, answer_row(route, key, answer, now))
 
     # --- forwarding: the outbox ----------------------------------------------------------------
 
@@ -558,15 +544,13 @@ class SQLiteStore(GroupCommit):
     @staticmethod
     def _replay(db: sqlite3.Connection, event_ids: list[str], dead_since: str | None, all_dead: bool) -> int:
         if all_dead:
-            event_ids = [row[0] for row in db.execute(
-                "SELECT o.event_id FROM outbox o JOIN events e ON e.id = o.event_id"
-                " WHERE o.status = 'dead' AND e.received_at >= ?", (dead_since or "",))]
+            event_ids = [row[0] for row in db.execute(DEAD_SINCE, (dead_since or "",))]
         count = 0
         for event_id in event_ids:
-            seq = db.execute("SELECT seq, provider, dedup_key FROM events WHERE id = ?", (event_id,)).fetchone()
-            if seq is None:
+            event = db.execute(EVENT_TO_REPLAY, (event_id,)).fetchone()
+            if event is None:
                 continue
-            db.execute(REPLAY, (event_id, seq[0], f"{seq[1]}:{seq[2]}"))
+            db.execute(REPLAY, replay_row(event_id, event))
             count += 1
         return count
 
@@ -574,14 +558,13 @@ class SQLiteStore(GroupCommit):
 
     async def stats(self) -> dict[str, int]:
         """Inbox size and outbox depth by status, for metrics."""
-        rows = await self._run(self._select, "SELECT 'events', COUNT(*) FROM events UNION ALL"
-                               " SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        rows = await self._run(self._select, STATS)
         return {name: count for name, count in rows}
 
     async def check_writable(self) -> bool:
         """Can this process commit to the inbox now? A real, fsynced commit of the health row through
         the group-commit writer: a dead or stuck writer, a full disk or a locked file all say False."""
-        return await self._probe_commit()
+        return await self.group_commit.probe()
 
     async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]:
         where, params = ["1 = 1"], []
@@ -596,15 +579,14 @@ class SQLiteStore(GroupCommit):
         return [event_from_row(row) for row in rows]
 
     async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None:
-        rows = await self._run(self._select, f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ?", event_id)
+        rows = await self._run(self._select, EVENT_BY_ID, event_id)
         if not rows:
             return None
-        attempts = await self._run(self._select, "SELECT number, at, duration_ms, status_code, error FROM attempts"
-                                   " WHERE event_id = ? ORDER BY rowid", event_id)
+        attempts = await self._run(self._select, f"{ATTEMPTS_OF} ORDER BY rowid", event_id)
         return event_from_row(rows[0]), [DeliveryAttempt(*row) for row in attempts]
 
     async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
-        rows = await self._run(self._select, f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT ?", limit)
+        rows = await self._run(self._select, LIST_AUDIT, limit)
         return [audit_from_row(row) for row in rows]
 
     # --- the audit trail: coalesced repeats, retention ------------------------------------------
@@ -620,10 +602,9 @@ class SQLiteStore(GroupCommit):
         for repeat in repeats:
             audit = repeat.audit
             if repeat.seq is None:
-                seqs.append(db.execute(_INSERT_REPEATS, repeats_row(audit)).fetchone()[0])
+                seqs.append(db.execute(INSERT_REPEATS, repeats_row(audit)).fetchone()[0])
             else:
-                db.execute("UPDATE audit SET count = count + ?, last_at = ? WHERE seq = ?",
-                           (audit.count, audit.last_at, repeat.seq))
+                db.execute(ADD_REPEATS, (audit.count, audit.last_at, repeat.seq))
                 seqs.append(repeat.seq)
         return seqs
 

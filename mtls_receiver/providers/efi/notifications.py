@@ -25,7 +25,7 @@ from ..common import check_allowlist, options_of, require_json
 from .options import EfiOptions
 
 if TYPE_CHECKING:
-    from ...tls import ClientIdentity
+    from ...events import ClientIdentity
 
 __all__ = ["KINDS", "Target", "check_sender", "parse_notification", "registration_url", "target",
            "verified_by", "verify"]

@@ -1,4 +1,11 @@
-"""The running receiver: TLS listeners, routes, store before answer, reload, stop."""
+"""One receiver process from start to stop: its parts, its role, reloads, signals, sockets.
+
+A :class:`Receiver` opens the store, starts the forwarder, the TLS listeners (each with a
+:class:`~.dispatch.Dispatcher`) and the admin port, as its :class:`Role` says: everything
+(``workers = 1``), a supervisor's share or a worker's (see :mod:`.workers`). It reloads on
+SIGHUP without dropping a connection, answers readiness probes, and on SIGTERM stops accepting
+and lets requests in flight finish, within a deadline for every step.
+"""
 
 from __future__ import annotations
 
@@ -9,56 +16,36 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 
-from .addresses import client_address
 from .admission import ConnectionTable
-from .config import AdminConfig, Config, ListenerConfig, RouteConfig, load_config
-from .errors import ConfigError, ReceiverError, Refusal, StoreUnavailable
-from .events import AuditRecord, IncomingRequest, Peer, Verdict
+from .config import AdminConfig, Config, ListenerConfig, load_config
+from .dispatch import Dispatcher, Routes, handling_deadline
+from .errors import ConfigError, ReceiverError, StoreUnavailable
 from .forwarder import Forwarder
-from .http11 import Response
-from .listener import Request, TLSListener
-from .logs import client_fields, log_fields
-from .metrics import Metrics, admin_app, refusal_class
-from .providers import Verifier, verification_method, verifier_for
+from .listener import TLSListener
+from .metrics import Metrics, SampleKey, admin_app
 from .relay import Relayer
-from .store import Access, Receipt, Store, open_store
+from .store import Access, Store, open_store
 from .store.audit import AuditRetention, RefusalCoalescer
 from .systemd import Notifier, listen_sockets
-from .tls import client_identity, create_ssl_context, read_certificates
-
-if TYPE_CHECKING:
-    from .workers import WorkerPool
+from .tls import create_ssl_context, read_certificates
 
 __all__ = ["EXPIRY_WARNING_DAYS", "PROBE_TIMEOUT", "SHUTDOWN_GRACE", "SINGLE", "SUPERVISOR", "WORKER",
-           "Receiver", "Role", "bind_errors", "check_reloadable", "expiry_warnings", "handling_deadline",
-           "match_sockets", "serve_forever", "serve_until_stopped", "utc_now"]
+           "Receiver", "Role", "Workers", "bind_errors", "check_reloadable", "expiry_warnings",
+           "match_sockets", "serve_forever", "serve_until_stopped"]
 
 log = logging.getLogger("mtls_receiver")
 
 EXPIRY_WARNING_DAYS = 21
 SHUTDOWN_GRACE = 15.0  # seconds in-flight requests get to finish on SIGTERM
 PROBE_TIMEOUT = 10.0  # seconds a write probe may take; longer counts as "cannot commit"
-
-
-_second: tuple[int, str] = (0, "")
-
-
-def utc_now() -> str:
-    """Now in UTC as ISO 8601 with milliseconds (the date and time formatted once per second)."""
-    global _second
-    now = time.time()
-    second = int(now)
-    if _second[0] != second:
-        _second = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{_second[1]}.{int((now - second) * 1000):03d}+00:00"
 
 
 @dataclass(frozen=True)
@@ -72,7 +59,22 @@ class Role:
 
 SINGLE = Role()
 SUPERVISOR = Role(listen=False)  # forwards, serves the admin port, watches the workers
-WORKER = Role(forward=False, admin=AdminConfig(host="127.0.0.1", port=0))  # its admin port is for the supervisor
+#: a worker's admin port is for the supervisor's heartbeats and scrapes
+WORKER = Role(forward=False, admin=AdminConfig(host="127.0.0.1", port=0))
+
+
+class Workers(Protocol):
+    """What a supervisor's receiver asks of its worker processes (:class:`~.workers.WorkerPool`)."""
+
+    @property
+    def ready(self) -> bool:
+        """Every worker serves and answered its recent heartbeats "ready"."""
+
+    async def scrape(self) -> dict[SampleKey, float]:
+        """The workers' request and handshake counts, added up."""
+
+    def summary(self) -> str:
+        """Where the workers listen, and how many there are."""
 
 
 class Receiver:
@@ -83,7 +85,7 @@ class Receiver:
         self.role = role
         self.store = store or open_store(config.store, Access.FORWARD if role.forward else Access.SERVE)
         self.metrics = Metrics()
-        self.workers: WorkerPool | None = None  # set by the supervisor of several worker processes
+        self.workers: Workers | None = None  # set by the supervisor of several worker processes
         self.connections: ConnectionTable | None = None  # a worker's: connections counted over all workers
         self.worker_index = 0  # a worker's row in ``connections``
         self._listeners: dict[str, TLSListener] = {}
@@ -150,9 +152,10 @@ class Receiver:
         handling_timeout = listener.limits.handling_timeout
         return handling_deadline(handling_timeout, config.routes_for(listener.name)) - handling_timeout
 
-    async def _start_listener(self, config: ListenerConfig, context: ssl.SSLContext, sock: socket.socket | None) -> None:
+    async def _start_listener(self, config: ListenerConfig, context: ssl.SSLContext,
+                              sock: socket.socket | None) -> None:
         failures = self.metrics.handshake_failures
-        dispatcher = _Dispatcher(self, config.name)
+        dispatcher = Dispatcher(self, config.name)
         counts = None
         if self.connections is not None:
             listener = [item.name for item in self.config.listeners].index(config.name)
@@ -170,11 +173,12 @@ class Receiver:
     async def _start_admin(self, admin: AdminConfig) -> None:
         if not admin.enabled:
             return
-        self._admin = web.AppRunner(admin_app(self.render_metrics, self.ready), access_log=None, handle_signals=False)
+        self._admin = web.AppRunner(admin_app(self.render_metrics, self.ready), access_log=None,
+                                    handle_signals=False)
         await self._admin.setup()
         await web.TCPSite(self._admin, admin.host, admin.port).start()
-        log.log(logging.DEBUG if self.role is WORKER else logging.INFO, "admin (metrics, health) on http://%s:%d",
-                admin.host, self.admin_port)
+        log.log(logging.DEBUG if self.role is WORKER else logging.INFO,
+                "admin (metrics, health) on http://%s:%d", admin.host, self.admin_port)
 
     @property
     def admin_port(self) -> int:
@@ -241,20 +245,9 @@ class Receiver:
 
     @config.setter
     def config(self, config: Config) -> None:
-        """Each listener's routes, with their verifier and whether they forward, worked out once per config."""
+        """The routes are worked out once per config: a reload replaces them for the next request."""
         self._config = config
-        self._routes = {
-            listener.name: [_Route(r, "" if r.path == "/" else r.path, verifier_for(r.provider),
-                                   config.destination(r.path) is not None) for r in config.routes_for(listener.name)]
-            for listener in config.listeners
-        }
-
-    def route(self, listener: str, path: str) -> _Route:
-        """The route in force now (a reload may have changed its settings) that a request path falls under."""
-        for route in self._routes[listener]:
-            if path == route.base or path.startswith(route.base + "/"):
-                return route
-        return _NO_ROUTE
+        self.routes = Routes(config)
 
     async def reload(self) -> bool:
         """Re-read the config and TLS material; apply to new handshakes, or keep the old and say why."""
@@ -315,14 +308,6 @@ class Receiver:
         await self.store.close()
 
 
-def handling_deadline(handling_timeout: float, routes: Iterable[RouteConfig]) -> float:
-    """Seconds a request on a listener serving ``routes`` may take from its last byte to its answer.
-
-    A relaying route also waits for the application, which has its own deadline (answered with
-    the configured rejection): the longest such wait is added, so this deadline never cuts it short."""
-    return handling_timeout + max((route.relay.deadline for route in routes if route.relay is not None),
-                                  default=0.0)
-
 
 async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
     try:
@@ -337,7 +322,8 @@ def bind_errors(config: Config, key: str, address: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise ConfigError(str(config.source), key, f"cannot listen on {address}: {exc.strerror or exc}") from None
+        problem = f"cannot listen on {address}: {exc.strerror or exc}"
+        raise ConfigError(str(config.source), key, problem) from None
 
 
 def match_sockets(config: Config, inherited: dict[str, socket.socket]) -> dict[str, socket.socket]:
@@ -348,7 +334,8 @@ def match_sockets(config: Config, inherited: dict[str, socket.socket]) -> dict[s
         matched = {next(iter(names)): next(iter(inherited.values()))}
     for name in set(inherited) - set(matched):
         if inherited[name] not in matched.values():
-            log.warning("socket %r passed by systemd matches no listener (FileDescriptorName= must be a listener name)", name)
+            log.warning("socket %r passed by systemd matches no listener"
+                        " (FileDescriptorName= must be a listener name)", name)
     return matched
 
 
@@ -357,9 +344,11 @@ def check_reloadable(old: Config, new: Config) -> None:
     if [(lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in old.listeners] != [
         (lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in new.listeners
     ]:
-        raise ReceiverError(f"{new.source}: listeners' names, addresses or proxy_protocol changed: restart to apply")
+        raise ReceiverError(f"{new.source}: listeners' names, addresses or proxy_protocol changed:"
+                            " restart to apply")
     if old.workers != new.workers:
-        raise ReceiverError(f"{new.source}: workers changed ({old.workers} -> {new.workers}): restart to apply")
+        raise ReceiverError(f"{new.source}: workers changed ({old.workers} -> {new.workers}):"
+                            " restart to apply")
     if sorted((r.listener, r.path, r.provider) for r in old.routes) != sorted((r.listener, r.path, r.provider)
                                                                                 for r in new.routes):
         raise ReceiverError(f"{new.source}: routes were added, removed or changed provider: restart to apply")
@@ -379,150 +368,6 @@ def expiry_warnings(config: Config, days: int = EXPIRY_WARNING_DAYS) -> list[str
     return warnings
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """A configured route as requests meet it: its path prefix, verifier, and whether it forwards."""
-
-    config: RouteConfig
-    base: str  # "" for "/": every path falls under it
-    verify: Verifier
-    forwarding: bool
-
-
-_NOTHING_STORED = Receipt(stored=(), duplicates=0)
-_NO_ROUTE = _Route(RouteConfig(path="-", listener="-", provider="-", mode="-"), "-", verifier_for("-"), False)
-
-
-class _Dispatcher:
-    """One listener's requests: find the route, verify, store, then answer."""
-
-    def __init__(self, receiver: Receiver, listener: str) -> None:
-        self.receiver, self.listener = receiver, listener
-        self.tls: TLSListener
-
-    async def __call__(self, request: Request) -> Response:
-        self.receiver.in_flight += 1
-        try:
-            head = request.head
-            route = self.receiver.route(self.listener, head.path) if head is not None else _NO_ROUTE
-            return await self._handle(request, route)
-        finally:
-            self.receiver.in_flight -= 1
-
-    async def _handle(self, request: Request, route: _Route) -> Response:
-        started = time.perf_counter()
-        head, der = request.head, request.client_der
-        identity = client_identity(der) if der else None
-        peer = Peer(request.peer, identity)
-        verdict: Verdict | None = None
-        try:
-            if request.refusal is not None:  # the connection refused it: malformed, too large, too slow
-                raise request.refusal
-            assert head is not None
-            if route is _NO_ROUTE:
-                raise Refusal(404, "not found")
-            if head.method != "POST":  # every sender POSTs; nothing else reads a body
-                raise Refusal(405, f"method {head.method} not allowed; senders POST")
-            if der and not self.tls.still_trusted(request.context, der):
-                raise Refusal(403, "certificate: no longer trusted after a configuration reload")
-            config = self.tls.config  # the listener's, as last reloaded
-            peer = Peer(client_address(request.peer, head.raw_headers, config.trusted_proxies,
-                                       config.client_address_header, config.proxy_hops), identity)
-            incoming = IncomingRequest(method=head.method, path=head.path, query_string=head.query_string,
-                                       headers=head.headers, body=request.body, peer=peer, now=time.time(),
-                                       raw_target=head.target)
-            verdict = route.verify(route.config, incoming)
-            status, reason, answer = await self._answer(route.config, incoming, verdict)
-        except Refusal as refusal:
-            status, reason = refusal.status, refusal.reason
-            answer = Response.text(status, reason, close=request.refusal is not None)
-        except StoreUnavailable as exc:
-            return self._unavailable(route.config, peer, exc)
-        audit = AuditRecord(
-            at=utc_now(), listener=self.listener, route=route.config.path, method=head.method if head else "-",
-            path=head.path if head else "-", peer=peer.address, status=status, reason=reason, client=identity,
-        )
-        try:
-            receipt = await self._record(route, verdict, audit)
-        except StoreUnavailable as exc:
-            return self._unavailable(route.config, peer, exc)
-        if receipt.stored and route.forwarding and self.receiver.forwarder is not None:
-            self.receiver.forwarder.wake()
-        self._count(route.config, verdict, status, reason, time.perf_counter() - started)
-        _log_request(audit, verdict, receipt, request.peer)
-        return answer
-
-    async def _record(self, route: _Route, verdict: Verdict | None, audit: AuditRecord) -> Receipt:
-        """Events and audit row, durably; a refusal repeated within the coalescer's window is only counted."""
-        coalescer = self.receiver.coalescer
-        if verdict is None and coalescer.repeat(audit):
-            return _NOTHING_STORED
-        receipt = await self.receiver.store.record(
-            route.config.provider, route.config.path, verdict.events if verdict else (), audit,
-            verified_by=verification_method(route.config, audit.client), queue=route.forwarding,
-        )
-        if verdict is None:
-            coalescer.written(audit)
-        return receipt
-
-    async def _answer(self, route: RouteConfig, incoming: IncomingRequest, verdict: Verdict) -> tuple[int, str, Response]:
-        """The response for an accepted request; a relayed one is answered by the application."""
-        if verdict.relay is None:
-            return verdict.status, f"accepted {verdict.kind}", Response(verdict.status, verdict.body, content_type="text/plain")
-        assert self.receiver.relayer is not None
-        relayed = await self.receiver.relayer.answer(route, incoming, verdict.relay)
-        return relayed.status, relayed.reason, Response(relayed.status, relayed.body, headers=relayed.headers)
-
-    def _count(self, route: RouteConfig, verdict: Verdict | None, status: int, reason: str, seconds: float) -> None:
-        metrics = self.receiver.metrics
-        metrics.count_request(route.path, route.provider, "accepted" if verdict else "refused", seconds)
-        if verdict is None:
-            metrics.refusals.labels(route.path, refusal_class(status, reason)).inc()
-
-    def _unavailable(self, route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> Response:
-        """Nothing is acknowledged unless stored: the sender is told to retry."""
-        self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        log_fields(log, logging.ERROR, "unavailable", {
-            "listener": self.listener, "route": route.path, "status": 503, "reason": f"store unavailable: {exc}",
-            "peer": peer.address, **client_fields(peer.identity)})
-        return Response.text(503, "store unavailable, retry later", headers={"Retry-After": "5"})
-
-    def late(self, request: Request) -> Response:
-        """The handling deadline passed (a store that does not answer): 503, and the sender retries.
-
-        The listener enforces the deadline (its one timer for every connection's phase, not a timer
-        per request) and cancels the handling. Logged, not audited: the audit row would wait for the
-        same store. Whatever was queued may still be committed later; the retry is then dropped as a
-        duplicate and answered 2xx."""
-        head = request.head
-        route = (self.receiver.route(self.listener, head.path) if head is not None else _NO_ROUTE).config
-        self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        seconds = self.tls.handling_timeout
-        log_fields(log, logging.ERROR, "unavailable", {
-            "listener": self.listener, "route": route.path, "status": 503,
-            "reason": f"no answer within {seconds:g}s (limits.handling_timeout)", "peer": request.peer})
-        return Response.text(503, "not handled in time, retry later", headers={"Retry-After": "5"})
-
-
-def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:
-    """One line per request; everything in it but the word in front is a field (escaped when written)."""
-    level = logging.INFO if verdict else logging.WARNING
-    if not log.isEnabledFor(level):
-        return
-    fields: dict[str, object] = {"listener": audit.listener, "route": audit.route, "method": audit.method,
-                                 "path": audit.path, "status": audit.status}
-    if verdict is None:
-        fields["reason"] = audit.reason
-    else:
-        fields.update(kind=verdict.kind, stored=len(receipt.stored), duplicates=receipt.duplicates)
-    log_fields(log, level, "accepted" if verdict else "refused",
-               fields | _peer_fields(audit.peer, transport_peer) | client_fields(audit.client))
-
-
-def _peer_fields(peer: str, transport_peer: str) -> dict[str, object]:
-    """The client's address; ``via`` the proxy it came through, when a trusted proxy named it."""
-    return {"peer": peer} if transport_peer == peer else {"peer": peer, "via": transport_peer}
-
 
 async def serve_forever(config: Config, announce: Callable[[Receiver], None] | None = None) -> None:
     """One process serving everything (``workers = 1``)."""
@@ -536,10 +381,12 @@ async def serve_forever(config: Config, announce: Callable[[Receiver], None] | N
     await serve_until_stopped(receiver, start, receiver.stop, Notifier())
 
 
-async def serve_until_stopped(receiver: Receiver, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]],
-                              notifier: Notifier, on_reload: Callable[[], None] | None = None,
+async def serve_until_stopped(receiver: Receiver, start: Callable[[], Awaitable[None]],
+                              stop: Callable[[], Awaitable[None]], notifier: Notifier,
+                              on_reload: Callable[[], None] | None = None,
                               also_stop: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or ``also_stop``); SIGHUP reloads. systemd hears of each step if it asks to."""
+    """Run until SIGINT/SIGTERM (or ``also_stop``); SIGHUP reloads. systemd hears of each step if it
+    asks to."""
     stopping = also_stop or asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
@@ -572,3 +419,4 @@ async def _reload_on_signal(receiver: Receiver, reloads: "asyncio.Queue[None]", 
             on_reload()
         status = receiver.summary() if ok else "reload rejected (see log); serving the previous configuration"
         notifier.send("READY=1", f"STATUS={status}")
+
