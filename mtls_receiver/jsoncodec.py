@@ -16,7 +16,7 @@ from typing import Any
 try:
     import orjson
 except ImportError:  # the optional "fast" extra
-    orjson = None
+    orjson = None  # type: ignore[assignment]  # the name stays, as "not installed"
 
 __all__ = ["IMPLEMENTATION", "dumps"]
 

@@ -47,7 +47,8 @@ def bytes_needed(buffer: bytes) -> int:
         if len(buffer) < 16:
             return 16 - len(buffer)
         _check_v2_prefix(buffer)
-        return 16 + struct.unpack("!H", buffer[14:16])[0] - len(buffer)
+        length: int = struct.unpack("!H", buffer[14:16])[0]
+        return 16 + length - len(buffer)
     if buffer.startswith(V1_PREFIX):
         if buffer.endswith(b"\r\n"):
             return 0

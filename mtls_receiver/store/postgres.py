@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -35,6 +35,8 @@ from .rows import (ADD_REPEATS, ANSWER_OF, ANSWER_RETENTION, ATTEMPTS_OF, DEAD_S
                    order_key, outcome_row, repeats_row, replay_row, values)
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION", "SERVER_SETTINGS"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("mtls_receiver")
 
@@ -235,7 +237,7 @@ class PostgresStore:
             await self._pool.close()
             self._pool = None
 
-    async def _transaction(self, fn: Any, *args: Any) -> Any:
+    async def _transaction(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one transaction; any database trouble is StoreUnavailable (503)."""
         for attempt in range(3):
             pool = await self._current_pool()
@@ -444,7 +446,7 @@ class PostgresStore:
         return await self.group_commit.probe()
 
 
-async def _in_transaction(conn: asyncpg.Connection, fn: Any, *args: Any) -> Any:
+async def _in_transaction(conn: asyncpg.Connection, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """``fn`` in a transaction on ``conn``; a connection that failed other than by an SQL error is
     terminated, so the pool replaces it instead of handing it out again half-broken."""
     try:

@@ -219,7 +219,7 @@ class SQLiteStore:
                                         tidy=self._checkpoint_reporting,
                                         tidy_due=lambda: self._checkpoint_due)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except sqlite3.Error as exc:
@@ -426,7 +426,7 @@ class SQLiteStore:
             log.info("%s: checkpoint done, the WAL's disk space is free again", self.path)
         self._checkpoint_failing = False
 
-    def _transaction(self, fn: Any, *args: Any) -> Any:
+    def _transaction(self, fn: Callable[..., T], *args: Any) -> T:
         """BEGIN IMMEDIATE .. COMMIT; after a failed one (disk full, I/O error) the next starts clean."""
         db = self._require_db()
         if db.in_transaction:
@@ -443,7 +443,7 @@ class SQLiteStore:
             raise
         return result
 
-    def _bookkeeping(self, fn: Any, *args: Any) -> Any:
+    def _bookkeeping(self, fn: Callable[..., T], *args: Any) -> T:
         """A transaction committed without its own fsync: delivery leases and outcomes.
 
         Losing the last of them to a power cut only means an event is delivered again
