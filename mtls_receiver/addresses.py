@@ -13,8 +13,16 @@ from collections.abc import Iterable, Sequence
 
 from .errors import Refusal
 
-__all__ = ["CLIENT_ADDRESS_HEADERS", "Network", "canonical_ip", "client_address", "combined_field",
-           "in_networks", "normalize_ip", "parse_networks"]
+__all__ = [
+    "CLIENT_ADDRESS_HEADERS",
+    "Network",
+    "canonical_ip",
+    "client_address",
+    "combined_field",
+    "in_networks",
+    "normalize_ip",
+    "parse_networks",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -22,7 +30,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The headers a trusted proxy can be named to write, spelled as the config and messages spell them.
 CLIENT_ADDRESS_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
-_FORWARDED_PAIR = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)=("(?:[^"\\]|\\.)*"|[!#$%&\'*+.^_`|~0-9A-Za-z:\[\]-]*)\s*')
+_FORWARDED_PAIR = re.compile(
+    r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)=("(?:[^"\\]|\\.)*"|[!#$%&\'*+.^_`|~0-9A-Za-z:\[\]-]*)\s*'
+)
 
 
 def normalize_ip(text: str) -> IPAddress:
@@ -38,7 +48,11 @@ def parse_networks(items: Iterable[str]) -> tuple[Network, ...]:
     networks: list[Network] = []
     for item in items:
         network = ipaddress.ip_network(item.strip(), strict=False)
-        if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped and network.prefixlen >= 96:
+        if (
+            isinstance(network, ipaddress.IPv6Network)
+            and network.network_address.ipv4_mapped
+            and network.prefixlen >= 96
+        ):
             network = ipaddress.ip_network(f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}")
         networks.append(network)
     return tuple(networks)
@@ -53,8 +67,13 @@ def in_networks(address: str, networks: Sequence[Network]) -> bool:
     return any(ip.version == net.version and ip in net for net in networks)
 
 
-def client_address(peer: str, header_lines: Iterable[tuple[str, str]], trusted_proxies: Sequence[Network],
-                   header: str | None = None, hops: int | None = None) -> str:
+def client_address(
+    peer: str,
+    header_lines: Iterable[tuple[str, str]],
+    trusted_proxies: Sequence[Network],
+    header: str | None = None,
+    hops: int | None = None,
+) -> str:
     """The sender's address: the TCP peer (or PROXY-protocol source) unless it is a trusted proxy.
 
     From a trusted proxy, only ``header`` is read: the one header that proxy writes (one of
@@ -76,8 +95,11 @@ def client_address(peer: str, header_lines: Iterable[tuple[str, str]], trusted_p
     chain = _hop_chain(header, combined)
     if hops is not None:
         if len(chain) < hops:
-            raise Refusal(400, f"malformed {header} header: {len(chain)} address(es), "
-                               f"the listener expects proxy_hops = {hops}")
+            raise Refusal(
+                400,
+                f"malformed {header} header: {len(chain)} address(es), "
+                f"the listener expects proxy_hops = {hops}",
+            )
         return chain[-hops]
     for hop in reversed(chain):
         if not in_networks(hop, trusted_proxies):

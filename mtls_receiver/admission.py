@@ -84,7 +84,7 @@ class ConnectionTable:
         """Zero a worker's rows: done by the supervisor once it exited, before its replacement starts."""
         for listener in range(self.listeners):
             start = self.row(listener, worker) * _SLOT
-            self.memory[start:start + _ROW * _SLOT] = bytes(_ROW * _SLOT)
+            self.memory[start : start + _ROW * _SLOT] = bytes(_ROW * _SLOT)
 
     def close(self) -> None:
         self.slots.release()

@@ -54,15 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtls-receiver", description="Webhook receiver for Brazilian PSPs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"],
-                        help="text (default) or one JSON object per line")
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text (default) or one JSON object per line",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the receiver")
     source = serve.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="TOML configuration file")
-    source.add_argument("--dev", action="store_true", help="embedded default: dev certificates, SQLite, port 8443")
-    serve.add_argument("--state-dir", type=Path, default=None, help="with --dev: where certificates and inbox live")
+    source.add_argument(
+        "--dev", action="store_true", help="embedded default: dev certificates, SQLite, port 8443"
+    )
+    serve.add_argument(
+        "--state-dir", type=Path, default=None, help="with --dev: where certificates and inbox live"
+    )
     serve.add_argument("--port", type=int, default=None, help="with --dev: port to listen on (default 8443)")
     serve.set_defaults(func=_serve)
 
@@ -75,13 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8443)
     dev.set_defaults(func=_dev_certs)
 
-    events = commands.add_parser("events", help="inspect the inbox").add_subparsers(dest="events", required=True)
+    events = commands.add_parser("events", help="inspect the inbox").add_subparsers(
+        dest="events", required=True
+    )
     listing = events.add_parser("list", help="list stored events, newest first")
     listing.add_argument("--config", type=Path, required=True)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--status", choices=["stored", "pending", "delivered", "dead"],
-                         help="delivery status (stored: not forwarded anywhere)")
+    listing.add_argument(
+        "--status",
+        choices=["stored", "pending", "delivered", "dead"],
+        help="delivery status (stored: not forwarded anywhere)",
+    )
     listing.add_argument("--route", help="only events received on this route path")
     listing.set_defaults(func=_events_list)
     audit = events.add_parser("audit", help="the audit trail (every request answered), newest first")
@@ -105,11 +118,17 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--config", type=Path, required=True)
     migrate.set_defaults(func=_db_migrate)
 
-    forward = commands.add_parser("forward", help="forwarding helpers").add_subparsers(dest="forward", required=True)
-    new_secret = forward.add_parser("new-secret", help="print a new Standard Webhooks signing secret (whsec_...)")
+    forward = commands.add_parser("forward", help="forwarding helpers").add_subparsers(
+        dest="forward", required=True
+    )
+    new_secret = forward.add_parser(
+        "new-secret", help="print a new Standard Webhooks signing secret (whsec_...)"
+    )
     new_secret.set_defaults(func=_forward_new_secret)
 
-    certs = commands.add_parser("certs", help="certificate helpers").add_subparsers(dest="certs", required=True)
+    certs = commands.add_parser("certs", help="certificate helpers").add_subparsers(
+        dest="certs", required=True
+    )
     for name in PROVIDER_NAMES:  # each sender's own commands, e.g. its registration helpers
         add_commands = provider(name).add_commands
         if add_commands is not None:
@@ -183,7 +202,9 @@ def _announce_dev(receiver: Receiver) -> None:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for listener in config.listeners:
-        create_ssl_context(listener, str(config.source), config.listener_key(listener.name))  # proves cert, key and CA bundle load together
+        create_ssl_context(
+            listener, str(config.source), config.listener_key(listener.name)
+        )  # proves cert, key and CA bundle load together
     resolve_handlers(config)  # forward handlers import
     _print_summary(config)
     for warning in expiry_warnings(config):
@@ -194,7 +215,9 @@ def _check_config(args: argparse.Namespace) -> int:
 def _print_summary(config: Config) -> None:
     print(f"{config.source}: OK")
     for listener in config.listeners:
-        print(f"listener {listener.name!r} on {listener.address}: client certs {listener.client_certs}, TLS >= {listener.min_tls}")
+        print(
+            f"listener {listener.name!r} on {listener.address}: client certs {listener.client_certs}, TLS >= {listener.min_tls}"
+        )
         for cert in read_certificates(listener.cert):
             print(f"  server cert  {cert.line()}")
         if listener.client_ca is not None and listener.client_certs != "none":
@@ -203,7 +226,9 @@ def _print_summary(config: Config) -> None:
     for route in config.routes:
         described = route.options.describe()
         extra = f", {described}" if described else ""
-        print(f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{extra}")
+        print(
+            f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{extra}"
+        )
     print(f"store: {config.store.description}")
     if config.forward.default is not None:
         print(f"forward: {config.forward.default.describe()} (up to {config.forward.max_attempts} attempts)")
@@ -239,9 +264,16 @@ def _with_store(config: Config, access: Access, action: Callable[[Store], Awaita
 
 def _event_json(event: StoredEvent) -> dict[str, object]:
     return {
-        "id": event.id, "provider": event.provider, "route": event.route, "kind": event.kind,
-        "dedup_key": event.dedup_key, "received_at": event.received_at, "peer": event.peer,
-        "verified_by": event.verified_by, "status": event.status, "attempts": event.attempts,
+        "id": event.id,
+        "provider": event.provider,
+        "route": event.route,
+        "kind": event.kind,
+        "dedup_key": event.dedup_key,
+        "received_at": event.received_at,
+        "peer": event.peer,
+        "verified_by": event.verified_by,
+        "status": event.status,
+        "attempts": event.attempts,
         "client_subject": event.client.subject if event.client else None,
         "client_fingerprint": event.client.fingerprint if event.client else None,
         "payload": event.payload,
@@ -250,23 +282,34 @@ def _event_json(event: StoredEvent) -> dict[str, object]:
 
 def _events_list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    events = _with_store(config, Access.READ,
-                         lambda store: store.list_events(args.limit, args.status, args.route))
+    events = _with_store(
+        config, Access.READ, lambda store: store.list_events(args.limit, args.status, args.route)
+    )
     for event in events:
         if args.json:
             print(json_line(_event_json(event)))
         else:  # what a sender wrote is escaped: a dedup key or subject cannot drive the terminal
             client = escape(event.client.subject) if event.client else "-"
-            print(f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}  {event.route}"
-                  f"  {escape(event.dedup_key)}  {client}")
+            print(
+                f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}  {event.route}"
+                f"  {escape(event.dedup_key)}  {client}"
+            )
     return 0
 
 
 def _audit_json(audit: AuditRecord) -> dict[str, object]:
     return {
-        "at": audit.at, "last_at": audit.last_at, "count": audit.count, "listener": audit.listener,
-        "route": audit.route, "method": audit.method, "path": audit.path, "peer": audit.peer,
-        "status": audit.status, "reason": audit.reason, **client_fields(audit.client),
+        "at": audit.at,
+        "last_at": audit.last_at,
+        "count": audit.count,
+        "listener": audit.listener,
+        "route": audit.route,
+        "method": audit.method,
+        "path": audit.path,
+        "peer": audit.peer,
+        "status": audit.status,
+        "reason": audit.reason,
+        **client_fields(audit.client),
     }
 
 
@@ -278,10 +321,16 @@ def _events_audit(args: argparse.Namespace) -> int:
             print(json_line(_audit_json(audit)))
             continue
         repeats = f"  x{audit.count} until {audit.last_at}" if audit.count > 1 else ""
-        fields = {"listener": audit.listener, "peer": audit.peer, "reason": audit.reason,
-                  "subject": audit.client.subject if audit.client else None}
-        print(f"{audit.at}  {audit.status}  {render_value(audit.method)} {render_value(audit.path)}"
-              f"  {render_fields(fields)}{repeats}")
+        fields = {
+            "listener": audit.listener,
+            "peer": audit.peer,
+            "reason": audit.reason,
+            "subject": audit.client.subject if audit.client else None,
+        }
+        print(
+            f"{audit.at}  {audit.status}  {render_value(audit.method)} {render_value(audit.path)}"
+            f"  {render_fields(fields)}{repeats}"
+        )
     return 0
 
 
@@ -306,8 +355,9 @@ def _events_replay(args: argparse.Namespace) -> int:
         print("mtls-receiver: give event IDs, or --dead [--since T]", file=sys.stderr)
         return EXIT_CONFIG
     config = load_config(args.config)
-    count = _with_store(config, Access.WRITE,
-                        lambda store: store.replay(args.event_ids, args.since, all_dead=args.dead))
+    count = _with_store(
+        config, Access.WRITE, lambda store: store.replay(args.event_ids, args.since, all_dead=args.dead)
+    )
     print(f"queued {count} event(s) for delivery")
     if not args.dead and count < len(args.event_ids):
         print(f"mtls-receiver: {len(args.event_ids) - count} ID(s) not found", file=sys.stderr)

@@ -39,8 +39,9 @@ def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
     sender = dev_route().sender
     client_root = trustme.CA(organization_name=f"{sender} dev root CA")
     client_intermediate = client_root.create_child_ca()
-    client = client_intermediate.issue_cert(common_name=f"{sender.lower()} dev client",
-                                            organization_name=f"{sender} dev")
+    client = client_intermediate.issue_cert(
+        common_name=f"{sender.lower()} dev client", organization_name=f"{sender} dev"
+    )
     foreign = trustme.CA(organization_name="Foreign dev CA").issue_cert(common_name="foreign dev client")
 
     certs = DevCerts(

@@ -52,8 +52,9 @@ def handling_deadline(handling_timeout: float, routes: Iterable[RouteConfig]) ->
 
     A relaying route also waits for the application, which has its own deadline (answered with
     the configured rejection): the longest such wait is added, so this deadline never cuts it short."""
-    return handling_timeout + max((route.relay.deadline for route in routes if route.relay is not None),
-                                  default=0.0)
+    return handling_timeout + max(
+        (route.relay.deadline for route in routes if route.relay is not None), default=0.0
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +76,15 @@ class Routes:
 
     def __init__(self, config: Config) -> None:
         self._by_listener = {
-            listener.name: [_Route(r, "" if r.path == "/" else r.path, verifier_for(r.provider),
-                                   config.destination(r.path) is not None) for r in config.routes_for(listener.name)]
+            listener.name: [
+                _Route(
+                    r,
+                    "" if r.path == "/" else r.path,
+                    verifier_for(r.provider),
+                    config.destination(r.path) is not None,
+                )
+                for r in config.routes_for(listener.name)
+            ]
             for listener in config.listeners
         }
 
@@ -133,11 +141,26 @@ class Dispatcher:
             if der and not self.tls.still_trusted(request.context, der):
                 raise Refusal(403, "certificate: no longer trusted after a configuration reload")
             config = self.tls.config  # the listener's, as last reloaded
-            peer = Peer(client_address(request.peer, head.raw_headers, config.trusted_proxies,
-                                       config.client_address_header, config.proxy_hops), identity)
-            incoming = IncomingRequest(method=head.method, path=head.path, query_string=head.query_string,
-                                       headers=head.headers, body=request.body, peer=peer, now=time.time(),
-                                       raw_target=head.target)
+            peer = Peer(
+                client_address(
+                    request.peer,
+                    head.raw_headers,
+                    config.trusted_proxies,
+                    config.client_address_header,
+                    config.proxy_hops,
+                ),
+                identity,
+            )
+            incoming = IncomingRequest(
+                method=head.method,
+                path=head.path,
+                query_string=head.query_string,
+                headers=head.headers,
+                body=request.body,
+                peer=peer,
+                now=time.time(),
+                raw_target=head.target,
+            )
             verdict = route.verify(route.config, incoming)
             status, reason, answer = await self._answer(route.config, incoming, verdict)
         except Refusal as refusal:
@@ -146,9 +169,15 @@ class Dispatcher:
         except StoreUnavailable as exc:
             return self._unavailable(route.config, peer, exc)
         audit = AuditRecord(
-            at=utc_now(), listener=self.listener, route=route.config.path,
-            method=head.method if head else "-", path=head.path if head else "-", peer=peer.address,
-            status=status, reason=reason, client=identity,
+            at=utc_now(),
+            listener=self.listener,
+            route=route.config.path,
+            method=head.method if head else "-",
+            path=head.path if head else "-",
+            peer=peer.address,
+            status=status,
+            reason=reason,
+            client=identity,
         )
         try:
             receipt = await self._record(route, verdict, audit)
@@ -166,15 +195,20 @@ class Dispatcher:
         if verdict is None and coalescer.repeat(audit):
             return _NOTHING_STORED
         receipt = await self.receiver.store.record(
-            route.config.provider, route.config.path, verdict.events if verdict else (), audit,
-            verified_by=verification_method(route.config, audit.client), queue=route.forwarding,
+            route.config.provider,
+            route.config.path,
+            verdict.events if verdict else (),
+            audit,
+            verified_by=verification_method(route.config, audit.client),
+            queue=route.forwarding,
         )
         if verdict is None:
             coalescer.written(audit)
         return receipt
 
-    async def _answer(self, route: RouteConfig, incoming: IncomingRequest,
-                      verdict: Verdict) -> tuple[int, str, Response]:
+    async def _answer(
+        self, route: RouteConfig, incoming: IncomingRequest, verdict: Verdict
+    ) -> tuple[int, str, Response]:
         """The response for an accepted request; a relayed one is answered by the application."""
         if verdict.relay is None:
             answer = Response(verdict.status, verdict.body, content_type="text/plain")
@@ -183,8 +217,9 @@ class Dispatcher:
         relayed = await self.receiver.relayer.answer(route, incoming, verdict.relay)
         return relayed.status, relayed.reason, Response(relayed.status, relayed.body, headers=relayed.headers)
 
-    def _count(self, route: RouteConfig, verdict: Verdict | None, status: int, reason: str,
-               seconds: float) -> None:
+    def _count(
+        self, route: RouteConfig, verdict: Verdict | None, status: int, reason: str, seconds: float
+    ) -> None:
         metrics = self.receiver.metrics
         metrics.count_request(route.path, route.provider, "accepted" if verdict else "refused", seconds)
         if verdict is None:
@@ -193,9 +228,19 @@ class Dispatcher:
     def _unavailable(self, route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> Response:
         """Nothing is acknowledged unless stored: the sender is told to retry."""
         self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        log_fields(log, logging.ERROR, "unavailable", {
-            "listener": self.listener, "route": route.path, "status": 503,
-            "reason": f"store unavailable: {exc}", "peer": peer.address, **client_fields(peer.identity)})
+        log_fields(
+            log,
+            logging.ERROR,
+            "unavailable",
+            {
+                "listener": self.listener,
+                "route": route.path,
+                "status": 503,
+                "reason": f"store unavailable: {exc}",
+                "peer": peer.address,
+                **client_fields(peer.identity),
+            },
+        )
         return Response.text(503, "store unavailable, retry later", headers={"Retry-After": "5"})
 
     def late(self, request: Request) -> Response:
@@ -206,12 +251,22 @@ class Dispatcher:
         same store. Whatever was queued may still be committed later; the retry is then dropped as a
         duplicate and answered 2xx."""
         head = request.head
-        route = (self.receiver.routes.find(self.listener, head.path) if head is not None else _NO_ROUTE).config
+        route = (
+            self.receiver.routes.find(self.listener, head.path) if head is not None else _NO_ROUTE
+        ).config
         self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        log_fields(log, logging.ERROR, "unavailable", {
-            "listener": self.listener, "route": route.path, "status": 503,
-            "reason": f"no answer within {self.tls.handling_timeout:g}s (limits.handling_timeout)",
-            "peer": request.peer})
+        log_fields(
+            log,
+            logging.ERROR,
+            "unavailable",
+            {
+                "listener": self.listener,
+                "route": route.path,
+                "status": 503,
+                "reason": f"no answer within {self.tls.handling_timeout:g}s (limits.handling_timeout)",
+                "peer": request.peer,
+            },
+        )
         return Response.text(503, "not handled in time, retry later", headers={"Retry-After": "5"})
 
 
@@ -220,17 +275,25 @@ def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, 
     level = logging.INFO if verdict else logging.WARNING
     if not log.isEnabledFor(level):
         return
-    fields: dict[str, object] = {"listener": audit.listener, "route": audit.route, "method": audit.method,
-                                 "path": audit.path, "status": audit.status}
+    fields: dict[str, object] = {
+        "listener": audit.listener,
+        "route": audit.route,
+        "method": audit.method,
+        "path": audit.path,
+        "status": audit.status,
+    }
     if verdict is None:
         fields["reason"] = audit.reason
     else:
         fields.update(kind=verdict.kind, stored=len(receipt.stored), duplicates=receipt.duplicates)
-    log_fields(log, level, "accepted" if verdict else "refused",
-               fields | _peer_fields(audit.peer, transport_peer) | client_fields(audit.client))
+    log_fields(
+        log,
+        level,
+        "accepted" if verdict else "refused",
+        fields | _peer_fields(audit.peer, transport_peer) | client_fields(audit.client),
+    )
 
 
 def _peer_fields(peer: str, transport_peer: str) -> dict[str, object]:
     """The client's address; ``via`` the proxy it came through, when a trusted proxy named it."""
     return {"peer": peer} if transport_peer == peer else {"peer": peer, "via": transport_peer}
-

@@ -12,8 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "AttemptOutcome", "AuditRecord", "Claim", "ClientIdentity", "DeliveryAttempt", "IncomingRequest", "NewEvent", "Peer",
-    "Relay", "StoredAnswer", "StoredEvent", "Verdict",
+    "AttemptOutcome",
+    "AuditRecord",
+    "Claim",
+    "ClientIdentity",
+    "DeliveryAttempt",
+    "IncomingRequest",
+    "NewEvent",
+    "Peer",
+    "Relay",
+    "StoredAnswer",
+    "StoredEvent",
+    "Verdict",
 ]
 
 

@@ -73,7 +73,9 @@ def envelope(event: StoredEvent) -> dict[str, Any]:
             "address": event.peer,
             "verified_by": event.verified_by,
             "client_certificate": (
-                {"subject": client.subject, "issuer": client.issuer, "sha256": client.fingerprint} if client else None
+                {"subject": client.subject, "issuer": client.issuer, "sha256": client.fingerprint}
+                if client
+                else None
             ),
         },
         "payload": event.payload,
@@ -242,19 +244,36 @@ class Forwarder:
         """An attempt that outlived its lease (or was replayed meanwhile): its result is not the event's."""
         target = destination.describe() if destination else "nowhere"
         result = outcome.attempt.error or "delivered"
-        log.warning("forward attempt superseded event=%s to=%s attempt=%d result=%r: its lease was taken over"
-                    " or the event replayed; not recorded", event.id, target, outcome.attempt.number, result)
+        log.warning(
+            "forward attempt superseded event=%s to=%s attempt=%d result=%r: its lease was taken over"
+            " or the event replayed; not recorded",
+            event.id,
+            target,
+            outcome.attempt.number,
+            result,
+        )
 
     @staticmethod
     def _log(event: StoredEvent, destination: Destination | None, outcome: AttemptOutcome) -> None:
-        fields = {"event": event.id, "to": destination.describe() if destination else "nowhere",
-                  "attempt": outcome.attempt.number}
+        fields = {
+            "event": event.id,
+            "to": destination.describe() if destination else "nowhere",
+            "attempt": outcome.attempt.number,
+        }
         if outcome.status == "delivered":
-            log_fields(log, logging.INFO, "forwarded", fields | {"status": outcome.attempt.status_code,
-                                                                 "ms": outcome.attempt.duration_ms})
+            log_fields(
+                log,
+                logging.INFO,
+                "forwarded",
+                fields | {"status": outcome.attempt.status_code, "ms": outcome.attempt.duration_ms},
+            )
         elif outcome.status == "dead":
             log_fields(log, logging.ERROR, "forwarding gave up", fields | {"error": outcome.attempt.error})
         else:
             retry_in = round(outcome.next_attempt_at - time.time(), 1)
-            log_fields(log, logging.WARNING, "forward failed", fields | {"error": outcome.attempt.error,
-                                                                        "retry_in": retry_in})
+            log_fields(
+                log,
+                logging.WARNING,
+                "forward failed",
+                fields | {"error": outcome.attempt.error, "retry_in": retry_in},
+            )

@@ -70,9 +70,29 @@ class RequestParser:
     exceed its limit by at most that one read before it is refused; a complete line never can).
     """
 
-    __slots__ = ("limits", "_max_headers", "_max_field", "_parser", "_ready", "_failed", "_refusal", "_url",
-                 "_headers", "_folded", "_raw_headers", "_framing_fields", "_lines", "_head", "_body", "_body_size",
-                 "_in_head", "_in_trailer", "_line", "_blank", "_completed")
+    __slots__ = (
+        "limits",
+        "_max_headers",
+        "_max_field",
+        "_parser",
+        "_ready",
+        "_failed",
+        "_refusal",
+        "_url",
+        "_headers",
+        "_folded",
+        "_raw_headers",
+        "_framing_fields",
+        "_lines",
+        "_head",
+        "_body",
+        "_body_size",
+        "_in_head",
+        "_in_trailer",
+        "_line",
+        "_blank",
+        "_completed",
+    )
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -147,17 +167,20 @@ class RequestParser:
     def on_url(self, fragment: bytes) -> None:
         self._url += fragment  # one fragment but when cut across reads; bounded below
         if len(self._url) > self.limits.max_header_size:
-            raise self._refuse(414, f"request target longer than {self.limits.max_header_size} bytes "
-                                    "(max_header_size)")
+            raise self._refuse(
+                414, f"request target longer than {self.limits.max_header_size} bytes (max_header_size)"
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """A complete header (or trailer) line: counted and sized; trailers are otherwise ignored."""
         self._lines += 1
         if self._lines > self._max_headers or len(name) + len(value) > self._max_field:
-            raise self._refuse(431, f"more than {self._max_headers} header lines (max_headers)"
-                               if self._lines > self._max_headers else
-                               f"a header line is longer than {self.limits.max_header_size} bytes "
-                               "(max_header_size)")
+            raise self._refuse(
+                431,
+                f"more than {self._max_headers} header lines (max_headers)"
+                if self._lines > self._max_headers
+                else f"a header line is longer than {self.limits.max_header_size} bytes (max_header_size)",
+            )
         if self._head is not None:
             return
         key = name.decode("latin-1")
@@ -176,8 +199,10 @@ class RequestParser:
         self._head = head = self._build_head()
         self._lines = 0  # trailers get their own max_headers
         if (head.content_length or 0) > self.limits.max_body:
-            raise self._refuse(413, f"body of {head.content_length} bytes is over the limit of "
-                                    f"{self.limits.max_body} (max_body)")
+            raise self._refuse(
+                413,
+                f"body of {head.content_length} bytes is over the limit of {self.limits.max_body} (max_body)",
+            )
 
     def on_chunk_header(self) -> None:
         self._in_trailer = True  # until data arrives: after the last chunk, trailer lines follow
@@ -215,9 +240,13 @@ class RequestParser:
         path, _, query = target.partition("?")
         expect = self._folded.get("expect")
         return RequestHead(
-            method=parser.get_method().decode("ascii"), target=target,
-            path=unquote(path) if "%" in path else path, query_string=query, headers=self._headers,
-            content_length=None if chunked else length, chunked=chunked,
+            method=parser.get_method().decode("ascii"),
+            target=target,
+            path=unquote(path) if "%" in path else path,
+            query_string=query,
+            headers=self._headers,
+            content_length=None if chunked else length,
+            chunked=chunked,
             keep_alive=parser.should_keep_alive(),
             expect_continue=expect is not None and expect.lower() == "100-continue",
             raw_headers=tuple(self._raw_headers),
@@ -254,8 +283,11 @@ class RequestParser:
         else:  # started in this read after another request ended: where, llhttp does not say
             self._line = 0
         if self._line > self.limits.max_header_size + _REQUEST_LINE_EXTRA:
-            self._fail(Refusal(431, f"a header line is longer than {self.limits.max_header_size} bytes "
-                                    "(max_header_size)"))
+            self._fail(
+                Refusal(
+                    431, f"a header line is longer than {self.limits.max_header_size} bytes (max_header_size)"
+                )
+            )
 
     def _refuse(self, status: int, reason: str) -> Refusal:
         self._refusal = refusal = Refusal(status, reason)
@@ -292,7 +324,9 @@ class Response:
     close: bool = False
 
     @classmethod
-    def text(cls, status: int, reason: str, close: bool = False, headers: dict[str, str] | None = None) -> Response:
+    def text(
+        cls, status: int, reason: str, close: bool = False, headers: dict[str, str] | None = None
+    ) -> Response:
         return cls(status, reason.encode() + b"\n", headers, close=close)
 
     def render(self, keep_alive_for: float | None) -> bytes:
@@ -313,10 +347,19 @@ class Response:
 
     def _render(self, hint: int | None) -> bytes:
         fields = {"Content-Type": self.content_type, **(self.headers or {})}
-        extra = "".join(f"{name}: {value}\r\n" for name, value in fields.items() if name.lower() not in _FRAMING)
+        extra = "".join(
+            f"{name}: {value}\r\n" for name, value in fields.items() if name.lower() not in _FRAMING
+        )
         connection = b"close" if hint is None else b"keep-alive\r\nKeep-Alive: timeout=%d" % hint
         return b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\nConnection: %s\r\n%s\r\n%s" % (
-            self.status, _phrase(self.status), _date(), len(self.body), connection, extra.encode("latin-1"), self.body)
+            self.status,
+            _phrase(self.status),
+            _date(),
+            len(self.body),
+            connection,
+            extra.encode("latin-1"),
+            self.body,
+        )
 
 
 def keep_alive_hint(idle_timeout: float) -> int:

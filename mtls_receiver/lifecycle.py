@@ -37,9 +37,23 @@ from .store.audit import AuditRetention, RefusalCoalescer
 from .systemd import Notifier, listen_sockets
 from .tls import create_ssl_context, read_certificates
 
-__all__ = ["EXPIRY_WARNING_DAYS", "PROBE_TIMEOUT", "SHUTDOWN_GRACE", "SINGLE", "SUPERVISOR", "WORKER",
-           "Receiver", "Role", "Workers", "bind_errors", "check_reloadable", "expiry_warnings",
-           "match_sockets", "serve_forever", "serve_until_stopped"]
+__all__ = [
+    "EXPIRY_WARNING_DAYS",
+    "PROBE_TIMEOUT",
+    "SHUTDOWN_GRACE",
+    "SINGLE",
+    "SUPERVISOR",
+    "WORKER",
+    "Receiver",
+    "Role",
+    "Workers",
+    "bind_errors",
+    "check_reloadable",
+    "expiry_warnings",
+    "match_sockets",
+    "serve_forever",
+    "serve_until_stopped",
+]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -98,8 +112,11 @@ class Receiver:
         self._prober: asyncio.Task[None] | None = None
         self.coalescer = RefusalCoalescer(self.store)  # repeated refusals: a count, not a row each
         # one process per inbox purges old audit rows: the one that forwards
-        self.retention = AuditRetention(self.store, lambda: self.config.store.audit_retention_days) \
-            if role.forward else None
+        self.retention = (
+            AuditRetention(self.store, lambda: self.config.store.audit_retention_days)
+            if role.forward
+            else None
+        )
 
     async def start(self, inherited: dict[str, socket.socket] | None = None) -> None:
         contexts = self._contexts(self.config)
@@ -152,33 +169,51 @@ class Receiver:
         handling_timeout = listener.limits.handling_timeout
         return handling_deadline(handling_timeout, config.routes_for(listener.name)) - handling_timeout
 
-    async def _start_listener(self, config: ListenerConfig, context: ssl.SSLContext,
-                              sock: socket.socket | None) -> None:
+    async def _start_listener(
+        self, config: ListenerConfig, context: ssl.SSLContext, sock: socket.socket | None
+    ) -> None:
         failures = self.metrics.handshake_failures
         dispatcher = Dispatcher(self, config.name)
         counts = None
         if self.connections is not None:
             listener = [item.name for item in self.config.listeners].index(config.name)
             counts = self.connections.counts(listener, self.worker_index)
-        tls = TLSListener(config, context, dispatcher, sock,
-                          on_refused=lambda reason: failures.labels(config.name, reason).inc(), counts=counts,
-                          on_late=dispatcher.late, handling_grace=self._handling_grace(self.config, config))
+        tls = TLSListener(
+            config,
+            context,
+            dispatcher,
+            sock,
+            on_refused=lambda reason: failures.labels(config.name, reason).inc(),
+            counts=counts,
+            on_late=dispatcher.late,
+            handling_grace=self._handling_grace(self.config, config),
+        )
         dispatcher.tls = tls
         await tls.start()
         self._listeners[config.name] = tls
         if self.role is not WORKER:  # the supervisor says it once all its workers listen
-            log.info("listening on https://%s (%s, client certs %s, %s)", tls.shown_address, config.name,
-                     config.client_certs, "inherited socket" if sock else "bound")
+            log.info(
+                "listening on https://%s (%s, client certs %s, %s)",
+                tls.shown_address,
+                config.name,
+                config.client_certs,
+                "inherited socket" if sock else "bound",
+            )
 
     async def _start_admin(self, admin: AdminConfig) -> None:
         if not admin.enabled:
             return
-        self._admin = web.AppRunner(admin_app(self.render_metrics, self.ready), access_log=None,
-                                    handle_signals=False)
+        self._admin = web.AppRunner(
+            admin_app(self.render_metrics, self.ready), access_log=None, handle_signals=False
+        )
         await self._admin.setup()
         await web.TCPSite(self._admin, admin.host, admin.port).start()
-        log.log(logging.DEBUG if self.role is WORKER else logging.INFO,
-                "admin (metrics, health) on http://%s:%d", admin.host, self.admin_port)
+        log.log(
+            logging.DEBUG if self.role is WORKER else logging.INFO,
+            "admin (metrics, health) on http://%s:%d",
+            admin.host,
+            self.admin_port,
+        )
 
     @property
     def admin_port(self) -> int:
@@ -260,8 +295,9 @@ class Receiver:
             return False
         for listener in config.listeners:
             if listener.name in self._listeners:
-                self._listeners[listener.name].swap(listener, contexts[listener.name],
-                                                    self._handling_grace(config, listener))
+                self._listeners[listener.name].swap(
+                    listener, contexts[listener.name], self._handling_grace(config, listener)
+                )
         self.config = config
         if self.forwarder is not None:
             self.forwarder.config = config
@@ -308,7 +344,6 @@ class Receiver:
         await self.store.close()
 
 
-
 async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
     try:
         await asyncio.wait_for(step, seconds)
@@ -334,8 +369,11 @@ def match_sockets(config: Config, inherited: dict[str, socket.socket]) -> dict[s
         matched = {next(iter(names)): next(iter(inherited.values()))}
     for name in set(inherited) - set(matched):
         if inherited[name] not in matched.values():
-            log.warning("socket %r passed by systemd matches no listener"
-                        " (FileDescriptorName= must be a listener name)", name)
+            log.warning(
+                "socket %r passed by systemd matches no listener"
+                " (FileDescriptorName= must be a listener name)",
+                name,
+            )
     return matched
 
 
@@ -344,13 +382,16 @@ def check_reloadable(old: Config, new: Config) -> None:
     if [(lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in old.listeners] != [
         (lst.name, lst.host, lst.port, lst.proxy_protocol) for lst in new.listeners
     ]:
-        raise ReceiverError(f"{new.source}: listeners' names, addresses or proxy_protocol changed:"
-                            " restart to apply")
+        raise ReceiverError(
+            f"{new.source}: listeners' names, addresses or proxy_protocol changed: restart to apply"
+        )
     if old.workers != new.workers:
-        raise ReceiverError(f"{new.source}: workers changed ({old.workers} -> {new.workers}):"
-                            " restart to apply")
-    if sorted((r.listener, r.path, r.provider) for r in old.routes) != sorted((r.listener, r.path, r.provider)
-                                                                                for r in new.routes):
+        raise ReceiverError(
+            f"{new.source}: workers changed ({old.workers} -> {new.workers}): restart to apply"
+        )
+    if sorted((r.listener, r.path, r.provider) for r in old.routes) != sorted(
+        (r.listener, r.path, r.provider) for r in new.routes
+    ):
         raise ReceiverError(f"{new.source}: routes were added, removed or changed provider: restart to apply")
 
 
@@ -363,10 +404,11 @@ def expiry_warnings(config: Config, days: int = EXPIRY_WARNING_DAYS) -> list[str
         left = (leaf.not_after - now).total_seconds() / 86400
         if left < days:
             state = "EXPIRED" if left < 0 else f"expires in {int(left)} days"
-            warnings.append(f"server certificate of listener {listener.name!r} ({listener.cert}) {state}"
-                            f" on {leaf.not_after:%Y-%m-%d}")
+            warnings.append(
+                f"server certificate of listener {listener.name!r} ({listener.cert}) {state}"
+                f" on {leaf.not_after:%Y-%m-%d}"
+            )
     return warnings
-
 
 
 async def serve_forever(config: Config, announce: Callable[[Receiver], None] | None = None) -> None:
@@ -381,10 +423,14 @@ async def serve_forever(config: Config, announce: Callable[[Receiver], None] | N
     await serve_until_stopped(receiver, start, receiver.stop, Notifier())
 
 
-async def serve_until_stopped(receiver: Receiver, start: Callable[[], Awaitable[None]],
-                              stop: Callable[[], Awaitable[None]], notifier: Notifier,
-                              on_reload: Callable[[], None] | None = None,
-                              also_stop: asyncio.Event | None = None) -> None:
+async def serve_until_stopped(
+    receiver: Receiver,
+    start: Callable[[], Awaitable[None]],
+    stop: Callable[[], Awaitable[None]],
+    notifier: Notifier,
+    on_reload: Callable[[], None] | None = None,
+    also_stop: asyncio.Event | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM (or ``also_stop``); SIGHUP reloads. systemd hears of each step if it
     asks to."""
     stopping = also_stop or asyncio.Event()
@@ -408,8 +454,12 @@ async def serve_until_stopped(receiver: Receiver, start: Callable[[], Awaitable[
         log.info("stopped")
 
 
-async def _reload_on_signal(receiver: Receiver, reloads: "asyncio.Queue[None]", notifier: Notifier,
-                            on_reload: Callable[[], None] | None) -> None:
+async def _reload_on_signal(
+    receiver: Receiver,
+    reloads: "asyncio.Queue[None]",
+    notifier: Notifier,
+    on_reload: Callable[[], None] | None,
+) -> None:
     while True:
         await reloads.get()
         monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
@@ -419,4 +469,3 @@ async def _reload_on_signal(receiver: Receiver, reloads: "asyncio.Queue[None]", 
             on_reload()
         status = receiver.summary() if ok else "reload rejected (see log); serving the previous configuration"
         notifier.send("READY=1", f"STATUS={status}")
-

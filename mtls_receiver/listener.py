@@ -67,8 +67,13 @@ def bind(config: ListenerConfig, port: int | None = None, reuse_port: bool = Fal
     host = config.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     dualstack = host == "::" and socket.has_dualstack_ipv6()  # "[::]:443" also takes IPv4, as ::ffff:a.b.c.d
-    return socket.create_server((host, config.port if port is None else port), family=family, backlog=1024,
-                                dualstack_ipv6=dualstack, reuse_port=reuse_port)
+    return socket.create_server(
+        (host, config.port if port is None else port),
+        family=family,
+        backlog=1024,
+        dualstack_ipv6=dualstack,
+        reuse_port=reuse_port,
+    )
 
 
 class TLSListener:
@@ -113,10 +118,18 @@ class TLSListener:
         limits = config.limits
         self._config = config
         #: seconds each connection phase may last, indexed by phase
-        self.timeouts = (limits.handshake_timeout, limits.keepalive_timeout, limits.header_timeout,
-                         limits.body_timeout, limits.handling_timeout + self.handling_grace, LINGER)
+        self.timeouts = (
+            limits.handshake_timeout,
+            limits.keepalive_timeout,
+            limits.header_timeout,
+            limits.body_timeout,
+            limits.handling_timeout + self.handling_grace,
+            LINGER,
+        )
         shortest = min(self.timeouts)
-        self._sweep_every = max(0.02, min(0.25, shortest / 4))  # deadlines are met within a quarter of themselves
+        self._sweep_every = max(
+            0.02, min(0.25, shortest / 4)
+        )  # deadlines are met within a quarter of themselves
 
     @property
     def handling_timeout(self) -> float:
@@ -181,7 +194,9 @@ class TLSListener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: keep serving the connections we have, retry shortly
-                log_fields(log, logging.ERROR, "accept failed", {"listener": self.config.name, "reason": str(exc)})
+                log_fields(
+                    log, logging.ERROR, "accept failed", {"listener": self.config.name, "reason": str(exc)}
+                )
                 self._pause_accepting()
                 return
             self._admit(conn, canonical_ip(str(address[0])))
@@ -213,8 +228,10 @@ class TLSListener:
         """Why a connection must be refused: ``from_peer`` and ``total`` count it, over all workers."""
         limits = self.config.limits
         if from_peer > limits.max_connections_per_ip and not in_networks(peer, self.config.trusted_proxies):
-            return (f"{from_peer - 1} connections from this address"
-                    f" (max_connections_per_ip = {limits.max_connections_per_ip})")
+            return (
+                f"{from_peer - 1} connections from this address"
+                f" (max_connections_per_ip = {limits.max_connections_per_ip})"
+            )
         if total > limits.max_connections:
             return f"{total - 1} open connections (max_connections = {limits.max_connections})"
         return None
@@ -234,14 +251,23 @@ class TLSListener:
             self._release(peer)
             if not isinstance(exc, asyncio.CancelledError):
                 reason = f"timed out after {timeout:g}s" if isinstance(exc, TimeoutError) else str(exc)
-                self._refused(peer, "PROXY header", reason, "timeout" if isinstance(exc, TimeoutError) else "proxy header")
+                self._refused(
+                    peer,
+                    "PROXY header",
+                    reason,
+                    "timeout" if isinstance(exc, TimeoutError) else "proxy header",
+                )
             return
         source = canonical_ip(header.source) if header.source else peer
         _Connection(self, conn, peer, source).start()
 
     def _refused(self, peer: str, step: str, reason: str, label: str | None = None) -> None:
-        log_fields(log, logging.WARNING, "refused", {"listener": self.config.name, "step": step, "peer": peer,
-                                                     "reason": reason})
+        log_fields(
+            log,
+            logging.WARNING,
+            "refused",
+            {"listener": self.config.name, "step": step, "peer": peer, "reason": reason},
+        )
         self._on_refused(label or reason)
 
     # --- deadlines ------------------------------------------------------------------------------
@@ -258,14 +284,39 @@ class TLSListener:
 class _Connection:
     """One client: TLS handshake, then requests one at a time, each answered before the next is read."""
 
-    __slots__ = ("listener", "loop", "sock", "fd", "peer", "source", "tls", "phase", "deadline", "buffer",
-                 "parser", "continued", "client_der", "context", "pending", "reading", "writing", "eof", "late",
-                 "answering")
+    __slots__ = (
+        "listener",
+        "loop",
+        "sock",
+        "fd",
+        "peer",
+        "source",
+        "tls",
+        "phase",
+        "deadline",
+        "buffer",
+        "parser",
+        "continued",
+        "client_der",
+        "context",
+        "pending",
+        "reading",
+        "writing",
+        "eof",
+        "late",
+        "answering",
+    )
 
     # the socket is ``sock`` throughout; ``tls`` is the same object while TLS is in use, None once closing
 
     def __init__(self, listener: TLSListener, sock: socket.socket, peer: str, source: str) -> None:
-        self.listener, self.loop, self.sock, self.peer, self.source = listener, asyncio.get_running_loop(), sock, peer, source
+        self.listener, self.loop, self.sock, self.peer, self.source = (
+            listener,
+            asyncio.get_running_loop(),
+            sock,
+            peer,
+            source,
+        )
         self.fd = sock.fileno()
         self.tls: ssl.SSLSocket | None = None
         self.buffer = bytearray()  # what arrives while a request is being handled, parsed after its answer
@@ -282,8 +333,9 @@ class _Connection:
     def start(self) -> None:
         self.listener._connections.add(self)
         try:
-            self.sock = self.tls = self.listener.context.wrap_socket(self.sock, server_side=True,
-                                                                     do_handshake_on_connect=False)
+            self.sock = self.tls = self.listener.context.wrap_socket(
+                self.sock, server_side=True, do_handshake_on_connect=False
+            )
         except (OSError, ssl.SSLError) as exc:
             self.listener._refused(self.peer, "TLS handshake", str(exc))
             self.close()
@@ -298,10 +350,16 @@ class _Connection:
     def expired(self) -> None:
         limits = self.listener.config.limits
         if self.phase == _HANDSHAKE:
-            self.listener._refused(self.peer, "TLS handshake", f"timed out after {limits.handshake_timeout:g}s", "timeout")
+            self.listener._refused(
+                self.peer, "TLS handshake", f"timed out after {limits.handshake_timeout:g}s", "timeout"
+            )
         elif self.phase == _HEAD:
-            self.listener._refused(self.peer, "request headers", f"not complete within {limits.header_timeout:g}s",
-                                   "header timeout")
+            self.listener._refused(
+                self.peer,
+                "request headers",
+                f"not complete within {limits.header_timeout:g}s",
+                "header timeout",
+            )
         elif self.phase == _BODY:  # answered (and audited) like any refusal; the rest of the body is not read
             refusal = Refusal(408, f"body not received within {limits.body_timeout:g}s")
             self._dispatch(Parsed(self.parser.head, b"", refusal))
@@ -323,8 +381,13 @@ class _Connection:
             self.writing = write
 
     def _readable(self) -> None:
-        self._step(self._handshake if self.phase == _HANDSHAKE else self._drain if self.phase == _CLOSING
-                   else self._receive)
+        self._step(
+            self._handshake
+            if self.phase == _HANDSHAKE
+            else self._drain
+            if self.phase == _CLOSING
+            else self._receive
+        )
 
     def _writable(self) -> None:
         self._step(self._handshake if self.phase == _HANDSHAKE else self._flush)
@@ -334,8 +397,13 @@ class _Connection:
         try:
             step()
         except Exception:
-            log_fields(log, logging.ERROR, "unexpected error; connection closed",
-                       {"listener": self.listener.config.name, "peer": self.peer}, exc_info=True)
+            log_fields(
+                log,
+                logging.ERROR,
+                "unexpected error; connection closed",
+                {"listener": self.listener.config.name, "peer": self.peer},
+                exc_info=True,
+            )
             self.close()
 
     # TLS handshake
@@ -359,7 +427,9 @@ class _Connection:
         self._receive()  # the request may have come with the client's last handshake flight
 
     def _refuse_handshake(self, exc: BaseException) -> None:
-        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else str(exc) or type(exc).__name__
+        reason = (
+            exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else str(exc) or type(exc).__name__
+        )
         self.listener._refused(self.peer, "TLS handshake", reason)
         self._linger()  # OpenSSL has written its alert: let the client read it rather than a reset
 
@@ -425,11 +495,22 @@ class _Connection:
                 raise
             response = self.listener.on_late(request)
         except Exception:  # a bug: say so, and keep serving everyone else
-            log_fields(log, logging.ERROR, "unexpected error while handling a request",
-                       {"listener": self.listener.config.name, "peer": request.peer}, exc_info=True)
+            log_fields(
+                log,
+                logging.ERROR,
+                "unexpected error while handling a request",
+                {"listener": self.listener.config.name, "peer": request.peer},
+                exc_info=True,
+            )
             response = Response.text(500, "internal error", close=True)
-        keep = (request.refusal is None and not response.close and request.head is not None
-                and request.head.keep_alive and not self.listener.stopping and not self.eof)
+        keep = (
+            request.refusal is None
+            and not response.close
+            and request.head is not None
+            and request.head.keep_alive
+            and not self.listener.stopping
+            and not self.eof
+        )
         self._write(response.render(self.listener.timeouts[_IDLE] if keep else None))
         if self.phase == _CLOSING:  # the write failed
             return

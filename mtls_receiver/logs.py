@@ -20,8 +20,17 @@ from typing import Any
 
 from .events import ClientIdentity
 
-__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "client_fields", "escape", "json_line", "log_fields",
-           "render_fields", "render_value"]
+__all__ = [
+    "FIELDS",
+    "JsonFormatter",
+    "TextFormatter",
+    "client_fields",
+    "escape",
+    "json_line",
+    "log_fields",
+    "render_fields",
+    "render_value",
+]
 
 FIELDS = "fields"  # the LogRecord attribute (set through ``extra``) holding a line's fields
 Fields = Mapping[str, Any]  # str, int, float, bool or None values
@@ -82,7 +91,9 @@ class _Line:
         return f"{self.message} {render_fields(self.fields)}" if self.fields else self.message
 
 
-def log_fields(logger: logging.Logger, level: int, message: str, fields: Fields, exc_info: bool = False) -> None:
+def log_fields(
+    logger: logging.Logger, level: int, message: str, fields: Fields, exc_info: bool = False
+) -> None:
     """Log ``message`` (a fixed text: no request data) with ``fields`` (anything, request data included)."""
     if logger.isEnabledFor(level):
         logger.log(level, _Line(message, fields), extra={FIELDS: fields}, exc_info=exc_info)
@@ -149,4 +160,3 @@ def _json_escape(char: str) -> str:
         return f"\\u{code:04x}"
     code -= 0x10000
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
-

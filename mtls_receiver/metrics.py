@@ -19,8 +19,15 @@ from .tls import read_certificates
 
 __all__ = ["Metrics", "SampleKey", "admin_app", "counted", "refusal_class"]
 
-_STATUS_CLASSES = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found",
-                   405: "method not allowed", 413: "body too large", 415: "unsupported media type"}
+_STATUS_CLASSES = {
+    400: "bad request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not found",
+    405: "method not allowed",
+    413: "body too large",
+    415: "unsupported media type",
+}
 
 
 def refusal_class(status: int, reason: str) -> str:
@@ -36,22 +43,47 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self.requests = Counter("mtls_receiver_requests", "Requests answered, by route, provider and outcome.",
-                                ["route", "provider", "outcome"], registry=registry)
-        self.refusals = Counter("mtls_receiver_refusals", "Refused requests, by route and reason.",
-                                ["route", "reason"], registry=registry)
-        self.latency = Histogram("mtls_receiver_request_duration_seconds", "Time from request to answer.",
-                                 ["route"], registry=registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.handshake_failures = Counter("mtls_receiver_tls_handshake_failures",
-                                          "Refused or failed TLS handshakes, by listener and reason.",
-                                          ["listener", "reason"], registry=registry)
-        self.deliveries = Counter("mtls_receiver_delivery_attempts", "Forwarding attempts, by outcome.",
-                                  ["outcome"], registry=registry)
+        self.requests = Counter(
+            "mtls_receiver_requests",
+            "Requests answered, by route, provider and outcome.",
+            ["route", "provider", "outcome"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "mtls_receiver_refusals",
+            "Refused requests, by route and reason.",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "mtls_receiver_request_duration_seconds",
+            "Time from request to answer.",
+            ["route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.handshake_failures = Counter(
+            "mtls_receiver_tls_handshake_failures",
+            "Refused or failed TLS handshakes, by listener and reason.",
+            ["listener", "reason"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "mtls_receiver_delivery_attempts",
+            "Forwarding attempts, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
         self.events = Gauge("mtls_receiver_inbox_events", "Events in the inbox.", registry=registry)
-        self.outbox = Gauge("mtls_receiver_outbox_events", "Events by delivery status.", ["status"], registry=registry)
-        self.expiry = Gauge("mtls_receiver_certificate_expiry_days", "Days until a certificate expires.",
-                            ["listener", "kind", "subject"], registry=registry)
+        self.outbox = Gauge(
+            "mtls_receiver_outbox_events", "Events by delivery status.", ["status"], registry=registry
+        )
+        self.expiry = Gauge(
+            "mtls_receiver_certificate_expiry_days",
+            "Days until a certificate expires.",
+            ["listener", "kind", "subject"],
+            registry=registry,
+        )
         self._expiry_dates: list[tuple[tuple[str, str, str], datetime]] = []
         self._per_request: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
@@ -72,7 +104,9 @@ class Metrics:
             if listener.client_ca is not None and listener.client_certs != "none":
                 files.append(("client_ca", listener.client_ca))
             for kind, path in files:
-                dates += [((listener.name, kind, cert.subject), cert.not_after) for cert in read_certificates(path)]
+                dates += [
+                    ((listener.name, kind, cert.subject), cert.not_after) for cert in read_certificates(path)
+                ]
         self._expiry_dates = dates
         self.refresh_expiry()
 
@@ -121,9 +155,14 @@ class _Summed(Collector):
         for family in self.own.collect():
             if family.type in ("counter", "histogram"):
                 seen = {_sample_key(s) for s in family.samples}
-                family.samples = [s._replace(value=s.value + added.get(_sample_key(s), 0.0)) for s in family.samples]
-                family.samples += [Sample(name, dict(labels), value) for (name, labels), value in added.items()
-                                   if _belongs(name, family) and (name, labels) not in seen]
+                family.samples = [
+                    s._replace(value=s.value + added.get(_sample_key(s), 0.0)) for s in family.samples
+                ]
+                family.samples += [
+                    Sample(name, dict(labels), value)
+                    for (name, labels), value in added.items()
+                    if _belongs(name, family) and (name, labels) not in seen
+                ]
             yield family
 
 
@@ -136,7 +175,9 @@ def _belongs(sample: str, family: Metric) -> bool:
     return any(sample == family.name + suffix for suffix in suffixes)
 
 
-def admin_app(render: Callable[[], Awaitable[bytes]], ready: Callable[[], Awaitable[bool]]) -> web.Application:
+def admin_app(
+    render: Callable[[], Awaitable[bytes]], ready: Callable[[], Awaitable[bool]]
+) -> web.Application:
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(body=await render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

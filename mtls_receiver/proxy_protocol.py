@@ -84,7 +84,9 @@ def _parse_v1(buffer: bytes) -> ProxyHeader:
     if source.version != version or destination.version != version:
         raise ProxyProtocolError(f"PROXY v1 {fields[1]} header with an address of another family")
     ports = fields[4:6]
-    if not all(p.isascii() and p.isdigit() and int(p) < 65536 and (p == "0" or not p.startswith("0")) for p in ports):
+    if not all(
+        p.isascii() and p.isdigit() and int(p) < 65536 and (p == "0" or not p.startswith("0")) for p in ports
+    ):
         raise ProxyProtocolError("PROXY v1 header has an invalid port")
     return ProxyHeader(version=1, source=str(source), source_port=int(ports[0]))
 

@@ -44,10 +44,13 @@ class Relayer:
     async def answer(self, route: RouteConfig, request: IncomingRequest, relay: Relay) -> RelayAnswer:
         config = route.relay
         assert config is not None, "config validation gives every relaying route a relay"
-        claim = await self.store.claim_request(route.path, relay.idempotency_key, time.time(),
-                                               config.deadline + STALE_MARGIN)
+        claim = await self.store.claim_request(
+            route.path, relay.idempotency_key, time.time(), config.deadline + STALE_MARGIN
+        )
         if claim.state == "in_progress":
-            return _signed(relay, StoredAnswer(425, "text/plain", b"request still in progress\n"), "repeat in progress")
+            return _signed(
+                relay, StoredAnswer(425, "text/plain", b"request still in progress\n"), "repeat in progress"
+            )
         if claim.answer is not None:
             return _signed(relay, claim.answer, "repeat: stored answer")
         answer, reason = await self._ask_application(config, request, relay)
@@ -68,14 +71,20 @@ class Relayer:
                     body = await response.read()
                     if response.status < 500:
                         content_type = response.headers.get("Content-Type", "application/json")
-                        return StoredAnswer(response.status, content_type, body), f"application answered {response.status}"
+                        return StoredAnswer(
+                            response.status, content_type, body
+                        ), f"application answered {response.status}"
                     problem = f"application answered {response.status}"
         except TimeoutError:
             problem = f"application did not answer within {config.deadline:g}s"
         except aiohttp.ClientError as exc:
             problem = f"application unreachable: {exc}"
-        log_fields(log, logging.WARNING, "relay failed; answering the configured rejection",
-                   {"to": config.url, "reason": problem})
+        log_fields(
+            log,
+            logging.WARNING,
+            "relay failed; answering the configured rejection",
+            {"to": config.url, "reason": problem},
+        )
         return StoredAnswer(config.timeout_status, "application/json", config.timeout_body.encode()), problem
 
 

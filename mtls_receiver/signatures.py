@@ -71,7 +71,9 @@ def verify_signature(scheme: SignatureScheme, keys: tuple[bytes, ...], request: 
     """Refusal(401) unless the request's signature header matches one of ``keys`` (rotation)."""
     timestamp = request.header(scheme.timestamp_header) if scheme.timestamp_header else None
     if scheme.timestamp_header:
-        check_timestamp(timestamp, request.now, scheme.tolerance, scheme.timestamp_required, scheme.timestamp_header)
+        check_timestamp(
+            timestamp, request.now, scheme.tolerance, scheme.timestamp_required, scheme.timestamp_header
+        )
     presented = _presented_digest(scheme, request.header(scheme.header))
     message = scheme.separator.encode().join(_part(name, timestamp, request) for name in scheme.signed)
     if not matches_any(presented, message, keys):
@@ -91,9 +93,11 @@ def _presented_digest(scheme: SignatureScheme, value: str | None) -> bytes:
         raise Refusal(401, f"signature: {scheme.header} header missing")
     if not value.startswith(scheme.prefix):
         raise Refusal(401, f"signature: {scheme.header} must start with {scheme.prefix!r}")
-    encoded = value[len(scheme.prefix):].strip()
+    encoded = value[len(scheme.prefix) :].strip()
     try:
-        digest = bytes.fromhex(encoded) if scheme.encoding == "hex" else base64.b64decode(encoded, validate=True)
+        digest = (
+            bytes.fromhex(encoded) if scheme.encoding == "hex" else base64.b64decode(encoded, validate=True)
+        )
     except (ValueError, binascii.Error):
         raise Refusal(401, f"signature: {scheme.header} is not {scheme.encoding}") from None
     if len(digest) != hashlib.sha256().digest_size:
@@ -114,6 +118,9 @@ def standard_webhook_signature(secrets: tuple[str, ...], msg_id: str, timestamp:
     (several while rotating), each over ``{id}.{timestamp}.{body}`` keyed by the base64 after ``whsec_``."""
     message = f"{msg_id}.{timestamp}.".encode() + body
     return " ".join(
-        "v1," + base64.b64encode(hmac_sha256(decode_secret(secret.removeprefix("whsec_"), "base64"), message)).decode()
+        "v1,"
+        + base64.b64encode(
+            hmac_sha256(decode_secret(secret.removeprefix("whsec_"), "base64"), message)
+        ).decode()
         for secret in secrets
     )

@@ -46,7 +46,9 @@ class Notifier:
     def start_watchdog(self, healthy: Callable[[], bool] = lambda: True) -> None:
         """``WATCHDOG=1`` every half ``WATCHDOG_USEC``, while ``healthy()`` holds."""
         if self.watchdog_interval is not None and self._socket is not None:
-            self._watchdog = asyncio.create_task(self._keepalive(self.watchdog_interval, healthy), name="watchdog")
+            self._watchdog = asyncio.create_task(
+                self._keepalive(self.watchdog_interval, healthy), name="watchdog"
+            )
 
     async def _keepalive(self, interval: float, healthy: Callable[[], bool]) -> None:
         while True:

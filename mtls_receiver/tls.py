@@ -33,11 +33,16 @@ _MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 #: TLS 1.2 suites: Mozilla's "intermediate" profile without DHE (no dhparams are configured): forward
 #: secrecy and AEAD only, no CBC (LUCKY13 and its kin). The PSPs' TLS 1.2 clients use the
 #: ECDHE-RSA-AES-GCM ones. TLS 1.3 suites are all AEAD and are left at OpenSSL's defaults.
-TLS12_CIPHERS = ":".join((
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-))
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
 MAX_CHAIN_DEPTH = 8
 
 
@@ -62,12 +67,15 @@ def create_ssl_context(
     try:
         read_certificates(listener.cert)
     except (ValueError, OSError) as exc:
-        raise ConfigError(config_file, f"{key}.cert", f"{listener.cert}: not a PEM certificate chain ({exc})") from None
+        raise ConfigError(
+            config_file, f"{key}.cert", f"{listener.cert}: not a PEM certificate chain ({exc})"
+        ) from None
     try:
         ctx.load_cert_chain(listener.cert, listener.key, password=listener.key_password)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(config_file, f"{key}.key",
-                          f"cannot load {listener.key} as the key of {listener.cert}: {exc}") from None
+        raise ConfigError(
+            config_file, f"{key}.key", f"cannot load {listener.key} as the key of {listener.cert}: {exc}"
+        ) from None
     ctx.verify_mode = _VERIFY_MODES[listener.client_certs]
     if listener.client_ca is not None and listener.client_certs != "none":
         try:
@@ -138,11 +146,16 @@ class ClientTrust:
         for _ in range(MAX_CHAIN_DEPTH):
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 return False
-            issuer = next((ca for ca in self._anchors if ca.subject == cert.issuer and _signed_by(cert, ca)), None)
+            issuer = next(
+                (ca for ca in self._anchors if ca.subject == cert.issuer and _signed_by(cert, ca)), None
+            )
             if issuer is None:
                 return False
             if issuer.subject == issuer.issuer:
-                return _signed_by(issuer, issuer) and issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc
+                return (
+                    _signed_by(issuer, issuer)
+                    and issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc
+                )
             cert = issuer
         return False
 

@@ -43,21 +43,43 @@ import aiohttp
 
 from .admission import ConnectionTable
 from .config import Config, HealthConfig
-from .lifecycle import (SHUTDOWN_GRACE, SUPERVISOR, WORKER, Receiver, bind_errors, match_sockets,
-                        serve_until_stopped)
+from .lifecycle import (
+    SHUTDOWN_GRACE,
+    SUPERVISOR,
+    WORKER,
+    Receiver,
+    bind_errors,
+    match_sockets,
+    serve_until_stopped,
+)
 from .listener import bind
 from .metrics import SampleKey, counted
 from .systemd import Notifier, listen_sockets
 
-__all__ = ["WORKER_ENV", "Heartbeats", "WorkerPool", "WorkerSpec", "listening_sockets", "serve_worker",
-           "supervise", "worker_spec"]
+__all__ = [
+    "WORKER_ENV",
+    "Heartbeats",
+    "WorkerPool",
+    "WorkerSpec",
+    "listening_sockets",
+    "serve_worker",
+    "supervise",
+    "worker_spec",
+]
 
 log = logging.getLogger("mtls_receiver")
 
 WORKER_ENV = "MTLS_RECEIVER_WORKER"
 RESTART_DELAY = 1.0  # seconds before a worker that died is replaced (no busy loop if it keeps dying)
 START_TIMEOUT = 60.0
-_NOT_FOR_WORKERS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+_NOT_FOR_WORKERS = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+)
 
 
 STALE_AFTER = 3  # heartbeat intervals: a worker whose last "ready" is older is not counted as ready
@@ -114,8 +136,10 @@ class Heartbeats:
         if now - max(self.unready_since, store_ok_since) < health.unready_after:
             return None
         lasting = now - self.unready_since
-        return (f"could not commit to the inbox for {lasting:.1f}s while the supervisor could"
-                f" (health.unready_after = {health.unready_after:g})")
+        return (
+            f"could not commit to the inbox for {lasting:.1f}s while the supervisor could"
+            f" (health.unready_after = {health.unready_after:g})"
+        )
 
 
 @dataclass(frozen=True)
@@ -145,7 +169,9 @@ def worker_spec(environ: dict[str, str] | None = None) -> WorkerSpec | None:
     return WorkerSpec(**json.loads(text)) if text else None
 
 
-def listening_sockets(config: Config, count: int, inherited: dict[str, socket.socket]) -> dict[str, list[socket.socket]]:
+def listening_sockets(
+    config: Config, count: int, inherited: dict[str, socket.socket]
+) -> dict[str, list[socket.socket]]:
     """``count`` sockets per listener on one port; a socket systemd passed is shared by all workers."""
     matched = match_sockets(config, inherited)
     sockets: dict[str, list[socket.socket]] = {}
@@ -156,15 +182,23 @@ def listening_sockets(config: Config, count: int, inherited: dict[str, socket.so
         with bind_errors(config, f"{config.listener_key(listener.name)}.address", listener.address):
             first = bind(listener, reuse_port=True)
             port = int(first.getsockname()[1])  # the config may say port 0
-            sockets[listener.name] = [first, *(bind(listener, port, reuse_port=True) for _ in range(count - 1))]
+            sockets[listener.name] = [
+                first,
+                *(bind(listener, port, reuse_port=True) for _ in range(count - 1)),
+            ]
     return sockets
 
 
 class WorkerPool:
     """The supervisor's view of its workers: start them, replace one that dies, signal, stop."""
 
-    def __init__(self, config: Config, sockets: dict[str, list[socket.socket]], command: list[str],
-                 can_commit: Callable[[], Awaitable[bool]] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sockets: dict[str, list[socket.socket]],
+        command: list[str],
+        can_commit: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self.config, self.sockets, self.command = config, sockets, command
         self.count = config.workers
         self.stopping = False
@@ -187,7 +221,9 @@ class WorkerPool:
         self._session = aiohttp.ClientSession()
         loop = asyncio.get_running_loop()
         started = [loop.create_future() for _ in range(self.count)]
-        self._keepers = [asyncio.create_task(self._keep(index, started[index])) for index in range(self.count)]
+        self._keepers = [
+            asyncio.create_task(self._keep(index, started[index])) for index in range(self.count)
+        ]
         await asyncio.gather(*started)
 
     async def _keep(self, index: int, started: asyncio.Future[None]) -> None:
@@ -213,7 +249,9 @@ class WorkerPool:
             self._texts[index] = None
             if self.stopping:
                 return
-            log.error("worker %d (pid %d) exited with %s; starting another", index, process.pid, _exit_status(code))
+            log.error(
+                "worker %d (pid %d) exited with %s; starting another", index, process.pid, _exit_status(code)
+            )
             await asyncio.sleep(RESTART_DELAY)
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
@@ -222,14 +260,22 @@ class WorkerPool:
         config_end, config = os.pipe()
         fds = {name: sockets[index].fileno() for name, sockets in self.sockets.items()}
         assert self.connections.fd is not None
-        spec = WorkerSpec(index=index, lifeline=self._lifeline, ready=ready_end, config=config_end,
-                          connections=self.connections.fd, sockets=fds)
+        spec = WorkerSpec(
+            index=index,
+            lifeline=self._lifeline,
+            ready=ready_end,
+            config=config_end,
+            connections=self.connections.fd,
+            sockets=fds,
+        )
         env = {key: value for key, value in os.environ.items() if key not in _NOT_FOR_WORKERS}
         env[WORKER_ENV] = spec.to_env()
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.command, env=env,
-                pass_fds=(self._lifeline, ready_end, config_end, self.connections.fd, *fds.values()))
+                *self.command,
+                env=env,
+                pass_fds=(self._lifeline, ready_end, config_end, self.connections.fd, *fds.values()),
+            )
         finally:
             os.close(ready_end)
             os.close(config_end)
@@ -241,7 +287,9 @@ class WorkerPool:
             process.kill()
             raise WorkerFailed(f"worker {index} did not start within {START_TIMEOUT:g}s") from None
         if not line.strip().isdigit():
-            raise WorkerFailed(f"worker {index} exited during start with {_exit_status(await process.wait())}")
+            raise WorkerFailed(
+                f"worker {index} exited during start with {_exit_status(await process.wait())}"
+            )
         self._admin_ports[index] = int(line)
         return process
 
@@ -250,7 +298,8 @@ class WorkerPool:
         """Every worker runs and answered its recent heartbeats "ready" (it can commit to the inbox)."""
         now = time.monotonic()
         return all(process is not None and process.returncode is None for process in self._procs) and all(
-            beats is not None and beats.serving(now, self.config.health) for beats in self._heartbeats)
+            beats is not None and beats.serving(now, self.config.health) for beats in self._heartbeats
+        )
 
     async def _heartbeat(self, index: int, process: asyncio.subprocess.Process) -> None:
         """Ask the worker every interval whether it is ready; kill it once it is hung or stays unready
@@ -277,8 +326,9 @@ class WorkerPool:
         """One heartbeat: the worker's /readyz, answered from its event loop; None if no answer in time."""
         assert self._session is not None
         try:
-            async with self._session.get(f"http://127.0.0.1:{port}/readyz",
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            async with self._session.get(
+                f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return None
@@ -294,8 +344,11 @@ class WorkerPool:
         reason = beats.unready(now, health, store_ok_since)
         if store_ok_since is None and now - beats.unready_since >= health.unready_after and not beats.excused:
             beats.excused = True
-            log.warning("worker %d cannot commit to the inbox, nor can the supervisor: the store itself is"
-                        " failing; the worker is kept (it answers 503 until the store is back)", index)
+            log.warning(
+                "worker %d cannot commit to the inbox, nor can the supervisor: the store itself is"
+                " failing; the worker is kept (it answers 503 until the store is back)",
+                index,
+            )
         return reason
 
     async def _store_ok_since(self, health: HealthConfig) -> float | None:
@@ -310,8 +363,11 @@ class WorkerPool:
             self._store_probed_at = now = time.monotonic()
             if not ok:
                 self._store_ok = None
-            elif (self._store_ok is None or previous is None
-                  or now - previous > STALE_AFTER * health.heartbeat_interval):
+            elif (
+                self._store_ok is None
+                or previous is None
+                or now - previous > STALE_AFTER * health.heartbeat_interval
+            ):
                 self._store_ok = now
             return self._store_ok
 
@@ -360,8 +416,9 @@ class WorkerPool:
             if port is None:
                 continue
             try:
-                async with self._session.get(f"http://127.0.0.1:{port}/metrics",
-                                             timeout=aiohttp.ClientTimeout(total=2)) as response:
+                async with self._session.get(
+                    f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=2)
+                ) as response:
                     self._texts[index] = await response.text()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("metrics of worker %d not read (its last reading is used): %s", index, exc)
@@ -414,8 +471,12 @@ def _exit_status(code: int) -> str:
 async def supervise(config: Config, command: list[str]) -> None:
     """The supervisor: sockets, store, forwarder and admin port here; requests in ``config.workers`` workers."""
     receiver = Receiver(config, role=SUPERVISOR)
-    pool = WorkerPool(config, listening_sockets(config, config.workers, listen_sockets()), command,
-                      can_commit=receiver.can_commit)
+    pool = WorkerPool(
+        config,
+        listening_sockets(config, config.workers, listen_sockets()),
+        command,
+        can_commit=receiver.can_commit,
+    )
     receiver.workers = pool
 
     async def start() -> None:
@@ -433,7 +494,9 @@ async def supervise(config: Config, command: list[str]) -> None:
         await pool.stop()
         await receiver.stop()
 
-    await serve_until_stopped(receiver, start, stop, Notifier(), on_reload=lambda: pool.reloaded(receiver.config))
+    await serve_until_stopped(
+        receiver, start, stop, Notifier(), on_reload=lambda: pool.reloaded(receiver.config)
+    )
 
 
 async def serve_worker(config: Config, spec: WorkerSpec) -> None:

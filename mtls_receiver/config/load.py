@@ -72,9 +72,16 @@ def parse_config(raw: Table, source: Path) -> Config:
     _unique(reader, [f"{r.listener} {r.path}" for r in routes], "routes", "path (per listener)")
     store = _store(reader, reader.table(raw, "store"))
     forward = _forward(reader, reader.table(raw, "forward"), routes)
-    return Config(source=source, listeners=listeners, routes=routes, store=store, forward=forward,
-                  admin=_admin(reader, reader.table(raw, "admin")),
-                  health=_health(reader, reader.table(raw, "health")), workers=workers)
+    return Config(
+        source=source,
+        listeners=listeners,
+        routes=routes,
+        store=store,
+        forward=forward,
+        admin=_admin(reader, reader.table(raw, "admin")),
+        health=_health(reader, reader.table(raw, "health")),
+        workers=workers,
+    )
 
 
 def _store(reader: Reader, raw: Table) -> StoreConfig:
@@ -82,11 +89,15 @@ def _store(reader: Reader, raw: Table) -> StoreConfig:
     delay = reader.number(raw, "store", "commit_delay", default=StoreConfig.commit_delay, minimum=0)
     if delay > 0.1:
         reader.fail("store.commit_delay", f"must be at most 0.1 (seconds), got {delay!r}")
-    retention = reader.integer(raw, "store", "audit_retention_days",
-                               default=StoreConfig.audit_retention_days, minimum=1)
+    retention = reader.integer(
+        raw, "store", "audit_retention_days", default=StoreConfig.audit_retention_days, minimum=1
+    )
     if "url" not in raw:
-        return StoreConfig(path=reader.path(raw, "store", "path", default="inbox.db"), commit_delay=delay,
-                           audit_retention_days=retention)
+        return StoreConfig(
+            path=reader.path(raw, "store", "path", default="inbox.db"),
+            commit_delay=delay,
+            audit_retention_days=retention,
+        )
     if "path" in raw:
         reader.fail("store.url", "give either path (SQLite) or url (PostgreSQL), not both")
     written = reader.string(raw, "store", "url")
@@ -112,23 +123,41 @@ def _admin(reader: Reader, raw: Table) -> AdminConfig:
 def _health(reader: Reader, raw: Table) -> HealthConfig:
     defaults = HealthConfig()
     reader.only_keys(raw, "health", set(vars(defaults)))
-    interval = reader.number(raw, "health", "heartbeat_interval", default=defaults.heartbeat_interval,
-                             minimum=0.05)
+    interval = reader.number(
+        raw, "health", "heartbeat_interval", default=defaults.heartbeat_interval, minimum=0.05
+    )
     hung_after = reader.number(raw, "health", "hung_after", default=defaults.hung_after, minimum=0.1)
-    unready_after = reader.number(raw, "health", "unready_after", default=defaults.unready_after,
-                                  minimum=0.1)
+    unready_after = reader.number(raw, "health", "unready_after", default=defaults.unready_after, minimum=0.1)
     if hung_after < 3 * interval:
-        reader.fail("health.hung_after", f"must be at least 3 heartbeat intervals ({3 * interval:g} s),"
-                    f" so that a late answer or two does not get a busy worker killed; got {hung_after:g}")
+        reader.fail(
+            "health.hung_after",
+            f"must be at least 3 heartbeat intervals ({3 * interval:g} s),"
+            f" so that a late answer or two does not get a busy worker killed; got {hung_after:g}",
+        )
     if unready_after < interval:
-        reader.fail("health.unready_after", f"must be at least one heartbeat interval ({interval:g} s),"
-                    f" got {unready_after:g}")
+        reader.fail(
+            "health.unready_after",
+            f"must be at least one heartbeat interval ({interval:g} s), got {unready_after:g}",
+        )
     return HealthConfig(heartbeat_interval=interval, hung_after=hung_after, unready_after=unready_after)
 
 
 def _forward(reader: Reader, raw: Table, routes: tuple[RouteConfig, ...]) -> ForwardConfig:
-    reader.only_keys(raw, "forward", {"url", "handler", "secrets", "concurrency", "timeout", "max_attempts",
-                                      "max_age", "backoff_base", "backoff_max"})
+    reader.only_keys(
+        raw,
+        "forward",
+        {
+            "url",
+            "handler",
+            "secrets",
+            "concurrency",
+            "timeout",
+            "max_attempts",
+            "max_age",
+            "backoff_base",
+            "backoff_max",
+        },
+    )
     secrets = reader.secret_list(raw, "forward", "secrets", check=_whsec_problem)
     default = _destination(reader, raw, "forward", "url", "handler")
     uses_url = (default and default.url) or any(r.forward and r.forward.url for r in routes)
@@ -142,8 +171,9 @@ def _forward(reader: Reader, raw: Table, routes: tuple[RouteConfig, ...]) -> For
         timeout=reader.number(raw, "forward", "timeout", default=defaults.timeout, minimum=0.1),
         max_attempts=reader.integer(raw, "forward", "max_attempts", default=defaults.max_attempts, minimum=1),
         max_age=reader.number(raw, "forward", "max_age", default=defaults.max_age, minimum=1),
-        backoff_base=reader.number(raw, "forward", "backoff_base", default=defaults.backoff_base,
-                                   minimum=0.01),
+        backoff_base=reader.number(
+            raw, "forward", "backoff_base", default=defaults.backoff_base, minimum=0.01
+        ),
         backoff_max=reader.number(raw, "forward", "backoff_max", default=defaults.backoff_max, minimum=0.01),
     )
 
@@ -172,9 +202,23 @@ def _destination(reader: Reader, raw: Table, key: str, url_key: str, handler_key
 
 def _listener(reader: Reader, raw: Table, key: str) -> ListenerConfig:
     reader.only_keys(
-        raw, key,
-        {"name", "address", "cert", "key", "key_password", "client_certs", "client_ca", "min_tls",
-         "trusted_proxies", "client_address_header", "proxy_hops", "proxy_protocol", "limits"},
+        raw,
+        key,
+        {
+            "name",
+            "address",
+            "cert",
+            "key",
+            "key_password",
+            "client_certs",
+            "client_ca",
+            "min_tls",
+            "trusted_proxies",
+            "client_address_header",
+            "proxy_hops",
+            "proxy_protocol",
+            "limits",
+        },
     )
     host, port = _address(reader, raw, key)
     policy = reader.choice(raw, key, "client_certs", CLIENT_CERT_POLICIES, default="required")
@@ -184,8 +228,10 @@ def _listener(reader: Reader, raw: Table, key: str) -> ListenerConfig:
     trusted_proxies = reader.networks(raw, key, "trusted_proxies", default=())
     proxy_protocol = reader.boolean(raw, key, "proxy_protocol", default=False)
     if proxy_protocol and not trusted_proxies:
-        reader.fail(f"{key}.proxy_protocol",
-                    "needs trusted_proxies: the addresses of the load balancers allowed to send it")
+        reader.fail(
+            f"{key}.proxy_protocol",
+            "needs trusted_proxies: the addresses of the load balancers allowed to send it",
+        )
     header, hops = _client_address_header(reader, raw, key, trusted_proxies, proxy_protocol)
     return ListenerConfig(
         name=reader.string(raw, key, "name", default="default"),
@@ -222,22 +268,27 @@ def _client_address_header(
     if named is not None and header is None:
         reader.fail(f"{key}.client_address_header", f"must be one of {choices}, got {named!r}")
     if header is not None and not trusted_proxies:
-        reader.fail(f"{key}.client_address_header",
-                    "needs trusted_proxies: the addresses of the proxies that write it")
+        reader.fail(
+            f"{key}.client_address_header",
+            "needs trusted_proxies: the addresses of the proxies that write it",
+        )
     if hops is not None and header is None:
         reader.fail(f"{key}.proxy_hops", "needs client_address_header: the header whose addresses it counts")
     if hops is not None and hops > 1 and header == "X-Real-IP":
         reader.fail(f"{key}.proxy_hops", "X-Real-IP holds one address: proxy_hops can only be 1")
     if trusted_proxies and header is None and not proxy_protocol:
-        reader.fail(f"{key}.trusted_proxies",
-                    f"needs client_address_header: the one header your proxy writes ({choices}), "
-                    "or proxy_protocol = true")
+        reader.fail(
+            f"{key}.trusted_proxies",
+            f"needs client_address_header: the one header your proxy writes ({choices}), "
+            "or proxy_protocol = true",
+        )
     return header, hops
 
 
 def _limits(reader: Reader, listener: Table, key: str) -> Limits:
-    raw = reader.as_table(listener.get("limits", {}), key,
-                          "must be a table, e.g. limits = { max_body = 1048576 }")
+    raw = reader.as_table(
+        listener.get("limits", {}), key, "must be a table, e.g. limits = { max_body = 1048576 }"
+    )
     defaults = Limits()
     reader.only_keys(raw, key, set(vars(defaults)))
 
@@ -278,9 +329,14 @@ def _route(reader: Reader, raw: Table, key: str, listeners: Mapping[str, Listene
     context = RouteContext(key=key, mode=mode, tolerance=tolerance, listener=listeners[listener])
     options = sender.parse_options(reader, raw, context)
     return RouteConfig(
-        path=path.rstrip("/") or "/", listener=listener, provider=sender.name, mode=mode,
+        path=path.rstrip("/") or "/",
+        listener=listener,
+        provider=sender.name,
+        mode=mode,
         allow_ips=reader.networks(raw, key, "allow_ips", default=options.sender_ips(mode)),
-        tolerance=tolerance, options=options, forward=forward,
+        tolerance=tolerance,
+        options=options,
+        forward=forward,
     )
 
 
@@ -298,8 +354,9 @@ def _address(reader: Reader, raw: Table, key: str) -> tuple[str, int]:
         host = host[1:-1]
     numeric = port_text.isascii() and port_text.isdigit()
     if not sep or not host or not numeric or not 0 <= int(port_text) < 65536:
-        reader.fail(f"{key}.address",
-                    f"expected 'host:port' (e.g. '0.0.0.0:443' or '[::]:443'), got {text!r}")
+        reader.fail(
+            f"{key}.address", f"expected 'host:port' (e.g. '0.0.0.0:443' or '[::]:443'), got {text!r}"
+        )
     return host, int(port_text)
 
 

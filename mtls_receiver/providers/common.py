@@ -47,8 +47,9 @@ def signing_secrets(reader: Reader, raw: Table, key: str, encoding: str = "utf-8
 
     secrets = reader.secret_list(raw, key, "secrets", check=problem)
     if not secrets:
-        reader.fail(f"{key}.secrets",
-                    'at least one signing secret is needed, e.g. [{ env = "WEBHOOK_SECRET" }]')
+        reader.fail(
+            f"{key}.secrets", 'at least one signing secret is needed, e.g. [{ env = "WEBHOOK_SECRET" }]'
+        )
     return secrets
 
 
@@ -87,8 +88,13 @@ def content_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def verified_json(route: RouteConfig, request: IncomingRequest, sender: str, scheme: SignatureScheme,
-                  secrets: tuple[str, ...]) -> dict[str, Any]:
+def verified_json(
+    route: RouteConfig,
+    request: IncomingRequest,
+    sender: str,
+    scheme: SignatureScheme,
+    secrets: tuple[str, ...],
+) -> dict[str, Any]:
     """What every HMAC-signed sender's request goes through: method, allowlist, signature, JSON body.
 
     The route's ``tolerance``, when it gives one, replaces the scheme's."""

@@ -30,7 +30,11 @@ SCHEME = SignatureScheme(
 
 #: event name prefix -> family (FireBanking's webhook URL kinds)
 FAMILIES = {
-    "pix": "pix", "bankslip": "bankslip", "card": "card", "kyc": "onboarding", "account": "onboarding",
+    "pix": "pix",
+    "bankslip": "bankslip",
+    "card": "card",
+    "kyc": "onboarding",
+    "account": "onboarding",
 }
 ROUTE_FAMILIES = ("pix", "bankslip", "card", "onboarding")  # what a route's ``families`` may list
 
@@ -45,8 +49,9 @@ def parse_options(reader: Reader, raw: Table, route: RouteContext) -> FireBankin
     families = reader.string_list(raw, route.key, "families")
     for family in families:
         if family not in ROUTE_FAMILIES:
-            reader.fail(f"{route.key}.families",
-                        f"unknown family {family!r} (have: {', '.join(ROUTE_FAMILIES)})")
+            reader.fail(
+                f"{route.key}.families", f"unknown family {family!r} (have: {', '.join(ROUTE_FAMILIES)})"
+            )
     return FireBankingOptions(secrets=signing_secrets(reader, raw, route.key), families=families)
 
 
@@ -69,5 +74,10 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     return Verdict(kind=event, events=(NewEvent(event, dedup, body, order_key=str(data["id"])),), body=b"")
 
 
-PROVIDER = Provider(name="firebanking", modes=("hmac",), keys=frozenset({"secrets", "families"}),
-                    parse_options=parse_options, verify=verify)
+PROVIDER = Provider(
+    name="firebanking",
+    modes=("hmac",),
+    keys=frozenset({"secrets", "families"}),
+    parse_options=parse_options,
+    verify=verify,
+)

@@ -16,7 +16,13 @@ from .common import content_digest, options_of, signing_secrets, verified_json
 __all__ = ["PROVIDER", "HmacOptions", "resolve_field", "verify"]
 
 _SIGNATURE_KEYS = {
-    "header", "prefix", "encoding", "secret_encoding", "signed", "separator", "timestamp_header",
+    "header",
+    "prefix",
+    "encoding",
+    "secret_encoding",
+    "signed",
+    "separator",
+    "timestamp_header",
     "timestamp_required",
 }
 
@@ -36,16 +42,25 @@ def parse_options(reader: Reader, raw: Table, route: RouteContext) -> HmacOption
     event = reader.optional_string(raw, key, "event")
     for i, field_ref in enumerate((*dedup, *([event] if event else []))):
         if not field_ref.startswith(("/", "header:")):
-            reader.fail(f"{key}.{'dedup' if i < len(dedup) else 'event'}",
-                        f"{field_ref!r}: use a JSON pointer like '/data/id' or 'header:X-Event-Id'")
-    return HmacOptions(signature=scheme, secrets=signing_secrets(reader, raw, key, scheme.secret_encoding),
-                       dedup=dedup, event=event)
+            reader.fail(
+                f"{key}.{'dedup' if i < len(dedup) else 'event'}",
+                f"{field_ref!r}: use a JSON pointer like '/data/id' or 'header:X-Event-Id'",
+            )
+    return HmacOptions(
+        signature=scheme,
+        secrets=signing_secrets(reader, raw, key, scheme.secret_encoding),
+        dedup=dedup,
+        event=event,
+    )
 
 
 def _scheme(reader: Reader, raw: Table, route: RouteContext) -> SignatureScheme:
     where = f"{route.key}.signature"
-    table = reader.as_table(raw.get("signature"), where,
-                            "a [routes.signature] table is needed (header, prefix, encoding, signed, ...)")
+    table = reader.as_table(
+        raw.get("signature"),
+        where,
+        "a [routes.signature] table is needed (header, prefix, encoding, signed, ...)",
+    )
     reader.only_keys(table, where, _SIGNATURE_KEYS)
     signed = reader.string_list(table, where, "signed") or ("body",)
     for part in signed:
@@ -62,8 +77,9 @@ def _scheme(reader: Reader, raw: Table, route: RouteContext) -> SignatureScheme:
         signed=signed,
         separator=reader.string(table, where, "separator", default=""),
         timestamp_header=timestamp_header,
-        timestamp_required=reader.boolean(table, where, "timestamp_required",
-                                          default=timestamp_header is not None),
+        timestamp_required=reader.boolean(
+            table, where, "timestamp_required", default=timestamp_header is not None
+        ),
         tolerance=route.tolerance or 300,
     )
 
@@ -82,7 +98,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
 def resolve_field(ref: str, body: dict[str, Any], request: IncomingRequest) -> Any:
     """``header:Name`` or an RFC 6901 JSON pointer into the body; Refusal(400) when absent."""
     if ref.startswith("header:"):
-        value = request.header(ref[len("header:"):])
+        value = request.header(ref[len("header:") :])
     else:
         value = _pointer(body, ref)
     if value is None or isinstance(value, (dict, list)):
@@ -102,5 +118,10 @@ def _pointer(document: Any, pointer: str) -> Any:
     return document
 
 
-PROVIDER = Provider(name="hmac", modes=("hmac",), keys=frozenset({"secrets", "signature", "dedup", "event"}),
-                    parse_options=parse_options, verify=verify)
+PROVIDER = Provider(
+    name="hmac",
+    modes=("hmac",),
+    keys=frozenset({"secrets", "signature", "dedup", "event"}),
+    parse_options=parse_options,
+    verify=verify,
+)

@@ -52,5 +52,6 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     return Verdict(kind=kind, events=(NewEvent(kind, dedup, body, order_key=order),), body=b"")
 
 
-PROVIDER = Provider(name="infi", modes=("hmac",), keys=frozenset({"secrets"}), parse_options=parse_options,
-                    verify=verify)
+PROVIDER = Provider(
+    name="infi", modes=("hmac",), keys=frozenset({"secrets"}), parse_options=parse_options, verify=verify
+)

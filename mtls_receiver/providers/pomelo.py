@@ -21,8 +21,15 @@ from ..signatures import check_timestamp, decode_secret, hmac_sha256, matches_an
 from .base import Provider, RouteContext
 from .common import check_allowlist, content_digest, json_object, options_of, require_json, require_post
 
-__all__ = ["AUTHORIZATION_TOLERANCE", "NOTIFICATION_TOLERANCE", "PROVIDER", "PomeloOptions", "sign",
-           "signature_headers", "verify"]
+__all__ = [
+    "AUTHORIZATION_TOLERANCE",
+    "NOTIFICATION_TOLERANCE",
+    "PROVIDER",
+    "PomeloOptions",
+    "sign",
+    "signature_headers",
+    "verify",
+]
 
 PREFIX = "hmac-sha256 "
 AUTHORIZATION_TOLERANCE = 60
@@ -60,8 +67,9 @@ def parse_options(reader: Reader, raw: Table, route: RouteContext) -> PomeloOpti
         secret = reader.secret(item, where, "secret", check=_base64_problem)
         pairs.append((api_key, secret or ""))
     if not pairs:
-        reader.fail(f"{key}.api_keys",
-                    'at least one pair is needed: [{ key = "...", secret = { env = "..." } }]')
+        reader.fail(
+            f"{key}.api_keys", 'at least one pair is needed: [{ key = "...", secret = { env = "..." } }]'
+        )
     application = _application(reader, raw, route)
     return PomeloOptions(api_keys=tuple(pairs), environment=environment, application=application)
 
@@ -127,6 +135,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
         require_json(request)
     idempotency_key = request.header("x-idempotency-key") or f"sha256:{content_digest(request.body)}"
     if authorizing:
+
         def sign_answer(body: bytes, now: float) -> dict[str, str]:
             return signature_headers(api_key, key, endpoint, body, now)
 
@@ -151,7 +160,7 @@ def _presented(value: str | None) -> bytes:
     if not value.startswith(PREFIX):
         raise Refusal(401, f"signature: x-signature must start with {PREFIX!r}")
     try:
-        return base64.b64decode(value[len(PREFIX):].strip(), validate=True)
+        return base64.b64decode(value[len(PREFIX) :].strip(), validate=True)
     except (ValueError, binascii.Error):
         raise Refusal(401, "signature: x-signature is not base64") from None
 

@@ -19,7 +19,9 @@ def open_store(config: StoreConfig, access: Access = Access.SERVE) -> Store:
         try:
             from .postgres import PostgresStore
         except ImportError:  # asyncpg is the "postgres" extra
-            raise ConfigError("[store]", "url", "PostgreSQL needs asyncpg: pip install 'mtls-receiver[postgres]'") from None
+            raise ConfigError(
+                "[store]", "url", "PostgreSQL needs asyncpg: pip install 'mtls-receiver[postgres]'"
+            ) from None
         return PostgresStore(config.url, commit_delay=config.commit_delay, access=access)
     from .sqlite import SQLiteStore
 

@@ -26,8 +26,16 @@ from ..events import AuditRecord
 from .base import AuditRepeats, Store
 from .rows import purge_cutoff
 
-__all__ = ["FLUSH_EVERY", "MAX_KEYS", "PURGE_BATCH", "PURGE_EVERY", "WINDOW", "AuditRetention", "RefusalCoalescer",
-           "refusal_key"]
+__all__ = [
+    "FLUSH_EVERY",
+    "MAX_KEYS",
+    "PURGE_BATCH",
+    "PURGE_EVERY",
+    "WINDOW",
+    "AuditRetention",
+    "RefusalCoalescer",
+    "refusal_key",
+]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -65,8 +73,9 @@ class _Entry:
 class RefusalCoalescer:
     """In front of the group commit: ``repeat`` says whether a refusal only needs counting."""
 
-    def __init__(self, store: Store, window: float = WINDOW, every: float = FLUSH_EVERY,
-                 max_keys: int = MAX_KEYS) -> None:
+    def __init__(
+        self, store: Store, window: float = WINDOW, every: float = FLUSH_EVERY, max_keys: int = MAX_KEYS
+    ) -> None:
         self.store, self.window, self.every, self.max_keys = store, window, every, max_keys
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._retired: list[_Entry] = []  # left the table with repeats still to write
@@ -127,7 +136,9 @@ class RefusalCoalescer:
             return
         sent = [(entry, entry.count) for entry in pending]
         try:
-            seqs = await self.store.record_repeats([AuditRepeats(_repeats(entry), entry.seq) for entry in pending])
+            seqs = await self.store.record_repeats(
+                [AuditRepeats(_repeats(entry), entry.seq) for entry in pending]
+            )
         except BaseException:
             self._retired = retired + self._retired  # to be written by the next flush
             raise

@@ -109,7 +109,9 @@ class Store(Protocol):
         """
         ...
 
-    async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
+    async def replay(
+        self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False
+    ) -> int:
         """Queue events for delivery again; returns how many were queued.
 
         A lease in force is kept (no second delivery at once) but its attempt is fenced off:
@@ -117,7 +119,9 @@ class Store(Protocol):
         """
         ...
 
-    async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]: ...
+    async def list_events(
+        self, limit: int = 50, status: str | None = None, route: str | None = None
+    ) -> list[StoredEvent]: ...
 
     async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None: ...
 

@@ -44,9 +44,15 @@ class GroupCommit:
     something to do (SQLite: give the WAL's disk space back).
     """
 
-    def __init__(self, commit: Commit, commit_delay: float = 0.0, *, repair: Repair | None = None,
-                 tidy: Callable[[], Awaitable[None]] | None = None,
-                 tidy_due: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        commit: Commit,
+        commit_delay: float = 0.0,
+        *,
+        repair: Repair | None = None,
+        tidy: Callable[[], Awaitable[None]] | None = None,
+        tidy_due: Callable[[], bool] | None = None,
+    ) -> None:
         self._commit, self._repair, self._tidy, self._tidy_due = commit, repair, tidy, tidy_due
         self._queue: list[Write] = []
         self._wake = asyncio.Event()  # something is queued
@@ -73,8 +79,15 @@ class GroupCommit:
     def alive(self) -> bool:
         return self._writer is not None and not self._writer.done()
 
-    def enqueue(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord | None,
-                verified_by: str, queue: bool) -> asyncio.Future[Receipt]:
+    def enqueue(
+        self,
+        provider: str,
+        route: str,
+        events: Sequence[NewEvent],
+        audit: AuditRecord | None,
+        verified_by: str,
+        queue: bool,
+    ) -> asyncio.Future[Receipt]:
         """Queue one request's rows; the future is answered once they are committed (or failed)."""
         if not self.alive:
             raise StoreUnavailable("store is not open")
@@ -113,8 +126,12 @@ class GroupCommit:
                 self.failed_commits += 1
                 _fail(batch, StoreUnavailable(f"commit failed: {_describe(exc)}"))
                 if not isinstance(exc, (StoreUnavailable, OSError)):
-                    log.error("group commit: unexpected %s; %d request(s) answered 503", _describe(exc),
-                              len(batch), exc_info=exc)
+                    log.error(
+                        "group commit: unexpected %s; %d request(s) answered 503",
+                        _describe(exc),
+                        len(batch),
+                        exc_info=exc,
+                    )
                 if self._repair is not None:
                     await _guarded("repair", self._repair(exc))
                 continue

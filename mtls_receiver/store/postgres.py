@@ -27,12 +27,43 @@ from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from .base import Access, AuditRepeats, Receipt, Write
 from .group_commit import GroupCommit
-from .rows import (ADD_REPEATS, ANSWER_OF, ANSWER_RETENTION, ATTEMPTS_OF, DEAD_SINCE, EVENT_ARITY,
-                   EVENT_BY_ID, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENT_TO_REPLAY, EVENTS_FROM,
-                   FINISH_ATTEMPT, FINISH_REQUEST, FORGET_ANSWERS, INSERT_ATTEMPT, INSERT_AUDIT,
-                   INSERT_REPEATS, LIST_AUDIT, PURGE_AUDIT, QUEUE_EVENT, REPLAY, STATS, answer_row,
-                   attempt_row, audit_from_row, audit_row, event_from_row, event_row, new_event_id, numbered,
-                   order_key, outcome_row, repeats_row, replay_row, values)
+from .rows import (
+    ADD_REPEATS,
+    ANSWER_OF,
+    ANSWER_RETENTION,
+    ATTEMPTS_OF,
+    DEAD_SINCE,
+    EVENT_ARITY,
+    EVENT_BY_ID,
+    EVENT_COLUMNS,
+    EVENT_INSERT_COLUMNS,
+    EVENT_TO_REPLAY,
+    EVENTS_FROM,
+    FINISH_ATTEMPT,
+    FINISH_REQUEST,
+    FORGET_ANSWERS,
+    INSERT_ATTEMPT,
+    INSERT_AUDIT,
+    INSERT_REPEATS,
+    LIST_AUDIT,
+    PURGE_AUDIT,
+    QUEUE_EVENT,
+    REPLAY,
+    STATS,
+    answer_row,
+    attempt_row,
+    audit_from_row,
+    audit_row,
+    event_from_row,
+    event_row,
+    new_event_id,
+    numbered,
+    order_key,
+    outcome_row,
+    repeats_row,
+    replay_row,
+    values,
+)
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION", "SERVER_SETTINGS"]
 
@@ -132,8 +163,10 @@ SCHEMA_VERSION = max(MIGRATIONS)
 
 _UNAVAILABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 # the shared statements (rows.py) with PostgreSQL's placeholders
-_INSERT_EVENT = numbered(f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES ({values(EVENT_ARITY)})"
-                         " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq")
+_INSERT_EVENT = numbered(
+    f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES ({values(EVENT_ARITY)})"
+    " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING seq"
+)
 _QUEUE_EVENT, _INSERT_AUDIT = numbered(QUEUE_EVENT), numbered(INSERT_AUDIT)
 _FORGET_ANSWERS, _FINISH_REQUEST = numbered(FORGET_ANSWERS), numbered(FINISH_REQUEST)
 _LOCK_ANSWER = numbered(f"{ANSWER_OF} FOR UPDATE")
@@ -167,11 +200,15 @@ async def migrate(dsn: str) -> tuple[int, int]:
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations"
-                               " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
             before = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             if before > SCHEMA_VERSION:
-                raise StoreUnavailable(f"database schema version {before} is newer than this program ({SCHEMA_VERSION})")
+                raise StoreUnavailable(
+                    f"database schema version {before} is newer than this program ({SCHEMA_VERSION})"
+                )
             for version in range(before + 1, SCHEMA_VERSION + 1):
                 await conn.execute(MIGRATIONS[version])
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
@@ -181,8 +218,14 @@ async def migrate(dsn: str) -> tuple[int, int]:
 
 
 class PostgresStore:
-    def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0, commit_delay: float = 0.0,
-                 access: Access = Access.SERVE) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        pool_size: int = 10,
+        timeout: float = 5.0,
+        commit_delay: float = 0.0,
+        access: Access = Access.SERVE,
+    ) -> None:
         self.dsn, self.pool_size, self.timeout, self.access = dsn, pool_size, timeout, access
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()  # one new pool at a time after a failure dropped the old one
@@ -204,16 +247,27 @@ class PostgresStore:
     def _require_current_schema(self, version: int) -> None:
         """Looking and replaying never migrate (an instance of the previous version may still run)."""
         if version != SCHEMA_VERSION:
-            raise StoreUnavailable(f"{redact_dsn(self.dsn)}: schema version {version}, this program's is"
-                                   f" {SCHEMA_VERSION}: run `mtls-receiver db migrate` with the newer one")
+            raise StoreUnavailable(
+                f"{redact_dsn(self.dsn)}: schema version {version}, this program's is"
+                f" {SCHEMA_VERSION}: run `mtls-receiver db migrate` with the newer one"
+            )
 
     def _create_pool(self) -> asyncpg.Pool:
         """A pool whose every connection insists on ``synchronous_commit = on`` (awaited: connected);
         inspection's connections are read-only sessions besides."""
-        settings = {**SERVER_SETTINGS, "default_transaction_read_only": "on"} if self.access is Access.READ \
+        settings = (
+            {**SERVER_SETTINGS, "default_transaction_read_only": "on"}
+            if self.access is Access.READ
             else SERVER_SETTINGS
-        return asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size, timeout=self.timeout,
-                                   command_timeout=self.timeout, server_settings=settings)
+        )
+        return asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=self.timeout,
+            command_timeout=self.timeout,
+            server_settings=settings,
+        )
 
     async def _after_failure(self, exc: Exception) -> None:
         """A failure ``_transaction`` did not recognise may have left the pool itself broken: replace it."""
@@ -228,8 +282,11 @@ class PostgresStore:
             try:
                 self._pool = await self._create_pool()
             except _UNAVAILABLE as exc:
-                log.warning("%s: no new connection pool yet (%s); the next request tries again",
-                            redact_dsn(self.dsn), exc)
+                log.warning(
+                    "%s: no new connection pool yet (%s); the next request tries again",
+                    redact_dsn(self.dsn),
+                    exc,
+                )
 
     async def close(self) -> None:
         await self.group_commit.stop()
@@ -267,8 +324,15 @@ class PostgresStore:
 
     # --- receiving: group commit ---------------------------------------------------------------
 
-    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
-                     verified_by: str = "", queue: bool = False) -> Receipt:
+    async def record(
+        self,
+        provider: str,
+        route: str,
+        events: Sequence[NewEvent],
+        audit: AuditRecord,
+        verified_by: str = "",
+        queue: bool = False,
+    ) -> Receipt:
         return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
@@ -278,8 +342,14 @@ class PostgresStore:
     async def _insert_batch(self, conn: asyncpg.Connection, batch: list[Write]) -> list[Receipt]:
         """Insert in (provider, dedup_key) order: instances inserting the same keys concurrently then
         wait on each other in one order instead of deadlocking."""
-        pending = sorted(((write.provider, event.dedup_key, n, event) for n, write in enumerate(batch)
-                          for event in write.events), key=lambda item: (item[0], item[1]))
+        pending = sorted(
+            (
+                (write.provider, event.dedup_key, n, event)
+                for n, write in enumerate(batch)
+                for event in write.events
+            ),
+            key=lambda item: (item[0], item[1]),
+        )
         stored: list[list[str]] = [[] for _ in batch]
         for _provider, _key, n, event in pending:
             event_id = await self._insert_event(conn, batch[n], event)
@@ -290,7 +360,10 @@ class PostgresStore:
             await conn.executemany(_INSERT_AUDIT, audits)
         if len(audits) < len(batch):  # a readiness probe: last, after the rows other instances also lock
             await conn.execute("UPDATE health SET checked_at = extract(epoch FROM now()) WHERE id = 1")
-        return [Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids)) for ids, write in zip(stored, batch)]
+        return [
+            Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids))
+            for ids, write in zip(stored, batch)
+        ]
 
     @staticmethod
     async def _insert_event(conn: asyncpg.Connection, write: Write, event: NewEvent) -> str | None:
@@ -310,7 +383,11 @@ class PostgresStore:
             await conn.execute(_FORGET_ANSWERS, now - ANSWER_RETENTION)
             inserted = await conn.fetchval(
                 "INSERT INTO requests (route, key, state, started_at) VALUES ($1, $2, 'in_progress', $3)"
-                " ON CONFLICT (route, key) DO NOTHING RETURNING 1", route, key, now)
+                " ON CONFLICT (route, key) DO NOTHING RETURNING 1",
+                route,
+                key,
+                now,
+            )
             if inserted:
                 return Claim("new")
             row = await conn.fetchrow(_LOCK_ANSWER, route, key)
@@ -318,7 +395,9 @@ class PostgresStore:
                 return Claim("done", StoredAnswer(row["status"], row["content_type"], bytes(row["body"])))
             if row["started_at"] > now - stale_after:
                 return Claim("in_progress")
-            await conn.execute("UPDATE requests SET started_at = $3 WHERE route = $1 AND key = $2", route, key, now)
+            await conn.execute(
+                "UPDATE requests SET started_at = $3 WHERE route = $1 AND key = $2", route, key, now
+            )
             return Claim("new")
 
         return await self._transaction(claim)
@@ -342,18 +421,25 @@ class PostgresStore:
                 "  ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED)"
                 " UPDATE outbox SET lease_until = $3, lease_token = outbox.lease_token + 1"
                 " FROM due WHERE outbox.event_id = due.event_id"
-                " RETURNING outbox.event_id, outbox.lease_token", now, limit, now + lease)
+                " RETURNING outbox.event_id, outbox.lease_token",
+                now,
+                limit,
+                now + lease,
+            )
             if not ids:
                 return []
             tokens = {r["event_id"]: r["lease_token"] for r in ids}
-            rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ANY($1::text[])"
-                                    " ORDER BY e.seq", list(tokens))
+            rows = await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ANY($1::text[]) ORDER BY e.seq",
+                list(tokens),
+            )
             return [event_from_row(row, tokens[row[0]]) for row in rows]
 
         return await self._transaction(claim)
 
     async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[str]:
         """Record attempts whose lease is still their event's; returns the ids of the others."""
+
         async def finish(conn: asyncpg.Connection) -> list[str]:
             recorded: list[AttemptOutcome] = []
             superseded: list[AttemptOutcome] = []
@@ -367,7 +453,9 @@ class PostgresStore:
         superseded: list[str] = await self._transaction(finish)
         return superseded
 
-    async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
+    async def replay(
+        self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False
+    ) -> int:
         async def replay(conn: asyncpg.Connection) -> int:
             ids = list(event_ids)
             if all_dead:
@@ -385,12 +473,18 @@ class PostgresStore:
 
     # --- reading -------------------------------------------------------------------------------
 
-    async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]:
+    async def list_events(
+        self, limit: int = 50, status: str | None = None, route: str | None = None
+    ) -> list[StoredEvent]:
         async def select(conn: asyncpg.Connection) -> list[StoredEvent]:
             rows = await conn.fetch(
                 f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
                 " WHERE ($1::text IS NULL OR COALESCE(o.status, 'stored') = $1)"
-                " AND ($2::text IS NULL OR e.route = $2) ORDER BY e.seq DESC LIMIT $3", status, route, limit)
+                " AND ($2::text IS NULL OR e.route = $2) ORDER BY e.seq DESC LIMIT $3",
+                status,
+                route,
+                limit,
+            )
             return [event_from_row(row) for row in rows]
 
         return await self._transaction(select)

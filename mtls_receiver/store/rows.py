@@ -19,21 +19,59 @@ from ..events import AttemptOutcome, AuditRecord, ClientIdentity, NewEvent, Stor
 from .base import Write
 
 __all__ = [
-    "ADD_REPEATS", "ANSWER_OF", "ANSWER_RETENTION", "ATTEMPTS_OF", "AUDIT_ARITY", "AUDIT_COLUMNS",
-    "AUDIT_INSERT_COLUMNS", "DEAD_SINCE", "EVENT_ARITY", "EVENT_BY_ID", "EVENT_COLUMNS",
-    "EVENT_INSERT_COLUMNS", "EVENT_TO_REPLAY", "EVENTS_FROM", "FINISH_ATTEMPT", "FINISH_REQUEST",
-    "FORGET_ANSWERS", "INSERT_ATTEMPT", "INSERT_AUDIT", "INSERT_REPEATS", "LIST_AUDIT", "PURGE_AUDIT",
-    "QUEUE_EVENT", "REPLAY", "STATS", "answer_row", "attempt_row", "audit_from_row", "audit_row",
-    "event_from_row", "event_row", "identity_columns", "identity_from_columns", "new_event_id", "numbered",
-    "order_key", "outcome_row", "purge_cutoff", "repeats_row", "replay_row", "values",
+    "ADD_REPEATS",
+    "ANSWER_OF",
+    "ANSWER_RETENTION",
+    "ATTEMPTS_OF",
+    "AUDIT_ARITY",
+    "AUDIT_COLUMNS",
+    "AUDIT_INSERT_COLUMNS",
+    "DEAD_SINCE",
+    "EVENT_ARITY",
+    "EVENT_BY_ID",
+    "EVENT_COLUMNS",
+    "EVENT_INSERT_COLUMNS",
+    "EVENT_TO_REPLAY",
+    "EVENTS_FROM",
+    "FINISH_ATTEMPT",
+    "FINISH_REQUEST",
+    "FORGET_ANSWERS",
+    "INSERT_ATTEMPT",
+    "INSERT_AUDIT",
+    "INSERT_REPEATS",
+    "LIST_AUDIT",
+    "PURGE_AUDIT",
+    "QUEUE_EVENT",
+    "REPLAY",
+    "STATS",
+    "answer_row",
+    "attempt_row",
+    "audit_from_row",
+    "audit_row",
+    "event_from_row",
+    "event_row",
+    "identity_columns",
+    "identity_from_columns",
+    "new_event_id",
+    "numbered",
+    "order_key",
+    "outcome_row",
+    "purge_cutoff",
+    "repeats_row",
+    "replay_row",
+    "values",
 ]
 
 ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
 
-EVENT_INSERT_COLUMNS = ("id, provider, route, kind, dedup_key, payload, received_at, peer, client_subject,"
-                        " client_issuer, client_fingerprint, verified_by")
-AUDIT_INSERT_COLUMNS = ("at, listener, route, method, path, peer, status, reason, client_subject, client_issuer,"
-                        " client_fingerprint")
+EVENT_INSERT_COLUMNS = (
+    "id, provider, route, kind, dedup_key, payload, received_at, peer, client_subject,"
+    " client_issuer, client_fingerprint, verified_by"
+)
+AUDIT_INSERT_COLUMNS = (
+    "at, listener, route, method, path, peer, status, reason, client_subject, client_issuer,"
+    " client_fingerprint"
+)
 EVENT_ARITY = len(EVENT_INSERT_COLUMNS.split(","))  # placeholders per row
 AUDIT_ARITY = len(AUDIT_INSERT_COLUMNS.split(","))
 AUDIT_COLUMNS = f"{AUDIT_INSERT_COLUMNS}, count, last_at"  # what audit_from_row reads
@@ -52,33 +90,43 @@ def values(count: int) -> str:
 
 # --- receiving ------------------------------------------------------------------------------------
 #: a newly stored event, put in the outbox in the same transaction
-QUEUE_EVENT = ("INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
-               " VALUES (?, ?, ?, 'pending', 0)")
+QUEUE_EVENT = (
+    "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at) VALUES (?, ?, ?, 'pending', 0)"
+)
 INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_INSERT_COLUMNS}) VALUES ({values(AUDIT_ARITY)})"
 
 # --- synchronous answers (idempotency) ------------------------------------------------------------
 FORGET_ANSWERS = "DELETE FROM requests WHERE finished_at < ?"  # given before now - ANSWER_RETENTION
 ANSWER_OF = "SELECT state, started_at, status, content_type, body FROM requests WHERE route = ? AND key = ?"
-FINISH_REQUEST = ("UPDATE requests SET state = 'done', finished_at = ?, status = ?, content_type = ?,"
-                  " body = ? WHERE route = ? AND key = ?")
+FINISH_REQUEST = (
+    "UPDATE requests SET state = 'done', finished_at = ?, status = ?, content_type = ?,"
+    " body = ? WHERE route = ? AND key = ?"
+)
 
 # --- forwarding: the outbox -----------------------------------------------------------------------
 #: an attempt's outcome, written only while the lease it was made under is still the event's: the
 #: lease token is a fencing token, so an attempt that outlived its lease cannot overwrite a newer one
-FINISH_ATTEMPT = ("UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = 0"
-                  " WHERE event_id = ? AND lease_token = ? RETURNING event_id")
-INSERT_ATTEMPT = ("INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error)"
-                  " VALUES (?, ?, ?, ?, ?, ?)")
+FINISH_ATTEMPT = (
+    "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = 0"
+    " WHERE event_id = ? AND lease_token = ? RETURNING event_id"
+)
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts (event_id, number, at, duration_ms, status_code, error) VALUES (?, ?, ?, ?, ?, ?)"
+)
 #: queue an event again; a lease in force is kept (no second delivery at the same time) and its
 #: attempt fenced off (a new token), so the event is delivered again once that lease is over
-REPLAY = ("INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
-          " VALUES (?, ?, ?, 'pending', 0) ON CONFLICT (event_id) DO UPDATE"
-          " SET status = 'pending', attempts = 0, next_attempt_at = 0, lease_token = outbox.lease_token + 1")
+REPLAY = (
+    "INSERT INTO outbox (event_id, seq, order_key, status, next_attempt_at)"
+    " VALUES (?, ?, ?, 'pending', 0) ON CONFLICT (event_id) DO UPDATE"
+    " SET status = 'pending', attempts = 0, next_attempt_at = 0, lease_token = outbox.lease_token + 1"
+)
 #: what REPLAY needs of an event (see replay_row)
 EVENT_TO_REPLAY = "SELECT seq, provider, dedup_key FROM events WHERE id = ?"
 #: the events ``events replay --dead`` queues again: dead ones received since a moment
-DEAD_SINCE = ("SELECT o.event_id FROM outbox o JOIN events e ON e.id = o.event_id"
-              " WHERE o.status = 'dead' AND e.received_at >= ?")
+DEAD_SINCE = (
+    "SELECT o.event_id FROM outbox o JOIN events e ON e.id = o.event_id"
+    " WHERE o.status = 'dead' AND e.received_at >= ?"
+)
 
 # --- reading --------------------------------------------------------------------------------------
 EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ?"
@@ -93,8 +141,10 @@ ADD_REPEATS = "UPDATE audit SET count = count + ?, last_at = ? WHERE seq = ?"
 #: old rows among the ``?`` oldest: reads at most that many rows (rows are in ``at`` order, give or take
 #: the milliseconds between workers), where ``WHERE at < ?`` alone would read the whole table when
 #: nothing is old
-PURGE_AUDIT = ("DELETE FROM audit WHERE seq IN"
-               " (SELECT seq FROM (SELECT seq, at FROM audit ORDER BY seq LIMIT ?) oldest WHERE at < ?)")
+PURGE_AUDIT = (
+    "DELETE FROM audit WHERE seq IN"
+    " (SELECT seq FROM (SELECT seq, at FROM audit ORDER BY seq LIMIT ?) oldest WHERE at < ?)"
+)
 
 
 def numbered(sql: str) -> str:
@@ -105,9 +155,19 @@ def numbered(sql: str) -> str:
 
 def event_from_row(row: Sequence[Any], lease_token: int = 0) -> StoredEvent:
     return StoredEvent(
-        id=row[0], provider=row[1], route=row[2], kind=row[3], dedup_key=row[4], payload=json.loads(row[5]),
-        received_at=row[6], peer=row[7], client=identity_from_columns(row[8:11]), verified_by=row[11],
-        status=row[12], attempts=row[13], lease_token=lease_token,
+        id=row[0],
+        provider=row[1],
+        route=row[2],
+        kind=row[3],
+        dedup_key=row[4],
+        payload=json.loads(row[5]),
+        received_at=row[6],
+        peer=row[7],
+        client=identity_from_columns(row[8:11]),
+        verified_by=row[11],
+        status=row[12],
+        attempts=row[13],
+        lease_token=lease_token,
     )
 
 
@@ -139,8 +199,18 @@ def event_row(event_id: str, write: Write, event: NewEvent) -> tuple[Any, ...]:
     audit = write.audit
     assert audit is not None, "events come with their request's audit row; only a readiness probe has none"
     payload = jsoncodec.dumps(event.payload)
-    return (event_id, write.provider, write.route, event.kind, event.dedup_key, payload, audit.at, audit.peer,
-            *identity_columns(audit.client), write.verified_by)
+    return (
+        event_id,
+        write.provider,
+        write.route,
+        event.kind,
+        event.dedup_key,
+        payload,
+        audit.at,
+        audit.peer,
+        *identity_columns(audit.client),
+        write.verified_by,
+    )
 
 
 def answer_row(route: str, key: str, answer: StoredAnswer, now: float) -> tuple[Any, ...]:
@@ -157,19 +227,40 @@ def replay_row(event_id: str, event: Sequence[Any]) -> tuple[Any, ...]:
 def attempt_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
     """INSERT_ATTEMPT's parameters: (event_id, number, at, duration_ms, status_code, error)."""
     attempt = outcome.attempt
-    return (outcome.event_id, attempt.number, attempt.at, attempt.duration_ms, attempt.status_code, attempt.error)
+    return (
+        outcome.event_id,
+        attempt.number,
+        attempt.at,
+        attempt.duration_ms,
+        attempt.status_code,
+        attempt.error,
+    )
 
 
 def outcome_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
     """FINISH_ATTEMPT's parameters: (status, attempts, next_attempt_at, event_id, lease_token)."""
-    return (outcome.status, outcome.attempt.number, outcome.next_attempt_at, outcome.event_id,
-            outcome.lease_token)
+    return (
+        outcome.status,
+        outcome.attempt.number,
+        outcome.next_attempt_at,
+        outcome.event_id,
+        outcome.lease_token,
+    )
 
 
 def audit_row(audit: AuditRecord) -> tuple[Any, ...]:
     """An ``audit`` row, in AUDIT_INSERT_COLUMNS order."""
-    return (audit.at, audit.listener, audit.route, audit.method, audit.path, audit.peer, audit.status, audit.reason,
-            *identity_columns(audit.client))
+    return (
+        audit.at,
+        audit.listener,
+        audit.route,
+        audit.method,
+        audit.path,
+        audit.peer,
+        audit.status,
+        audit.reason,
+        *identity_columns(audit.client),
+    )
 
 
 def repeats_row(audit: AuditRecord) -> tuple[Any, ...]:
@@ -179,9 +270,19 @@ def repeats_row(audit: AuditRecord) -> tuple[Any, ...]:
 
 def audit_from_row(row: Sequence[Any]) -> AuditRecord:
     """An AuditRecord from a SELECT of AUDIT_COLUMNS."""
-    return AuditRecord(at=row[0], listener=row[1], route=row[2], method=row[3], path=row[4], peer=row[5],
-                       status=row[6], reason=row[7], client=identity_from_columns(row[8:11]), count=row[11],
-                       last_at=row[12])
+    return AuditRecord(
+        at=row[0],
+        listener=row[1],
+        route=row[2],
+        method=row[3],
+        path=row[4],
+        peer=row[5],
+        status=row[6],
+        reason=row[7],
+        client=identity_from_columns(row[8:11]),
+        count=row[11],
+        last_at=row[12],
+    )
 
 
 def purge_cutoff(days: float, now: float | None = None) -> str:

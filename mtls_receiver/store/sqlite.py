@@ -30,12 +30,42 @@ from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEve
 from ..files import make_directories
 from .base import Access, AuditRepeats, Receipt, Write
 from .group_commit import GroupCommit
-from .rows import (ADD_REPEATS, ANSWER_OF, ANSWER_RETENTION, ATTEMPTS_OF, DEAD_SINCE, EVENT_ARITY,
-                   EVENT_BY_ID, EVENT_COLUMNS, EVENT_INSERT_COLUMNS, EVENT_TO_REPLAY, EVENTS_FROM,
-                   FINISH_ATTEMPT, FINISH_REQUEST, FORGET_ANSWERS, INSERT_ATTEMPT, INSERT_AUDIT,
-                   INSERT_REPEATS, LIST_AUDIT, PURGE_AUDIT, QUEUE_EVENT, REPLAY, STATS, answer_row,
-                   attempt_row, audit_from_row, audit_row, event_from_row, event_row, new_event_id, order_key,
-                   outcome_row, repeats_row, replay_row, values)
+from .rows import (
+    ADD_REPEATS,
+    ANSWER_OF,
+    ANSWER_RETENTION,
+    ATTEMPTS_OF,
+    DEAD_SINCE,
+    EVENT_ARITY,
+    EVENT_BY_ID,
+    EVENT_COLUMNS,
+    EVENT_INSERT_COLUMNS,
+    EVENT_TO_REPLAY,
+    EVENTS_FROM,
+    FINISH_ATTEMPT,
+    FINISH_REQUEST,
+    FORGET_ANSWERS,
+    INSERT_ATTEMPT,
+    INSERT_AUDIT,
+    INSERT_REPEATS,
+    LIST_AUDIT,
+    PURGE_AUDIT,
+    QUEUE_EVENT,
+    REPLAY,
+    STATS,
+    answer_row,
+    attempt_row,
+    audit_from_row,
+    audit_row,
+    event_from_row,
+    event_row,
+    new_event_id,
+    order_key,
+    outcome_row,
+    repeats_row,
+    replay_row,
+    values,
+)
 
 __all__ = ["CLAIM_DUE", "LOW_SPACE", "MIGRATIONS", "PROBE_BYTES", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -183,8 +213,10 @@ class _BatchRows:
             db.executemany(QUEUE_EVENT, outbox)
         db.executemany(INSERT_AUDIT, self.audits)
         if self.probed:
-            db.execute("UPDATE health SET checked_at = ?, pages = zeroblob(?) WHERE id = 1",
-                       (time.time(), PROBE_BYTES))
+            db.execute(
+                "UPDATE health SET checked_at = ?, pages = zeroblob(?) WHERE id = 1",
+                (time.time(), PROBE_BYTES),
+            )
         return stored
 
     def receipts(self, stored: dict[str, int]) -> list[Receipt]:
@@ -198,13 +230,20 @@ class _BatchRows:
 @functools.lru_cache(maxsize=64)
 def _insert_events_sql(rows: int) -> str:
     rows_values = ", ".join([f"({values(EVENT_ARITY)})"] * rows)
-    return (f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES {rows_values}"
-            " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id, seq")
+    return (
+        f"INSERT INTO events ({EVENT_INSERT_COLUMNS}) VALUES {rows_values}"
+        " ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id, seq"
+    )
 
 
 class SQLiteStore:
-    def __init__(self, path: Path, busy_timeout_ms: int = 5000, access: Access = Access.SERVE,
-                 commit_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout_ms: int = 5000,
+        access: Access = Access.SERVE,
+        commit_delay: float = 0.0,
+    ) -> None:
         self.path = path
         self.access = access
         self.busy_timeout_ms = busy_timeout_ms
@@ -215,9 +254,13 @@ class SQLiteStore:
         self._checkpoint_failing = False  # said once in the log, not every idle second
         self._low_space = False  # the filesystem was nearly full when last looked at
         self._space_checked = 0.0
-        self.group_commit = GroupCommit(self._commit_batch, commit_delay, repair=self._after_failure,
-                                        tidy=self._checkpoint_reporting,
-                                        tidy_due=lambda: self._checkpoint_due)
+        self.group_commit = GroupCommit(
+            self._commit_batch,
+            commit_delay,
+            repair=self._after_failure,
+            tidy=self._checkpoint_reporting,
+            tidy_due=lambda: self._checkpoint_due,
+        )
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -237,15 +280,18 @@ class SQLiteStore:
             return
         if self.access is Access.WRITE:  # an operator's write goes to an inbox that exists, as it is
             self._require_inbox()
-            db = sqlite3.connect(f"{self._uri()}?mode=rw", uri=True, isolation_level=None,
-                                 check_same_thread=False)
+            db = sqlite3.connect(
+                f"{self._uri()}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
+            )
             self._db = self._configure(db)
             self._require_current_schema(self._db)
             return
         try:
             make_directories(self.path.parent)  # durably: a new inbox's directory survives a power cut
         except OSError as exc:
-            raise StoreUnavailable(f"{self.path}: cannot create its directory: {exc.strerror or exc}") from None
+            raise StoreUnavailable(
+                f"{self.path}: cannot create its directory: {exc.strerror or exc}"
+            ) from None
         self._db = self._configure(sqlite3.connect(self.path, isolation_level=None, check_same_thread=False))
         self._transaction(self._migrate)
         # Leases left by a previous run (killed mid-delivery) are released at once instead of
@@ -290,15 +336,19 @@ class SQLiteStore:
     def _schema_version(self, db: sqlite3.Connection) -> int:
         version: int = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreUnavailable(f"{self.path}: schema version {version} is newer than this program ({SCHEMA_VERSION})")
+            raise StoreUnavailable(
+                f"{self.path}: schema version {version} is newer than this program ({SCHEMA_VERSION})"
+            )
         return version
 
     def _require_current_schema(self, db: sqlite3.Connection) -> None:
         """Looking and replaying never migrate (a server of the previous version may still run)."""
         version = self._schema_version(db)
         if version < SCHEMA_VERSION:
-            raise StoreUnavailable(f"{self.path}: schema version {version}, this program needs"
-                                   f" {SCHEMA_VERSION}: run `mtls-receiver db migrate` (or start the server)")
+            raise StoreUnavailable(
+                f"{self.path}: schema version {version}, this program needs"
+                f" {SCHEMA_VERSION}: run `mtls-receiver db migrate` (or start the server)"
+            )
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Apply each missing migration in order, in one transaction."""
@@ -320,8 +370,11 @@ class SQLiteStore:
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
             self._forwarder_lock = os.open(f"{self.path}-forwarder.lock", flags, 0o600)
         except OSError as exc:
-            log.warning("%s: cannot open the forwarder lock (%s): leases left by a crash just run out",
-                        self.path, exc.strerror or exc)
+            log.warning(
+                "%s: cannot open the forwarder lock (%s): leases left by a crash just run out",
+                self.path,
+                exc.strerror or exc,
+            )
             return False
         try:
             fcntl.flock(self._forwarder_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -361,8 +414,15 @@ class SQLiteStore:
 
     # --- receiving: group commit ---------------------------------------------------------------
 
-    async def record(self, provider: str, route: str, events: Sequence[NewEvent], audit: AuditRecord,
-                     verified_by: str = "", queue: bool = False) -> Receipt:
+    async def record(
+        self,
+        provider: str,
+        route: str,
+        events: Sequence[NewEvent],
+        audit: AuditRecord,
+        verified_by: str = "",
+        queue: bool = False,
+    ) -> Receipt:
         return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
@@ -391,9 +451,14 @@ class SQLiteStore:
                 return self._low_space
             low = stat.f_bavail * stat.f_frsize < LOW_SPACE
             if low != self._low_space:
-                log.log(logging.WARNING if low else logging.INFO, "%s: %s", self.path.parent,
-                        "less than %d MiB free: checkpointing the WAL after every commit" % (LOW_SPACE >> 20)
-                        if low else "free space is back: checkpointing the WAL as usual")
+                log.log(
+                    logging.WARNING if low else logging.INFO,
+                    "%s: %s",
+                    self.path.parent,
+                    "less than %d MiB free: checkpointing the WAL after every commit" % (LOW_SPACE >> 20)
+                    if low
+                    else "free space is back: checkpointing the WAL as usual",
+                )
             self._low_space = low
         return self._low_space
 
@@ -471,7 +536,10 @@ class SQLiteStore:
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() > deadline:
+                if (
+                    exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                    or time.monotonic() > deadline
+                ):
                     raise
             time.sleep(pause)
             pause = min(pause * 2, 0.002)
@@ -518,8 +586,10 @@ class SQLiteStore:
         """Inside BEGIN IMMEDIATE: each due event gets the lease and the next token, atomically."""
         rows = db.execute(CLAIM_DUE, (now, now, limit)).fetchall()
         leased = [(row, row[-1] + 1) for row in rows]
-        db.executemany("UPDATE outbox SET lease_until = ?, lease_token = ? WHERE event_id = ?",
-                       [(now + lease, token, row[0]) for row, token in leased])
+        db.executemany(
+            "UPDATE outbox SET lease_until = ?, lease_token = ? WHERE event_id = ?",
+            [(now + lease, token, row[0]) for row, token in leased],
+        )
         return [event_from_row(row, token) for row, token in leased]
 
     async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[str]:
@@ -537,7 +607,9 @@ class SQLiteStore:
         db.executemany(INSERT_ATTEMPT, [attempt_row(outcome) for outcome in recorded])
         return [outcome.event_id for outcome in superseded]
 
-    async def replay(self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False) -> int:
+    async def replay(
+        self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False
+    ) -> int:
         """Queue events again (attempt count reset); returns how many."""
         return await self._run(self._transaction, self._replay, list(event_ids), dead_since, all_dead)
 
@@ -566,7 +638,9 @@ class SQLiteStore:
         the group-commit writer: a dead or stuck writer, a full disk or a locked file all say False."""
         return await self.group_commit.probe()
 
-    async def list_events(self, limit: int = 50, status: str | None = None, route: str | None = None) -> list[StoredEvent]:
+    async def list_events(
+        self, limit: int = 50, status: str | None = None, route: str | None = None
+    ) -> list[StoredEvent]:
         where, params = ["1 = 1"], []
         if status is not None:
             where.append("COALESCE(o.status, 'stored') = ?")
@@ -574,8 +648,13 @@ class SQLiteStore:
         if route is not None:
             where.append("e.route = ?")
             params.append(route)
-        rows = await self._run(self._select, f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
-                               f" WHERE {' AND '.join(where)} ORDER BY e.seq DESC LIMIT ?", *params, limit)
+        rows = await self._run(
+            self._select,
+            f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM}"
+            f" WHERE {' AND '.join(where)} ORDER BY e.seq DESC LIMIT ?",
+            *params,
+            limit,
+        )
         return [event_from_row(row) for row in rows]
 
     async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None:
@@ -609,10 +688,10 @@ class SQLiteStore:
         return seqs
 
     async def purge_audit(self, before: str, limit: int) -> int:
-        deleted: int = await self._run(self._bookkeeping, lambda db: db.execute(PURGE_AUDIT, (limit, before)).rowcount)
+        deleted: int = await self._run(
+            self._bookkeeping, lambda db: db.execute(PURGE_AUDIT, (limit, before)).rowcount
+        )
         return deleted
 
     def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return self._when_free(lambda: self._require_db().execute(sql, params).fetchall())
-
-

@@ -62,7 +62,10 @@ def p12_to_pem(data: bytes, password: str | None = None, pem_password: bytes | N
     if key is None or cert is None:
         raise ReceiverError("the .p12 holds no private key and certificate")
     encryption = BestAvailableEncryption(pem_password) if pem_password else NoEncryption()
-    parts = [key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption), cert.public_bytes(Encoding.PEM)]
+    parts = [
+        key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption),
+        cert.public_bytes(Encoding.PEM),
+    ]
     parts += [extra.public_bytes(Encoding.PEM) for extra in chain or []]
     return b"".join(parts)
 
@@ -88,7 +91,9 @@ def _client_context(credentials: EfiCredentials, ca: Path | None) -> ssl.SSLCont
 class EfiClient:
     """``async with EfiClient(base_url, credentials) as efi: await efi.set_webhook(...)``."""
 
-    def __init__(self, base_url: str, credentials: EfiCredentials, ca: Path | None = None, timeout: float = 90) -> None:
+    def __init__(
+        self, base_url: str, credentials: EfiCredentials, ca: Path | None = None, timeout: float = 90
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self._context = _client_context(credentials, ca)
@@ -97,22 +102,33 @@ class EfiClient:
         self._token: str | None = None
 
     async def __aenter__(self) -> EfiClient:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._context), timeout=self._timeout)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._context), timeout=self._timeout
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
             await self._session.close()
 
-    async def _request(self, method: str, path: str, *, json_body: Any = None, headers: dict[str, str] | None = None,
-                       params: dict[str, str] | None = None, authorized: bool = True) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        authorized: bool = True,
+    ) -> Any:
         assert self._session is not None, "use 'async with EfiClient(...)'"
         all_headers = dict(headers or {})
         if authorized:
             all_headers["Authorization"] = f"Bearer {await self._access_token()}"
         try:
-            async with self._session.request(method, self.base_url + path, json=json_body, headers=all_headers,
-                                             params=params) as response:
+            async with self._session.request(
+                method, self.base_url + path, json=json_body, headers=all_headers, params=params
+            ) as response:
                 text = await response.text()
                 if response.status >= 400:
                     raise EfiApiError(response.status, _error_message(text))
@@ -122,16 +138,27 @@ class EfiClient:
 
     async def _access_token(self) -> str:
         if self._token is None:
-            basic = base64.b64encode(f"{self.credentials.client_id}:{self.credentials.client_secret}".encode()).decode()
-            answer = await self._request("POST", "/oauth/token", json_body={"grant_type": "client_credentials"},
-                                         headers={"Authorization": f"Basic {basic}"}, authorized=False)
+            basic = base64.b64encode(
+                f"{self.credentials.client_id}:{self.credentials.client_secret}".encode()
+            ).decode()
+            answer = await self._request(
+                "POST",
+                "/oauth/token",
+                json_body={"grant_type": "client_credentials"},
+                headers={"Authorization": f"Basic {basic}"},
+                authorized=False,
+            )
             self._token = str(answer["access_token"])
         return self._token
 
     async def set_webhook(self, chave: str, webhook_url: str, skip_mtls: bool = False) -> dict[str, Any]:
         headers = {"x-skip-mtls-checking": "true"} if skip_mtls else {}
-        answer = await self._request("PUT", f"/v2/webhook/{quote(chave, safe='')}",
-                                     json_body={"webhookUrl": webhook_url}, headers=headers)
+        answer = await self._request(
+            "PUT",
+            f"/v2/webhook/{quote(chave, safe='')}",
+            json_body={"webhookUrl": webhook_url},
+            headers=headers,
+        )
         return answer or {"webhookUrl": webhook_url, "chave": chave}
 
     async def get_webhook(self, chave: str) -> dict[str, Any]:
@@ -141,8 +168,11 @@ class EfiClient:
         """Every webhook registered between the two dates, following Efí's pagination."""
         page = 0
         while True:
-            answer = await self._request("GET", "/v2/webhook", params={
-                "inicio": inicio, "fim": fim, "paginacao.paginaAtual": str(page)})
+            answer = await self._request(
+                "GET",
+                "/v2/webhook",
+                params={"inicio": inicio, "fim": fim, "paginacao.paginaAtual": str(page)},
+            )
             for webhook in answer.get("webhooks", []):
                 yield webhook
             pages = answer.get("parametros", {}).get("paginacao", {}).get("quantidadeDePaginas", 1)
@@ -156,7 +186,9 @@ class EfiClient:
     async def resend(self, tipo: str, e2eids: list[str]) -> Any:
         if tipo not in RESEND_TYPES:
             raise ReceiverError(f"tipo must be one of {', '.join(RESEND_TYPES)}")
-        return await self._request("POST", "/v2/gn/webhook/reenviar", json_body={"tipo": tipo, "e2eids": e2eids})
+        return await self._request(
+            "POST", "/v2/gn/webhook/reenviar", json_body={"tipo": tipo, "e2eids": e2eids}
+        )
 
 
 def _error_message(text: str) -> str:
@@ -165,7 +197,9 @@ def _error_message(text: str) -> str:
         document = json.loads(text)
         if isinstance(document, dict):
             name = document.get("nome") or document.get("error") or ""
-            message = document.get("mensagem") or document.get("error_description") or document.get("message") or ""
+            message = (
+                document.get("mensagem") or document.get("error_description") or document.get("message") or ""
+            )
             if name or message:
                 return f"{name}: {message}" if name and message else str(name or message)
     return text.strip()[:300] or "(no body)"

@@ -50,8 +50,9 @@ DEV = DevRoute(
 def add_commands(commands: SubCommands, groups: Mapping[str, SubCommands]) -> None:
     check_url = commands.add_parser("probe", help="check a receiver URL the way Efí does at registration")
     check_url.add_argument("url")
-    check_url.add_argument("--ca", type=Path,
-                           help="CA bundle that signed the server certificate (default: public CAs)")
+    check_url.add_argument(
+        "--ca", type=Path, help="CA bundle that signed the server certificate (default: public CAs)"
+    )
     check_url.add_argument("--cert", type=Path, help="client certificate PEM (with its key, or see --key)")
     check_url.add_argument("--key", type=Path, help="client private key, if not inside --cert")
     check_url.add_argument("--pix-key", help="chave to put in the sample Pix (for routes with pix_keys)")
@@ -61,16 +62,20 @@ def add_commands(commands: SubCommands, groups: Mapping[str, SubCommands]) -> No
     efi = commands.add_parser("efi", help="Efí helpers").add_subparsers(dest="efi", required=True)
     hmac_url = efi.add_parser("hmac-url", help="make a skip-mTLS secret and print the URL to register")
     hmac_url.add_argument("base_url", metavar="BASE_URL", help="e.g. https://pix.example.com.br/webhook")
-    hmac_url.add_argument("--secret-file", type=Path,
-                          help="use the secret in FILE, or write a new one there (mode 0600)"
-                               " if FILE does not exist")
+    hmac_url.add_argument(
+        "--secret-file",
+        type=Path,
+        help="use the secret in FILE, or write a new one there (mode 0600) if FILE does not exist",
+    )
     hmac_url.set_defaults(func=_efi_hmac_url)
-    convert = efi.add_parser("convert-p12",
-                             help="convert the account's .p12 to PEM (key + certificate), 0600")
+    convert = efi.add_parser(
+        "convert-p12", help="convert the account's .p12 to PEM (key + certificate), 0600"
+    )
     convert.add_argument("source", type=Path, metavar="IN.p12")
     convert.add_argument("target", type=Path, metavar="OUT.pem")
-    convert.add_argument("--password-file", type=Path,
-                         help="the .p12 password (else $EFI_CERT_PASSWORD, else none)")
+    convert.add_argument(
+        "--password-file", type=Path, help="the .p12 password (else $EFI_CERT_PASSWORD, else none)"
+    )
     convert.set_defaults(func=_efi_convert_p12)
     _add_webhook_commands(efi)
 
@@ -84,25 +89,31 @@ def _add_webhook_commands(efi: SubCommands) -> None:
     account = argparse.ArgumentParser(add_help=False)
     account.add_argument("--sandbox", action="store_true", help="Efí's sandbox (homologação) API")
     account.add_argument("--api-url", help="the API base URL (default: Efí's production or sandbox)")
-    account.add_argument("--api-ca", type=Path,
-                         help="CA bundle for the API's certificate (default: public CAs)")
+    account.add_argument(
+        "--api-ca", type=Path, help="CA bundle for the API's certificate (default: public CAs)"
+    )
     account.add_argument("--client-id", help="OAuth client id (default $EFI_CLIENT_ID)")
-    account.add_argument("--client-secret-file", type=Path,
-                         help="file with the client secret (default $EFI_CLIENT_SECRET)")
-    account.add_argument("--cert", type=Path,
-                         help="the account certificate, .p12 or PEM with key (default $EFI_CERT)")
-    account.add_argument("--cert-password-file", type=Path,
-                         help="the .p12 password (default $EFI_CERT_PASSWORD)")
+    account.add_argument(
+        "--client-secret-file", type=Path, help="file with the client secret (default $EFI_CLIENT_SECRET)"
+    )
+    account.add_argument(
+        "--cert", type=Path, help="the account certificate, .p12 or PEM with key (default $EFI_CERT)"
+    )
+    account.add_argument(
+        "--cert-password-file", type=Path, help="the .p12 password (default $EFI_CERT_PASSWORD)"
+    )
     webhook = efi.add_parser("webhook", help="register and manage Pix webhooks through Efí's API")
     hooks = webhook.add_subparsers(dest="webhook", required=True)
     register = hooks.add_parser("set", parents=[account], help="PUT /v2/webhook/:chave")
     register.add_argument("chave")
     register.add_argument("webhook_url", metavar="URL")
     register.add_argument("--skip-mtls", action="store_true", help="register with x-skip-mtls-checking: true")
-    register.add_argument("--no-precheck", action="store_true",
-                          help="do not check the URL before registering")
-    register.add_argument("--probe-ca", type=Path,
-                          help="CA of the receiver's server certificate, for the precheck")
+    register.add_argument(
+        "--no-precheck", action="store_true", help="do not check the URL before registering"
+    )
+    register.add_argument(
+        "--probe-ca", type=Path, help="CA of the receiver's server certificate, for the precheck"
+    )
     register.set_defaults(func=_efi_webhook_set)
     show = hooks.add_parser("get", parents=[account], help="GET /v2/webhook/:chave")
     show.add_argument("chave")
@@ -139,14 +150,18 @@ def _efi_hmac_url(args: argparse.Namespace) -> int:
             write_private(file, secret.encode() + b"\n")
     reference = f'{{ file = "{file.resolve()}" }}' if file else '{ env = "EFI_WEBHOOK_HMAC" }'
     path = urlsplit(args.base_url).path.rstrip("/") or "/"
-    print(f"Register this URL with Efí (PUT /v2/webhook/:chave, header x-skip-mtls-checking: true):\n\n"
-          f"  {registration_url(args.base_url, secret)}\n")
+    print(
+        f"Register this URL with Efí (PUT /v2/webhook/:chave, header x-skip-mtls-checking: true):\n\n"
+        f"  {registration_url(args.base_url, secret)}\n"
+    )
     if file is None:
         print(f"Keep the secret out of the config file, e.g. export EFI_WEBHOOK_HMAC='{secret}'\n")
-    print("Add to the config (on a listener with client_certs = \"optional\","
-          " or \"none\" behind a proxy):\n\n"
-          f'[[routes]]\npath = "{path}"\nprovider = "efi"\nmode = "skip-mtls"\n'
-          f"allow_ips = {json.dumps(list(SENDER_IPS))}   # Efí's sender address\nhmac_secrets = [{reference}]")
+    print(
+        'Add to the config (on a listener with client_certs = "optional",'
+        ' or "none" behind a proxy):\n\n'
+        f'[[routes]]\npath = "{path}"\nprovider = "efi"\nmode = "skip-mtls"\n'
+        f"allow_ips = {json.dumps(list(SENDER_IPS))}   # Efí's sender address\nhmac_secrets = [{reference}]"
+    )
     return 0
 
 
@@ -171,8 +186,9 @@ def _efi_client(args: argparse.Namespace) -> EfiClient:
     certificate = args.cert or (Path(os.environ["EFI_CERT"]) if os.environ.get("EFI_CERT") else None)
     client_id = args.client_id or os.environ.get("EFI_CLIENT_ID")
     if certificate is None or not client_id:
-        raise ReceiverError("give the account certificate (--cert or $EFI_CERT)"
-                            " and --client-id (or $EFI_CLIENT_ID)")
+        raise ReceiverError(
+            "give the account certificate (--cert or $EFI_CERT) and --client-id (or $EFI_CLIENT_ID)"
+        )
     credentials = EfiCredentials(
         client_id=client_id,
         client_secret=_secret_from(args.client_secret_file, "EFI_CLIENT_SECRET") or "",
@@ -204,23 +220,31 @@ def _precheck(args: argparse.Namespace) -> bool:
     url = args.webhook_url
     if args.skip_mtls:
         if "hmac=" not in url:
-            print("WARNING: a skip-mTLS URL should carry a secret (…?hmac=SECRET&ignorar=):"
-                  " mtls-receiver efi hmac-url")
+            print(
+                "WARNING: a skip-mTLS URL should carry a secret (…?hmac=SECRET&ignorar=):"
+                " mtls-receiver efi hmac-url"
+            )
         return True
     result = asyncio.run(probe_without_certificate(url, args.probe_ca))
     print(f"precheck: {result.line()}")
     if result.ok:
-        print("precheck: Efí's first request (without a certificate) will be refused, as it must be;"
-              " its test notification then needs the base path to answer 2xx")
+        print(
+            "precheck: Efí's first request (without a certificate) will be refused, as it must be;"
+            " its test notification then needs the base path to answer 2xx"
+        )
         return True
     if result.detail.startswith("cannot connect"):
-        print("precheck: the URL is not reachable from here;"
-              " registering anyway (Efí connects from the internet)")
+        print(
+            "precheck: the URL is not reachable from here;"
+            " registering anyway (Efí connects from the internet)"
+        )
         return True
-    print("precheck: Efí will refuse this registration"
-          " (\"A autenticação de TLS mútuo não está configurada na URL"
-          " informada\" or a TLS failure). Fix the server, or register with --skip-mtls and an hmac URL;"
-          " --no-precheck registers anyway.")
+    print(
+        "precheck: Efí will refuse this registration"
+        ' ("A autenticação de TLS mútuo não está configurada na URL'
+        ' informada" or a TLS failure). Fix the server, or register with --skip-mtls and an hmac URL;'
+        " --no-precheck registers anyway."
+    )
     return False
 
 

@@ -27,8 +27,16 @@ from .options import EfiOptions
 if TYPE_CHECKING:
     from ...events import ClientIdentity
 
-__all__ = ["KINDS", "Target", "check_sender", "parse_notification", "registration_url", "target",
-           "verified_by", "verify"]
+__all__ = [
+    "KINDS",
+    "Target",
+    "check_sender",
+    "parse_notification",
+    "registration_url",
+    "target",
+    "verified_by",
+    "verify",
+]
 
 #: suffix Efí appends -> (kind, body list key)
 KINDS: dict[str, str] = {"pix": "pix", "rec": "recs", "cobr": "cobsr"}
@@ -71,7 +79,7 @@ def target(route_path: str, path: str, query_string: str) -> Target:
     if path != base and not path.startswith(base + "/"):
         raise Refusal(404, "not found")
     query_kind, secret = _parse_query(query_string)
-    tail = path[len(base):].strip("/")
+    tail = path[len(base) :].strip("/")
     if tail and tail not in KINDS:
         raise Refusal(404, f"unknown suffix /{tail} (Efí sends /pix, /rec, /cobr)")
     return Target(kind=tail or query_kind or "test", hmac=secret)

@@ -33,12 +33,17 @@ class EfiOptions(ProviderOptions):
 def parse_options(reader: Reader, raw: Table, route: RouteContext) -> EfiOptions:
     key, listener = route.key, route.listener
     if route.mode == "mtls" and listener.client_certs == "none":
-        reader.fail(f"{key}.mode", f"efi mode 'mtls' needs client certificates,"
-                                   f" but listener {listener.name!r} has client_certs = 'none'")
+        reader.fail(
+            f"{key}.mode",
+            f"efi mode 'mtls' needs client certificates,"
+            f" but listener {listener.name!r} has client_certs = 'none'",
+        )
     secrets = reader.secret_list(raw, key, "hmac_secrets", check=_too_short)
     if route.mode == "skip-mtls" and not secrets:
-        reader.fail(f"{key}.hmac_secrets",
-                    "skip-mtls needs at least one secret (make one: mtls-receiver efi hmac-url URL)")
+        reader.fail(
+            f"{key}.hmac_secrets",
+            "skip-mtls needs at least one secret (make one: mtls-receiver efi hmac-url URL)",
+        )
     return EfiOptions(pix_keys=reader.string_list(raw, key, "pix_keys"), hmac_secrets=secrets)
 
 

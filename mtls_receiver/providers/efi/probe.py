@@ -92,8 +92,12 @@ async def probe_without_certificate(url: str, ca: Path | None, timeout: float = 
     try:
         status, text = await _post(url, b"{}", _client_context(ca, None, None), timeout)
     except aiohttp.ClientConnectorCertificateError as exc:
-        return ProbeResult(step, False, f"the server's own certificate is not trusted ({_reason(exc)});"
-                                        " Efí will not connect either (or pass --ca for a private CA)")
+        return ProbeResult(
+            step,
+            False,
+            f"the server's own certificate is not trusted ({_reason(exc)});"
+            " Efí will not connect either (or pass --ca for a private CA)",
+        )
     except aiohttp.ClientSSLError as exc:
         return ProbeResult(step, True, f"refused during the TLS handshake ({_reason(exc)})")
     except aiohttp.ClientConnectorError as exc:
@@ -104,10 +108,14 @@ async def probe_without_certificate(url: str, ca: Path | None, timeout: float = 
         return ProbeResult(step, False, f"no answer within {timeout:g}s (Efí reports a time-out)")
     if 400 <= status < 500 and status != 404:
         return ProbeResult(step, True, f"refused with HTTP {status}")
-    return ProbeResult(step, False, f"answered HTTP {status} {text!r}: Efí will say mutual TLS is not configured")
+    return ProbeResult(
+        step, False, f"answered HTTP {status} {text!r}: Efí will say mutual TLS is not configured"
+    )
 
 
-async def _expect_2xx(step: str, url: str, body: bytes, context: ssl.SSLContext, timeout: float) -> ProbeResult:
+async def _expect_2xx(
+    step: str, url: str, body: bytes, context: ssl.SSLContext, timeout: float
+) -> ProbeResult:
     try:
         status, text = await _post(url, body, context, timeout)
     except asyncio.TimeoutError:
