@@ -20,11 +20,11 @@ from . import __version__
 from .config import Config, load_config
 from .devcerts import dev_config_text, make_dev_certs
 from .errors import ReceiverError
-from .forwarder import resolve_handlers
-from .logs import JsonFormatter, TextFormatter, client_fields, escape, json_line, render_fields, render_value
-from .lifecycle import Receiver, expiry_warnings, serve_forever
-from .providers import PROVIDER_NAMES, dev_route, provider
 from .events import AuditRecord, StoredEvent
+from .forwarder import resolve_handlers
+from .lifecycle import Receiver, expiry_warnings, serve_forever
+from .logs import JsonFormatter, TextFormatter, client_fields, escape, json_line, render_fields, render_value
+from .providers import PROVIDER_NAMES, dev_route, provider
 from .store import Access, Store, open_store
 from .tls import create_ssl_context, read_certificates
 from .workers import serve_worker, supervise, worker_spec
@@ -216,7 +216,8 @@ def _print_summary(config: Config) -> None:
     print(f"{config.source}: OK")
     for listener in config.listeners:
         print(
-            f"listener {listener.name!r} on {listener.address}: client certs {listener.client_certs}, TLS >= {listener.min_tls}"
+            f"listener {listener.name!r} on {listener.address}: client certs {listener.client_certs},"
+            f" TLS >= {listener.min_tls}"
         )
         for cert in read_certificates(listener.cert):
             print(f"  server cert  {cert.line()}")
@@ -291,8 +292,8 @@ def _events_list(args: argparse.Namespace) -> int:
         else:  # what a sender wrote is escaped: a dedup key or subject cannot drive the terminal
             client = escape(event.client.subject) if event.client else "-"
             print(
-                f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}  {event.route}"
-                f"  {escape(event.dedup_key)}  {client}"
+                f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}"
+                f"  {event.route}  {escape(event.dedup_key)}  {client}"
             )
     return 0
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from .addresses import client_address
@@ -43,7 +43,7 @@ def utc_now() -> str:
     now = time.time()
     second = int(now)
     if _second[0] != second:
-        _second = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     return f"{_second[1]}.{int((now - second) * 1000):03d}+00:00"
 
 

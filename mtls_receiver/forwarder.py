@@ -152,7 +152,7 @@ class Forwarder:
                 self._finished.append(task.result())
             else:  # a bug: the lease runs out and the event is tried again
                 log.error("delivery failed unexpectedly", exc_info=task.exception())
-        self.wake()  # a slot is free, and a successor with the same order key may be due once this is recorded
+        self.wake()  # a slot is free; a successor with the same order key may be due once this is recorded
 
     async def _record_finished(self) -> None:
         """Record every delivery that ended since the last look, in one transaction.

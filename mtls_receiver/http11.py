@@ -130,7 +130,7 @@ class RequestParser:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as error:
             if self._refusal is None:  # not a refusal of ours: a bug, raised as itself
-                raise error.__context__ or error
+                raise (error.__context__ or error) from None
             self._fail(self._refusal)
         except httptools.HttpParserUpgrade:
             self._fail(Refusal(400, "protocol upgrade (Upgrade, CONNECT) not supported"))

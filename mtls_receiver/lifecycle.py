@@ -18,7 +18,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 import aiohttp
@@ -398,7 +398,7 @@ def check_reloadable(old: Config, new: Config) -> None:
 def expiry_warnings(config: Config, days: int = EXPIRY_WARNING_DAYS) -> list[str]:
     """A warning for every server certificate expiring within ``days`` (or expired)."""
     warnings = []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for listener in config.listeners:
         leaf = read_certificates(listener.cert)[0]
         left = (leaf.not_after - now).total_seconds() / 86400
@@ -456,7 +456,7 @@ async def serve_until_stopped(
 
 async def _reload_on_signal(
     receiver: Receiver,
-    reloads: "asyncio.Queue[None]",
+    reloads: asyncio.Queue[None],
     notifier: Notifier,
     on_reload: Callable[[], None] | None,
 ) -> None:

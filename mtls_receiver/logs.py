@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .events import ClientIdentity
@@ -129,7 +129,7 @@ class JsonFormatter(logging.Formatter):
         fields: Fields = getattr(record, FIELDS, None) or {}
         message = record.msg.message if isinstance(record.msg, _Line) else record.getMessage()
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": message,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -112,7 +112,7 @@ class Metrics:
 
     def refresh_expiry(self) -> None:
         self.expiry.clear()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for labels, not_after in self._expiry_dates:
             self.expiry.labels(*labels).set(round((not_after - now).total_seconds() / 86400, 2))
 

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import ssl
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -104,7 +104,8 @@ class CertSummary:
     not_after: datetime
 
     def line(self) -> str:
-        return f"{self.subject} (issuer {self.issuer}; valid {self.not_before:%Y-%m-%d} to {self.not_after:%Y-%m-%d})"
+        valid = f"{self.not_before:%Y-%m-%d} to {self.not_after:%Y-%m-%d}"
+        return f"{self.subject} (issuer {self.issuer}; valid {valid})"
 
 
 def read_certificates(path: Path) -> list[CertSummary]:
@@ -141,7 +142,7 @@ class ClientTrust:
 
     def _verify(self, der: bytes) -> bool:
         """Leaf dates, then signatures up through the bundle to a self-signed anchor in it."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         cert = x509.load_der_x509_certificate(der)
         for _ in range(MAX_CHAIN_DEPTH):
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:

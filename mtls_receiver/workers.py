@@ -381,7 +381,7 @@ class WorkerPool:
         starting (whose SIGHUP handler may not be installed yet) gets this config from its pipe
         only if spawned from now on, and reloads with the next SIGHUP."""
         self.config = config
-        for process, port in zip(self._procs, self._admin_ports):
+        for process, port in zip(self._procs, self._admin_ports, strict=True):
             if process is not None and process.returncode is None and port is not None:
                 process.send_signal(signal.SIGHUP)
 
@@ -434,7 +434,8 @@ class WorkerPool:
         return found
 
     def summary(self) -> str:
-        return f"listening on {', '.join(address for _, address, _ in self.addresses())} with {self.count} workers"
+        addresses = ", ".join(address for _, address, _ in self.addresses())
+        return f"listening on {addresses} with {self.count} workers"
 
 
 def _log_change(index: int, pid: int, answer: bool | None) -> None:
@@ -469,7 +470,8 @@ def _exit_status(code: int) -> str:
 
 
 async def supervise(config: Config, command: list[str]) -> None:
-    """The supervisor: sockets, store, forwarder and admin port here; requests in ``config.workers`` workers."""
+    """The supervisor: sockets, store, forwarder and admin port here; requests in ``config.workers``
+    workers."""
     receiver = Receiver(config, role=SUPERVISOR)
     pool = WorkerPool(
         config,

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
     from ..config.reader import Reader, Table
     from ..config.schema import ListenerConfig, ProviderOptions, RouteConfig
-    from ..events import IncomingRequest, Verdict
-    from ..events import ClientIdentity
+    from ..events import ClientIdentity, IncomingRequest, Verdict
 
 __all__ = [
     "Commands",

@@ -25,10 +25,10 @@ __all__ = [
     "verified_json",
 ]
 
-O = TypeVar("O", bound=ProviderOptions)
+OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
 
 
-def options_of(route: RouteConfig, kind: type[O]) -> O:
+def options_of(route: RouteConfig, kind: type[OptionsT]) -> OptionsT:
     """The route's options as its provider defined them; a route holding others is refused (fail closed)."""
     if not isinstance(route.options, kind):
         raise Refusal(403, f"route {route.path} has no {kind.__name__} for provider {route.provider!r}")

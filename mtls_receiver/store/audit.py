@@ -2,10 +2,10 @@
 
 One pipelining connection repeating a refused request wrote a row per request (40,001 rows, 11 MB
 in 20 s). Now the first refusal of its kind is written at once, as before (it is audited before it
-is answered); identical refusals (same status and reason) from the same peer within :data:`WINDOW` seconds are only counted
-in memory, and the counts go to one more row ("repeats": how many, first and last time), written
-within :data:`FLUSH_EVERY` seconds and on a clean stop. Every distinct refusal still gets its own
-row; accepted requests are never coalesced (they go with their events).
+is answered); identical refusals (same status and reason) from the same peer within :data:`WINDOW`
+seconds are only counted in memory, and the counts go to one more row ("repeats": how many, first
+and last time), written within :data:`FLUSH_EVERY` seconds and on a clean stop. Every distinct
+refusal still gets its own row; accepted requests are never coalesced (they go with their events).
 
 Rows older than ``[store] audit_retention_days`` are deleted in the background, in small batches
 so that a purge never holds the write lock for long. The events themselves are never purged.
@@ -142,7 +142,7 @@ class RefusalCoalescer:
         except BaseException:
             self._retired = retired + self._retired  # to be written by the next flush
             raise
-        for (entry, count), seq in zip(sent, seqs):
+        for (entry, count), seq in zip(sent, seqs, strict=True):
             entry.count -= count  # repeats counted while the write ran stay for the next flush
             entry.seq = seq
             if not entry.count:

@@ -137,7 +137,7 @@ class GroupCommit:
                 continue
             self.commits += 1
             self._expected = len(batch) + len(self._queue)  # who was answered, and who came meanwhile
-            for write, receipt in zip(batch, receipts):
+            for write, receipt in zip(batch, receipts, strict=True):
                 if not write.done.done():
                     write.done.set_result(receipt)
 

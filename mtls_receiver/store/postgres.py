@@ -362,7 +362,7 @@ class PostgresStore:
             await conn.execute("UPDATE health SET checked_at = extract(epoch FROM now()) WHERE id = 1")
         return [
             Receipt(stored=tuple(ids), duplicates=len(write.events) - len(ids))
-            for ids, write in zip(stored, batch)
+            for ids, write in zip(stored, batch, strict=True)
         ]
 
     @staticmethod

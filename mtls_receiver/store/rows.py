@@ -11,7 +11,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import jsoncodec
@@ -78,7 +78,8 @@ AUDIT_COLUMNS = f"{AUDIT_INSERT_COLUMNS}, count, last_at"  # what audit_from_row
 
 EVENT_COLUMNS = (
     "e.id, e.provider, e.route, e.kind, e.dedup_key, e.payload, e.received_at, e.peer, e.client_subject,"
-    " e.client_issuer, e.client_fingerprint, e.verified_by, COALESCE(o.status, 'stored'), COALESCE(o.attempts, 0)"
+    " e.client_issuer, e.client_fingerprint, e.verified_by,"
+    " COALESCE(o.status, 'stored'), COALESCE(o.attempts, 0)"
 )
 EVENTS_FROM = "events e LEFT JOIN outbox o ON o.event_id = e.id"
 
@@ -289,7 +290,7 @@ def purge_cutoff(days: float, now: float | None = None) -> str:
     """The ``at`` before which audit rows are purged: ``days`` ago, in the format of AuditRecord.at
     (UTC ISO 8601, fixed width), so rows compare as text."""
     moment = (time.time() if now is None else now) - days * 86400
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+00:00")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.000+00:00")
 
 
 def order_key(write: Write, event: NewEvent) -> str:

@@ -455,7 +455,7 @@ class SQLiteStore:
                     logging.WARNING if low else logging.INFO,
                     "%s: %s",
                     self.path.parent,
-                    "less than %d MiB free: checkpointing the WAL after every commit" % (LOW_SPACE >> 20)
+                    f"less than {LOW_SPACE >> 20} MiB free: checkpointing the WAL after every commit"
                     if low
                     else "free space is back: checkpointing the WAL as usual",
                 )

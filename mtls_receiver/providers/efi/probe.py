@@ -7,13 +7,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import ssl
 import string
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -37,7 +36,7 @@ class ProbeResult:
 
 def sample_pix(pix_key: str | None = None) -> dict[str, object]:
     """A well-formed Pix item whose endToEndId says it is a probe (ISPB 00000000, 'PROBE')."""
-    stamp = datetime.now(timezone.utc)
+    stamp = datetime.now(UTC)
     item: dict[str, object] = {
         "endToEndId": f"E00000000{stamp:%Y%m%d%H%M}PROBE{''.join(secrets.choice(_ALNUM) for _ in range(6))}",
         "txid": "mtlsreceiverprobe",
@@ -104,7 +103,7 @@ async def probe_without_certificate(url: str, ca: Path | None, timeout: float = 
         return ProbeResult(step, False, f"cannot connect: {_reason(exc)}")
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
         return ProbeResult(step, True, f"connection closed after the handshake ({_reason(exc)})")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return ProbeResult(step, False, f"no answer within {timeout:g}s (Efí reports a time-out)")
     if 400 <= status < 500 and status != 404:
         return ProbeResult(step, True, f"refused with HTTP {status}")
@@ -118,7 +117,7 @@ async def _expect_2xx(
 ) -> ProbeResult:
     try:
         status, text = await _post(url, body, context, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return ProbeResult(step, False, f"POST {url}: no answer within {timeout:g}s")
     except aiohttp.ClientError as exc:
         return ProbeResult(step, False, f"POST {url}: {_reason(exc)}")
