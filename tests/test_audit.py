@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context, config_text, https_post, pix, run_cli
+from support import Pki, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver.config import Config, StoreConfig, load_config
 from mtls_receiver.errors import ConfigError
 from mtls_receiver.events import AuditRecord, NewEvent

@@ -16,7 +16,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from conftest import PYTHON, Pki, ServerProcess, run_cli
+from support import PYTHON, Pki, ServerProcess, run_cli
 from mtls_receiver.efi_certs import fetch_efi_chain
 from mtls_receiver.errors import ReceiverError
 
@@ -196,7 +196,7 @@ def test_probe_fails_when_the_server_certificate_is_untrusted(dev_server, pki: P
 
 
 def test_port_in_use_is_reported_with_the_key(tmp_path: Path, pki: Pki) -> None:
-    from conftest import config_text
+    from support import config_text
 
     taken = socket.create_server(("127.0.0.1", 0))
     config = tmp_path / "config.toml"

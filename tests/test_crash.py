@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 
 ACKED_BEFORE_KILL = 120
 MAX_REQUESTS = 600

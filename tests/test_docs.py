@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki
+from support import Pki
 from mtls_receiver.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 
 
 def test_disk_full_gives_503_then_recovers(tmp_path: Path, pki: Pki) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from conftest import PYTHON, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import PYTHON, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver import store as store_module
 from mtls_receiver.config import StoreConfig
 from mtls_receiver.events import AttemptOutcome, DeliveryAttempt, NewEvent

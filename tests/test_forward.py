@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver.config import Config
 from mtls_receiver.server import Receiver
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import Pki, client_context, https_post, pix
+from support import Pki, client_context, https_post, pix
 from mtls_receiver.config import Config
 from mtls_receiver.server import Receiver
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from conftest import REFUSED, Pki, ServerProcess, client_context, config_text, https_post, pix
+from support import REFUSED, Pki, ServerProcess, client_context, config_text, https_post, pix
 from mtls_receiver.config import Config, load_config
 from mtls_receiver.logs import JsonFormatter, TextFormatter, escape, log_fields, render_fields
 from mtls_receiver.server import Receiver

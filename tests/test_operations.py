@@ -16,7 +16,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REFUSED, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import REFUSED, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver.server import Receiver
 
 

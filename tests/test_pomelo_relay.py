@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp import web
 
-from conftest import Answer, Pki, client_context, https_post
+from support import Answer, Pki, client_context, https_post
 from mtls_receiver.config import Config, RelayConfig, RouteConfig
 from mtls_receiver.server import Receiver, handling_deadline
 from test_hmac_providers import FIRE_BODY, FIRE_SECRET, INFI_BODY, INFI_SECRET, hex_hmac

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from test_forward import App, forward_secrets, forward_table, until  # noqa: F401  (autouse fixture)
 
 

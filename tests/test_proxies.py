@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Pki, client_context, pix
+from support import Pki, client_context, pix
 from mtls_receiver.config import Config, load_config
 from mtls_receiver.server import Receiver
 from test_docs import README, _with_local_files

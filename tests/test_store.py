@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context, https_post, pix
+from support import Pki, client_context, https_post, pix
 from mtls_receiver.config import StoreConfig
 from mtls_receiver.errors import StoreUnavailable
 from mtls_receiver.events import AttemptOutcome, AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer

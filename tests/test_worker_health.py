@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context, config_text
+from support import Pki, client_context, config_text
 from mtls_receiver.config import HealthConfig, load_config
 from mtls_receiver.errors import ConfigError
 from mtls_receiver.server import Receiver

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context
+from support import Pki, client_context
 from mtls_receiver.admission import BUCKETS, ConnectionCounts, ConnectionTable
 from test_workers import WAIT, Serve, serve, wait_until  # noqa: F401  (serve is a fixture)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Answer, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import Answer, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from test_operations import Swappable, served_subject
 
 WAIT = 30.0  # the longest any single wait here may take (seconds)
