@@ -7,13 +7,12 @@ import asyncio
 import dataclasses
 import json
 import re
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context, config_text, https_post, pix, run_cli
+from support import Pki, client_context, config_text, https_post, pix, run_cli, until
 from mtls_receiver.config import Config, StoreConfig, load_config
 from mtls_receiver.dispatch import utc_now
 from mtls_receiver.errors import ConfigError
@@ -23,21 +22,6 @@ from mtls_receiver.store import Store, open_store
 from mtls_receiver.store.audit import PURGE_BATCH, AuditRetention, RefusalCoalescer
 
 OLD = "2020-01-02T03:04:05.678+00:00"  # far older than any retention
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
-    if request.param == "sqlite":
-        return StoreConfig(path=tmp_path / "inbox.db")
-    return StoreConfig(url=request.getfixturevalue("pg_dsn"))
-
-
-@pytest.fixture
-async def store(store_config: StoreConfig) -> AsyncIterator[Store]:
-    store = open_store(store_config)
-    await store.open()
-    yield store
-    await store.close()
 
 
 @pytest.fixture
@@ -70,10 +54,14 @@ async def pipeline(port: int, pki: Pki, data: bytes) -> list[int]:
 
 
 async def rows_until(store: Store, done: Callable[[list[AuditRecord]], bool], timeout: float = 20) -> list[AuditRecord]:
-    deadline = time.monotonic() + timeout
-    while not done(rows := await store.list_audit(100_000)):
-        assert time.monotonic() < deadline, f"audit never got there: {rows[:5]}"
-        await asyncio.sleep(0.05)
+    rows: list[AuditRecord] = []
+
+    async def reached() -> bool:
+        nonlocal rows
+        rows = await store.list_audit(100_000)
+        return done(rows)
+
+    await until(reached, timeout, lambda: f"audit never got there: {rows[:5]}", interval=0.05)
     return rows
 
 

@@ -23,7 +23,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import Pki
+from support import Pki
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

@@ -16,22 +16,20 @@ import pytest
 import trustme
 from aiohttp import web
 
-from conftest import PYTHON, Pki, ServerProcess, run_cli
 from mtls_receiver.providers.efi.certs import fetch_efi_chain
+from support import PYTHON, Pki, Serve, ServerProcess, config_text, run_cli, wait_until
 from mtls_receiver.errors import ReceiverError
 
 
 @pytest.fixture
-def dev_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+def dev_server(tmp_path: Path, serve: Serve) -> tuple[Path, int, ServerProcess]:
     made = run_cli("dev-certs", str(tmp_path / "dev"), "--port", "0")
     assert made.returncode == 0, made.stderr
     for name in ("server-ca.pem", "server.pem", "server.key", "client-ca.pem", "client.pem", "foreign-client.pem"):
         assert (tmp_path / "dev" / name).is_file(), name
     assert (tmp_path / "dev" / "server.key").stat().st_mode & 0o077 == 0
-    server = ServerProcess("serve", "--config", str(tmp_path / "dev" / "config.toml"))
-    port = server.start()
-    yield tmp_path / "dev", port, server
-    server.kill()
+    server, port = serve(tmp_path / "dev" / "config.toml")
+    return tmp_path / "dev", port, server
 
 
 def test_probe_passes_against_dev_server_and_event_is_listed(dev_server) -> None:  # type: ignore[no-untyped-def]
@@ -131,16 +129,13 @@ def test_serve_dev_makes_certificates_and_prints_a_working_curl(tmp_path: Path) 
 
 
 def _wait_for_curl(server: ServerProcess, timeout: float = 20.0) -> str:
-    import time
+    def printed() -> re.Match[str] | None:
+        return re.search(r"(curl .*?/webhook/pix)\n", "".join(server.output).replace("\\\n", " "))
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = "".join(server.output)
-        match = re.search(r"(curl .*?/webhook/pix)\n", text.replace("\\\n", " "))
-        if match:
-            return match.group(1)
-        time.sleep(0.05)
-    raise AssertionError("no curl command printed:\n" + "".join(server.output))
+    wait_until(printed, timeout, lambda: "no curl command printed:\n" + "".join(server.output))
+    match = printed()
+    assert match is not None
+    return match.group(1)
 
 
 def test_check_config_and_serve_report_bad_config(tmp_path: Path) -> None:
@@ -196,8 +191,6 @@ def test_probe_fails_when_the_server_certificate_is_untrusted(dev_server, pki: P
 
 
 def test_port_in_use_is_reported_with_the_key(tmp_path: Path, pki: Pki) -> None:
-    from conftest import config_text
-
     taken = socket.create_server(("127.0.0.1", 0))
     config = tmp_path / "config.toml"
     config.write_text(config_text(pki, port=taken.getsockname()[1]), encoding="utf-8")

@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import Pki, Serve, ServerProcess, client_context, https_post, pix, run_cli
 
 ACKED_BEFORE_KILL = 120
 MAX_REQUESTS = 600
@@ -34,11 +34,9 @@ async def _send_until_killed(port: int, pki: Pki, server: ServerProcess) -> set[
     return acked
 
 
-def test_kill_9_loses_no_acknowledged_pix(tmp_path: Path, pki: Pki) -> None:
+def test_kill_9_loses_no_acknowledged_pix(tmp_path: Path, pki: Pki, serve: Serve) -> None:
+    server, port = serve()
     config = tmp_path / "config.toml"
-    config.write_text(config_text(pki), encoding="utf-8")
-    server = ServerProcess("serve", "--config", str(config))
-    port = server.start()
     try:
         acked = asyncio.run(_send_until_killed(port, pki, server))
     finally:
@@ -46,8 +44,7 @@ def test_kill_9_loses_no_acknowledged_pix(tmp_path: Path, pki: Pki) -> None:
     assert server.proc is not None and server.proc.returncode == -9
     assert len(acked) >= ACKED_BEFORE_KILL
 
-    restarted = ServerProcess("serve", "--config", str(config))
-    restarted.start()
+    restarted, _ = serve(config)
     try:
         listed = run_cli("events", "list", "--config", str(config), "--json", "--limit", "100000")
     finally:

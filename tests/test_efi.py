@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import Pki, client_context, https_post, pix
+from support import Pki, client_context, https_post, pix
 from mtls_receiver.config import RouteConfig
 from mtls_receiver.errors import Refusal
 from mtls_receiver.events import ClientIdentity, IncomingRequest, Peer

@@ -17,9 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from conftest import PYTHON, Pki
-from efi_standin import ERRORS, EfiStandIn
 from mtls_receiver.lifecycle import Receiver
+from support import PYTHON, Pki
+from support.efi_standin import ERRORS, EfiStandIn
 
 CLIENT_ID, CLIENT_SECRET, P12_PASSWORD = "Client_Id_test", "Client_Secret_test_0123", "p12-password"
 

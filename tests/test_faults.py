@@ -6,26 +6,21 @@ import asyncio
 import json
 import os
 import random
-import re
 import resource
 import sqlite3
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
+from support import (Pki, Serve, ServerProcess, client_context, config_text, http_get, https_post, pix,
+                     run_cli, wait_until)
 
 
-def test_disk_full_gives_503_then_recovers(tmp_path: Path, pki: Pki) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(config_text(pki), encoding="utf-8")
-    server = ServerProcess("serve", "--config", str(config))
-    port = server.start()
+def test_disk_full_gives_503_then_recovers(tmp_path: Path, pki: Pki, serve: Serve) -> None:
+    server, port = serve()
     context = client_context(pki, pki.client)
 
     def post(e2e: str) -> int:
@@ -89,18 +84,16 @@ async def _concurrent_senders(port: int, pki: Pki, server: ServerProcess, kill_a
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_kill_9_under_concurrent_load_keeps_every_ack_exactly_once(tmp_path: Path, pki: Pki, round_: int) -> None:
+def test_kill_9_under_concurrent_load_keeps_every_ack_exactly_once(tmp_path: Path, pki: Pki, round_: int,
+                                                                  serve: Serve) -> None:
+    server, port = serve()
     config = tmp_path / "config.toml"
-    config.write_text(config_text(pki), encoding="utf-8")
-    server = ServerProcess("serve", "--config", str(config))
-    port = server.start()
     try:
         acked = asyncio.run(_concurrent_senders(port, pki, server, kill_after=80 + 40 * round_))
     finally:
         server.kill()
     assert server.proc is not None and server.proc.returncode == -9
-    restarted = ServerProcess("serve", "--config", str(config))
-    restarted.start()
+    restarted, _ = serve(config)
     try:
         listed = run_cli("events", "list", "--config", str(config), "--json", "--limit", "100000")
     finally:
@@ -137,34 +130,19 @@ def _fill(path: Path) -> None:
             pass
 
 
-def _readyz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
+def _eventually(check: Callable[[], bool], what: str) -> None:
+    wait_until(check, 30.0, lambda: what, interval=0.1)
 
 
-def _eventually(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
-def test_a_full_small_filesystem_recovers_by_itself(tmp_path: Path, pki: Pki, small_filesystem: Path) -> None:
+def test_a_full_small_filesystem_recovers_by_itself(tmp_path: Path, pki: Pki, small_filesystem: Path,
+                                                    serve: Serve) -> None:
     """The inbox on a 1.5 MiB filesystem: filled until 503 (the WAL must not be what fills it), then
     full to the last byte (/readyz 503), then a 256 KiB file is deleted: the same receiver accepts
     again, and the freed space holds events, not copies of pages in the WAL (before: 15 events)."""
     spare = small_filesystem / "spare"
     spare.write_bytes(b"\0" * 256 * 1024)
-    config = tmp_path / "config.toml"
-    config.write_text(config_text(pki, store=str(small_filesystem / "inbox.db")), encoding="utf-8")
-    server = ServerProcess("serve", "--config", str(config))
-    port = server.start()
-    shown = re.search(r"admin \(metrics, health\) on http://127.0.0.1:(\d+)", "".join(server.output))
-    assert shown is not None
-    admin = int(shown.group(1))
+    server, port = serve(store=str(small_filesystem / "inbox.db"))
+    admin = server.admin_port()
     context = client_context(pki, pki.client)
     answers: dict[str, int] = {}
 
@@ -183,11 +161,11 @@ def test_a_full_small_filesystem_recovers_by_itself(tmp_path: Path, pki: Pki, sm
         assert filled > 500  # ~1 MiB of events, not a WAL of page copies (before: about 80)
         _fill(small_filesystem / "other-program")
         assert [post(f"E-FULL-{k}") for k in range(3)] == [503] * 3
-        _eventually(lambda: _readyz(admin) == 503, "/readyz stayed 200 on a full disk")
+        _eventually(lambda: http_get(admin, "/readyz")[0] == 503, "/readyz stayed 200 on a full disk")
         spare.unlink()
         (small_filesystem / "other-program").unlink()
         _eventually(lambda: post(f"E-BACK-{time.monotonic_ns()}") == 200, "no recovery without a restart")
-        _eventually(lambda: _readyz(admin) == 200, "/readyz stayed 503 with space free again")
+        _eventually(lambda: http_get(admin, "/readyz")[0] == 200, "/readyz stayed 503 with space free again")
         later = [post(f"E-LATER-{k}") for k in range(150)]  # 256 KiB of room: WAL copies fit ~15 of these
         assert later == [200] * 150
         wal = small_filesystem / "inbox.db-wal"

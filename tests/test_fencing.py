@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from conftest import PYTHON, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver import store as store_module
 from mtls_receiver.config import StoreConfig
 from mtls_receiver.events import AttemptOutcome, DeliveryAttempt, NewEvent
 from mtls_receiver.store import Store, open_store
-from test_forward import App, forward_secrets, forward_table, until  # noqa: F401  (autouse fixture)
-from test_postgres import shared_config
-from test_store import audit, store, store_config  # noqa: F401  (fixtures: both backends)
+from support import (PYTHON, App, Pki, Serve, audit, client_context, config_text, forward_table, https_post,
+                     pix, run_cli, shared_config, until)
+
+pytestmark = pytest.mark.usefixtures("forward_secrets")
 
 REFUND = {"id": "D1", "rtrId": "D" * 32, "valor": "1.00", "status": "DEVOLVIDO"}
 
@@ -35,7 +35,7 @@ def outcome(event_id: str, token: int, status: str = "delivered", code: int | No
     return AttemptOutcome(event_id, DeliveryAttempt(1, "t", 5, code, error), status, 1100.0, token)
 
 
-async def queued(store: Store, key: str = "E1") -> str:  # noqa: F811
+async def queued(store: Store, key: str = "E1") -> str:
     (event_id,) = (await store.record("efi", "/webhook", [NewEvent("pix", key, {}, order_key=key)], audit(),
                                       queue=True)).stored
     return event_id
@@ -43,7 +43,7 @@ async def queued(store: Store, key: str = "E1") -> str:  # noqa: F811
 
 # --- fencing: the store keeps only the current lease holder's outcome (both backends) --------------
 
-async def test_a_stale_attempt_finishing_late_changes_nothing(store: Store) -> None:  # noqa: F811
+async def test_a_stale_attempt_finishing_late_changes_nothing(store: Store) -> None:
     event_id = await queued(store)
     (stale,) = await store.claim_due(now=1000.0, limit=1, lease=30)  # claimer A; its attempt hangs
     (current,) = await store.claim_due(now=1031.0, limit=1, lease=30)  # A's lease ran out: claimer B
@@ -57,7 +57,7 @@ async def test_a_stale_attempt_finishing_late_changes_nothing(store: Store) -> N
     assert await store.claim_due(now=5000.0, limit=1, lease=30) == []  # delivered stays delivered
 
 
-async def test_a_stale_outcome_cannot_release_the_new_lease(store: Store) -> None:  # noqa: F811
+async def test_a_stale_outcome_cannot_release_the_new_lease(store: Store) -> None:
     first, second = await queued(store, "E1"), await queued(store, "E2")
     stale = {e.id: e.lease_token for e in await store.claim_due(now=1000.0, limit=2, lease=30)}
     current = {e.id: e.lease_token for e in await store.claim_due(now=1031.0, limit=1, lease=30)}
@@ -70,7 +70,7 @@ async def test_a_stale_outcome_cannot_release_the_new_lease(store: Store) -> Non
     assert {e.id: e.status for e in await store.list_events()} == {first: "delivered", second: "delivered"}
 
 
-async def test_replay_keeps_a_live_lease_and_fences_its_attempt(store: Store) -> None:  # noqa: F811
+async def test_replay_keeps_a_live_lease_and_fences_its_attempt(store: Store) -> None:
     event_id = await queued(store)
     (in_flight,) = await store.claim_due(now=1000.0, limit=1, lease=30)
     assert await store.replay([event_id]) == 1
@@ -139,27 +139,24 @@ def cli_json(config: Path, *args: str) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_inspecting_during_a_slow_delivery_delivers_once_in_order(backend: str, tmp_path: Path, pki: Pki,
+                                                                  serve: Serve,
                                                                   request: pytest.FixtureRequest) -> None:
     dsn = request.getfixturevalue("pg_dsn") if backend == "postgres" else ""
 
     async def scenario() -> list[str]:
-        app = HeldApp()
-        await app.start()
-        extra = forward_table(app.url, timeout=60)  # a 70 s lease: it cannot run out during the test
-        if dsn:
-            config = shared_config(tmp_path, pki, dsn, "a", extra)
-        else:
-            config = tmp_path / "config.toml"
-            config.write_text(config_text(pki) + extra, encoding="utf-8")
-        server = ServerProcess("serve", "--config", str(config))
-        port = await asyncio.to_thread(server.start)
-        try:
-            await inspect_while_delivering(app, port, config, client_context(pki, pki.client))
-        finally:
-            server.kill()
-            app.release.set()
-            assert app.runner is not None
-            await app.runner.cleanup()
+        async with HeldApp() as app:
+            extra = forward_table(app.url, timeout=60)  # a 70 s lease: it cannot run out during the test
+            if dsn:
+                config = shared_config(tmp_path, pki, dsn, "a", extra)
+            else:
+                config = tmp_path / "config.toml"
+                config.write_text(config_text(pki) + extra, encoding="utf-8")
+            server, port = await asyncio.to_thread(serve, config)
+            try:
+                await inspect_while_delivering(app, port, config, client_context(pki, pki.client))
+            finally:
+                server.kill()
+                app.release.set()
         return app.arrivals
 
     arrivals = asyncio.run(scenario())
@@ -195,7 +192,7 @@ async def inspect_while_delivering(app: HeldApp, port: int, config: Path, contex
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_forwarder_resumed_after_its_lease_ran_out_overwrites_nothing(
-        backend: str, tmp_path: Path, pki: Pki, request: pytest.FixtureRequest) -> None:
+        backend: str, tmp_path: Path, pki: Pki, serve: Serve, request: pytest.FixtureRequest) -> None:
     """Forwarder A hangs in a delivery (SIGSTOP) until its lease has run out and forwarder B has
     delivered the event; then A resumes, its attempt times out, and it must not turn `delivered`
     back into `pending` (which made the event be delivered yet again)."""
@@ -211,35 +208,30 @@ def test_a_forwarder_resumed_after_its_lease_ran_out_overwrites_nothing(
         return path
 
     async def scenario() -> tuple[list[str], str, str]:
-        app = HeldApp()
-        await app.start()
-        first, second = ServerProcess("serve", "--config", str(config_for("a", app.url))), None
-        port = await asyncio.to_thread(first.start)
-        try:
-            app.held.add("E1")
-            context = client_context(pki, pki.client)
-            assert (await https_post(port, "/webhook/pix", {"pix": [pix("E1")]}, context)).status == 200
-            await until(lambda: app.arrivals == ["E1"])
-            first.signal(signal.SIGSTOP)  # A hangs in the middle of its delivery
-            config = config_for("b", app.url)
-            second = ServerProcess("serve", "--config", str(config))
-            await asyncio.to_thread(second.start)
+        async with HeldApp() as app:
+            first, port = await asyncio.to_thread(serve, config_for("a", app.url))
+            servers = [first]
+            try:
+                app.held.add("E1")
+                context = client_context(pki, pki.client)
+                assert (await https_post(port, "/webhook/pix", {"pix": [pix("E1")]}, context)).status == 200
+                await until(lambda: app.arrivals == ["E1"])
+                first.signal(signal.SIGSTOP)  # A hangs in the middle of its delivery
+                config = config_for("b", app.url)
+                servers.append((await asyncio.to_thread(serve, config))[0])
 
-            async def delivered() -> bool:
-                return [e["status"] for e in await asyncio.to_thread(cli_json, config)] == ["delivered"]
+                async def delivered() -> bool:
+                    return [e["status"] for e in await asyncio.to_thread(cli_json, config)] == ["delivered"]
 
-            await until(delivered, timeout=60)  # B, once A's lease ran out
-            first.signal(signal.SIGCONT)  # A's attempt times out now, and A records its outcome
-            outcomes = ("superseded", "forward failed")  # recorded nothing / overwrote `delivered`
-            await until(lambda: any(text in "".join(first.output) for text in outcomes))
-            status = (await asyncio.to_thread(cli_json, config))[0]["status"]
-        finally:
-            for server in (first, second):
-                if server is not None:
+                await until(delivered, timeout=60)  # B, once A's lease ran out
+                first.signal(signal.SIGCONT)  # A's attempt times out now, and A records its outcome
+                outcomes = ("superseded", "forward failed")  # recorded nothing / overwrote `delivered`
+                await until(lambda: any(text in "".join(first.output) for text in outcomes))
+                status = (await asyncio.to_thread(cli_json, config))[0]["status"]
+            finally:
+                for server in servers:
                     server.kill()
-            app.release.set()
-            assert app.runner is not None
-            await app.runner.cleanup()
+                app.release.set()
         return app.arrivals, str(status), "".join(first.output)
 
     arrivals, status, output = asyncio.run(scenario())
@@ -287,7 +279,7 @@ def leased_inbox(tmp_path: Path, pki: Pki) -> Iterator[tuple[Path, Path, list[st
     config.write_text(config_text(pki, store=str(state / "inbox.db")), encoding="utf-8")
 
     async def prepare() -> list[str]:
-        store = open_store(StoreConfig(path=state / "inbox.db"))  # noqa: F811
+        store = open_store(StoreConfig(path=state / "inbox.db"))
         await store.open()
         try:
             ids = [await queued(store, "E1"), await queued(store, "E2")]
@@ -323,7 +315,7 @@ def test_inspecting_with_a_read_only_postgres_login(tmp_path: Path, pki: Pki, pg
     asyncpg = pytest.importorskip("asyncpg")
 
     async def prepare() -> str:
-        store = open_store(StoreConfig(url=pg_dsn))  # noqa: F811
+        store = open_store(StoreConfig(url=pg_dsn))
         await store.open()
         try:
             event_id = await queued(store)

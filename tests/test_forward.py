@@ -8,82 +8,18 @@ import base64
 import json
 import secrets
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver.config import Config
 from mtls_receiver.lifecycle import Receiver
+from support import (OLD_SECRET, SECRET, App, Pki, Serve, client_context, config_text, forward_table,
+                     https_post, pix, run_cli, until)
 
-SECRET = "whsec_" + base64.b64encode(b"forwarding-test-secret-32-bytes!").decode()
-OLD_SECRET = "whsec_" + base64.b64encode(b"the-previous-secret-also-32bytes").decode()
-
-
-class App:
-    """The merchant's application, on loopback; ``up`` False answers 503."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.delay = 0.0
-        self.fail_first: set[str] = set()  # event ids whose first delivery gets a 503
-        self.attempts: list[str] = []
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.active = self.max_active = 0
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        event_id = request.headers.get("webhook-id", "")
-        self.attempts.append(event_id)
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.active -= 1
-        if not self.up or event_id in self.fail_first:
-            self.fail_first.discard(event_id)
-            return web.Response(status=503)
-        self.received.append((dict(request.headers), body))
-        return web.Response(status=204)
-
-    def delivered_ids(self) -> list[str]:
-        return [json.loads(body)["id"] for _, body in self.received]
-
-    async def start(self, port: int = 0) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hooks"
-
-
-@pytest.fixture
-async def app() -> AsyncIterator[App]:
-    application = App()
-    await application.start()
-    yield application
-    assert application.runner is not None
-    await application.runner.cleanup()
-
-
-def forward_table(url: str, **policy: object) -> str:
-    settings = {"max_attempts": 20, "backoff_base": 0.05, "backoff_max": 0.2, "timeout": 2, **policy}
-    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
-    return f'\n[forward]\nurl = "{url}"\nsecrets = [{{ env = "T_FORWARD_SECRET" }}, {{ env = "T_FORWARD_OLD" }}]\n{lines}'
-
-
-@pytest.fixture(autouse=True)
-def forward_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("T_FORWARD_SECRET", SECRET)
-    monkeypatch.setenv("T_FORWARD_OLD", OLD_SECRET)
+pytestmark = pytest.mark.usefixtures("forward_secrets")
 
 
 async def receiver_with(write_config: Callable[..., Config], start_receiver, extra: str) -> Receiver:  # type: ignore[no-untyped-def]
@@ -96,17 +32,6 @@ async def receiver_with(write_config: Callable[..., Config], start_receiver, ext
 async def send_pix(receiver: Receiver, pki: Pki, *items: dict[str, object]) -> None:
     answer = await https_post(receiver.port(), "/webhook/pix", {"pix": list(items)}, client_context(pki, pki.client))
     assert answer.status == 200
-
-
-async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0) -> None:
-    """Wait for a condition (bounded): the forwarder works in the background."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if await result if asyncio.iscoroutine(result) else result:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 async def until_recorded(receiver: Receiver, delivered: int = 1) -> None:
@@ -286,33 +211,31 @@ def test_unknown_handler_is_a_config_error(tmp_path: Path, pki: Pki) -> None:
     assert result.returncode == 2 and "forward.handler: cannot load no_such_module_here:handle" in result.stderr
 
 
-def test_kill_9_with_events_pending_delivers_after_restart(tmp_path: Path, pki: Pki) -> None:
+def test_kill_9_with_events_pending_delivers_after_restart(tmp_path: Path, pki: Pki, serve: Serve) -> None:
     async def scenario() -> None:
-        app = App()
-        await app.start()
-        app.up = False
-        config = tmp_path / "config.toml"
-        config.write_text(config_text(pki) + forward_table(app.url, backoff_base=0.2, backoff_max=0.5), encoding="utf-8")
-        env_server = ServerProcess("serve", "--config", str(config))
-        port = await asyncio.to_thread(env_server.start)
-        sent = [pix(f"E{n:04d}", valor=f"{n}.00") for n in range(25)]
-        for item in sent:
-            answer = await https_post(port, "/webhook/pix", {"pix": [item]}, client_context(pki, pki.client))
-            assert answer.status == 200
-        await until(lambda: len(app.attempts) >= 5)
-        env_server.kill()  # SIGKILL with every event pending, some attempts in flight
-        await asyncio.sleep(0.3)  # requests the dead process had in flight get their 503 first
-        app.up = True
-        restarted = ServerProcess("serve", "--config", str(config))
-        await asyncio.to_thread(restarted.start)
-        try:
-            await until(lambda: len(set(app.delivered_ids())) == len(sent), timeout=60)
-        finally:
-            restarted.terminate()
-        payloads = {json.loads(body)["payload"]["endToEndId"]: json.loads(body)["payload"] for _, body in app.received}
-        assert payloads == {item["endToEndId"]: item for item in sent}  # exactly as stored
-        assert len(app.received) == len(sent)  # nothing succeeded before the crash, so no duplicates
-        assert app.runner is not None
-        await app.runner.cleanup()
+        async with App() as app:
+            app.up = False
+            config = tmp_path / "config.toml"
+            config.write_text(config_text(pki) + forward_table(app.url, backoff_base=0.2, backoff_max=0.5),
+                              encoding="utf-8")
+            env_server, port = await asyncio.to_thread(serve, config)
+            sent = [pix(f"E{n:04d}", valor=f"{n}.00") for n in range(25)]
+            context = client_context(pki, pki.client)
+            for item in sent:
+                answer = await https_post(port, "/webhook/pix", {"pix": [item]}, context)
+                assert answer.status == 200
+            await until(lambda: len(app.attempts) >= 5)
+            env_server.kill()  # SIGKILL with every event pending, some attempts in flight
+            await until(app.idle)  # requests the dead process had in flight get their 503 first
+            app.up = True
+            restarted, _ = await asyncio.to_thread(serve, config)
+            try:
+                await until(lambda: len(set(app.delivered_ids())) == len(sent), timeout=60)
+            finally:
+                restarted.terminate()
+            payloads = {json.loads(body)["payload"]["endToEndId"]: json.loads(body)["payload"]
+                        for _, body in app.received}
+            assert payloads == {item["endToEndId"]: item for item in sent}  # exactly as stored
+            assert len(app.received) == len(sent)  # nothing succeeded before the crash, so no duplicates
 
     asyncio.run(scenario())

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import Pki, client_context, pix
+from support import Pki, client_context, pix
 from mtls_receiver.config import Limits
 from mtls_receiver.errors import Refusal
 from mtls_receiver.http11 import Parsed, RequestHead, RequestParser, Response, keep_alive_hint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import time
@@ -10,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import Pki, client_context, https_post, pix
 from mtls_receiver.config import Config
 from mtls_receiver.lifecycle import Receiver
+from support import CLOSE_WAIT, ESTABLISHED, Pki, client_context, connections, https_post, pix, until
 
 
 def limits(**values: float) -> str:
@@ -166,7 +167,7 @@ async def test_connection_limits_refuse_early_and_keep_serving(limited, pki: Pki
     receiver = await limited(**{limit: 5, "handshake_timeout": 30})
     open_ones = [await tls_stream(receiver, pki) for _ in range(4)]
     extra = await silent_connections(receiver.port(), 1)  # the fifth: a handshake still in progress counts
-    await asyncio.sleep(0.1)
+    await until(lambda: connections(os.getpid(), receiver.port()) == 5)  # accepted: counted
     beyond = await silent_connections(receiver.port(), 1)
     assert await closed_by_server(beyond[0])
     reader, writer = open_ones[0]  # an established connection is still served
@@ -176,5 +177,5 @@ async def test_connection_limits_refuse_early_and_keep_serving(limited, pki: Pki
         writer.close()
     for sock in extra + beyond:
         sock.close()
-    await asyncio.sleep(0.2)
+    await until(lambda: connections(os.getpid(), receiver.port(), (ESTABLISHED, CLOSE_WAIT)) == 0)  # closed
     assert await deliver(receiver, pki) == 200  # room again once they closed

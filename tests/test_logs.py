@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from conftest import REFUSED, Pki, ServerProcess, client_context, config_text, https_post, pix
+from support import REFUSED, Pki, Serve, client_context, config_text, https_post, pix
 from mtls_receiver.config import Config, load_config
 from mtls_receiver.logs import JsonFormatter, TextFormatter, escape, log_fields, render_fields
 from mtls_receiver.lifecycle import Receiver
@@ -89,10 +89,10 @@ def config_file(tmp_path: Path, pki: Pki) -> Path:
     return path
 
 
-def _run(config: Path, pki: Pki, *options: str) -> list[str]:
-    server = ServerProcess(*options, "serve", "--config", str(config))
+def _run(serve: Serve, config: Path, pki: Pki, *options: str) -> list[str]:
+    server, port = serve(config, options=options)
     try:
-        statuses = _send_forged(server.start(), pki)
+        statuses = _send_forged(port, pki)
         assert server.terminate() == 0
     finally:
         server.kill()
@@ -100,8 +100,8 @@ def _run(config: Path, pki: Pki, *options: str) -> list[str]:
     return "".join(server.output).split("\n")
 
 
-def test_a_forged_path_is_one_escaped_text_line(config_file: Path, pki: Pki) -> None:
-    lines = _run(config_file, pki)
+def test_a_forged_path_is_one_escaped_text_line(serve: Serve, config_file: Path, pki: Pki) -> None:
+    lines = _run(serve, config_file, pki)
     text = "\n".join(lines)
     assert "\r" not in text and "\x1b" not in text
     refused = [line for line in lines if line.split(" ")[2:4] == ["WARNING", "refused"]]
@@ -114,8 +114,9 @@ def test_a_forged_path_is_one_escaped_text_line(config_file: Path, pki: Pki) -> 
     assert len(accepted) == 1 and "method=POST path=/webhook/pix status=200 kind=pix stored=1" in accepted[0]
 
 
-def test_json_logs_are_fields(config_file: Path, pki: Pki) -> None:
-    records = [json.loads(line) for line in _run(config_file, pki, "--log-format", "json") if line.strip()]
+def test_json_logs_are_fields(serve: Serve, config_file: Path, pki: Pki) -> None:
+    lines = _run(serve, config_file, pki, "--log-format", "json")
+    records = [json.loads(line) for line in lines if line.strip()]
     refused = [r for r in records if r["message"] == "refused" and "route" in r]
     assert [r["path"] for r in refused] == [f"/{SENT}", f"/webhook/pix{SENT}"]
     first = refused[0]

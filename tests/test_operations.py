@@ -16,15 +16,10 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REFUSED, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
 from mtls_receiver.lifecycle import Receiver
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """As certbot and editors do: the server never reads a half-written file."""
-    temporary = path.with_name(path.name + ".new")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+from support import (REFUSED, Pki, Serve, ServerProcess, Swappable, blocking_connect, client_context,
+                     config_text, connections, https_post, pix, run_cli, served_subject, unread, until,
+                     write_atomically)
 
 
 # --- sd_notify -------------------------------------------------------------------------------------
@@ -89,45 +84,6 @@ def test_socket_activation_serves_on_fd_3(tmp_path: Path, pki: Pki) -> None:
 
 # --- reload -----------------------------------------------------------------------------------------
 
-class Swappable:
-    """A config whose server certificate and client CA files can be swapped on disk."""
-
-    def __init__(self, directory: Path, pki: Pki) -> None:
-        self.dir = directory
-        self.server_ca = trustme.CA()
-        self.second_root = trustme.CA(organization_name="Second client CA")
-        self.second_client = self.second_root.issue_cert(common_name="second client")
-        (directory / "second-client.pem").write_bytes(self.second_client.private_key_and_cert_chain_pem.bytes())
-        (directory / "server-ca.pem").write_bytes(self.server_ca.cert_pem.bytes())
-        self.efi_chain = pki.client_ca.read_bytes()
-        self.install_server_cert("first")
-        write_atomically(directory / "clients.pem", self.efi_chain + self.second_root.cert_pem.bytes())
-        text = config_text(pki).replace(f'"{pki.server_cert}"', '"server.pem"').replace(
-            f'"{pki.server_key}"', '"server.key"').replace(f'"{pki.client_ca}"', '"clients.pem"')
-        (directory / "config.toml").write_text(text, encoding="utf-8")
-
-    def install_server_cert(self, name: str) -> None:
-        leaf = self.server_ca.issue_cert("localhost", "127.0.0.1", common_name=name)
-        write_atomically(self.dir / "server.key", leaf.private_key_pem.bytes())
-        write_atomically(self.dir / "server.pem", b"".join(b.bytes() for b in leaf.cert_chain_pems))
-
-    def remove_second_ca(self) -> None:
-        write_atomically(self.dir / "clients.pem", self.efi_chain)
-
-    def context(self, client: Path | None, tls12: bool = False) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.dir / "server-ca.pem"))
-        if client is not None:
-            context.load_cert_chain(client)
-        if tls12:
-            context.maximum_version = ssl.TLSVersion.TLSv1_2
-        return context
-
-
-def blocking_connect(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return context.wrap_socket(raw, server_hostname="localhost", session=session)
-
-
 def blocking_post(tls: ssl.SSLSocket, keep_alive: bool = False) -> int:
     connection = "keep-alive" if keep_alive else "close"
     tls.sendall(f"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: {connection}\r\n\r\n".encode())
@@ -137,15 +93,9 @@ def blocking_post(tls: ssl.SSLSocket, keep_alive: bool = False) -> int:
     return int(head.split()[1])
 
 
-def served_subject(port: int, context: ssl.SSLContext) -> str:
-    with blocking_connect(port, context) as tls:
-        return dict(item[0] for item in tls.getpeercert()["subject"])["commonName"]
-
-
-def test_reload_under_load_swaps_certificate_and_ca(tmp_path: Path, pki: Pki) -> None:
+def test_reload_under_load_swaps_certificate_and_ca(tmp_path: Path, pki: Pki, serve: Serve) -> None:
     files = Swappable(tmp_path, pki)
-    server = ServerProcess("serve", "--config", str(tmp_path / "config.toml"))
-    port = server.start()
+    server, port = serve(tmp_path / "config.toml")
     efi, second = files.context(pki.client), files.context(tmp_path / "second-client.pem")
     try:
         assert served_subject(port, efi) == "first"
@@ -171,13 +121,21 @@ def test_reload_under_load_swaps_certificate_and_ca(tmp_path: Path, pki: Pki) ->
                 except Exception as exc:  # any failure is a failed request
                     results.append(exc)
 
+        processes = len(server.pids())  # each one logs its own "reloaded"
+
+        async def reload_under_load(reloaded: int) -> None:
+            """SIGHUP; then every process has reloaded, and requests kept being answered meanwhile."""
+            answered = len(results)
+            server.signal(signal.SIGHUP)
+            await until(lambda: server.count("reloaded") >= reloaded and len(results) >= answered + 5,
+                        what=lambda: "".join(server.output))
+
         async def swap() -> None:
-            await asyncio.sleep(0.3)
+            await until(lambda: len(results) >= 10)  # the load is flowing
             files.install_server_cert("second")
             files.remove_second_ca()
-            for _ in range(4):
-                server.signal(signal.SIGHUP)
-                await asyncio.sleep(0.3)
+            for reload in range(1, 5):
+                await reload_under_load(reload * processes)
             stop.set()
 
         async def run() -> None:
@@ -198,10 +156,9 @@ def test_reload_under_load_swaps_certificate_and_ca(tmp_path: Path, pki: Pki) ->
         server.kill()
 
 
-def test_broken_certificate_on_reload_keeps_the_old_one(tmp_path: Path, pki: Pki) -> None:
+def test_broken_certificate_on_reload_keeps_the_old_one(tmp_path: Path, pki: Pki, serve: Serve) -> None:
     files = Swappable(tmp_path, pki)
-    server = ServerProcess("serve", "--config", str(tmp_path / "config.toml"))
-    port = server.start()
+    server, port = serve(tmp_path / "config.toml")
     try:
         write_atomically(tmp_path / "server.pem", b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
         server.signal(signal.SIGHUP)
@@ -215,12 +172,16 @@ def test_broken_certificate_on_reload_keeps_the_old_one(tmp_path: Path, pki: Pki
 
 # --- graceful stop ----------------------------------------------------------------------------------
 
-def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, pki: Pki) -> None:
+def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, pki: Pki, serve: Serve) -> None:
+    server, port = serve()
     config = tmp_path / "config.toml"
-    config.write_text(config_text(pki), encoding="utf-8")
-    server = ServerProcess("serve", "--config", str(config))
-    port = server.start()
     body = json.dumps({"pix": [pix("E-INFLIGHT")]}).encode()
+    processes = server.pids()
+
+    def all_read() -> bool:
+        """The server holds the connection and has read everything sent on it so far."""
+        return (sum(connections(pid, port) for pid in processes) == 1
+                and sum(unread(pid, port) for pid in processes) == 0)
 
     async def scenario() -> int:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, pki.client),
@@ -228,9 +189,10 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, pki: Pki) -> Non
         writer.write(f"POST /webhook/pix HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n"
                      "Connection: close\r\n\r\n".encode() + body[:10])
         await writer.drain()
-        await asyncio.sleep(0.3)
+        await until(all_read)
         server.signal(signal.SIGTERM)  # mid-request
-        await asyncio.sleep(0.5)
+        await until(lambda: server.count("stopping: finishing requests in flight") >= len(processes),
+                    what=lambda: "".join(server.output))
         writer.write(body[10:])
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), 10)
@@ -267,8 +229,15 @@ async def test_metrics_move_with_traffic(receiver: Receiver, pki: Pki) -> None:
         await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E2", valor="1")]}, client_context(pki, pki.client))
         with pytest.raises(REFUSED):
             await https_post(receiver.port(), "/webhook", b"", client_context(pki))
-        await asyncio.sleep(0.1)
-        after = samples((await get("/metrics"))[1])
+        after: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+        async def handshake_failure_counted() -> bool:  # after the client saw the refusal
+            nonlocal after
+            after = samples((await get("/metrics"))[1])
+            failures = "mtls_receiver_tls_handshake_failures_total"
+            return any(name == failures and count for (name, _), count in after.items())
+
+        await until(handshake_failure_counted)
 
     def value(metrics: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
         return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
@@ -284,7 +253,7 @@ async def test_metrics_move_with_traffic(receiver: Receiver, pki: Pki) -> None:
     assert {labels["kind"] for labels, _ in expiry} == {"server", "client_ca"} and all(v > 21 for _, v in expiry)
 
 
-def test_json_logs_and_expiry_warning(tmp_path: Path, pki: Pki) -> None:
+def test_json_logs_and_expiry_warning(tmp_path: Path, pki: Pki, serve: Serve) -> None:
     ca = trustme.CA()
     soon = ca.issue_cert("localhost", "127.0.0.1", not_after=datetime.now(timezone.utc) + timedelta(days=10))
     (tmp_path / "soon.pem").write_bytes(b"".join(b.bytes() for b in soon.cert_chain_pems))
@@ -296,8 +265,7 @@ def test_json_logs_and_expiry_warning(tmp_path: Path, pki: Pki) -> None:
     assert checked.returncode == 0
     assert "WARNING: server certificate of listener 'main'" in checked.stdout and "expires in 9 days" in checked.stdout
 
-    server = ServerProcess("--log-format", "json", "serve", "--config", str(config))
-    server.start()
+    server, _ = serve(config, options=("--log-format", "json"))
     try:
         server.wait_for_output("expires in")
     finally:

@@ -11,55 +11,29 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-from aiohttp import web
 
-from conftest import Answer, Pki, client_context, https_post
 from mtls_receiver.config import Config, RelayConfig, RouteConfig
 from mtls_receiver.dispatch import handling_deadline
 from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.providers.pomelo import PomeloOptions
+from support import Answer, App, Pki, client_context, https_post, until
 from test_hmac_providers import FIRE_BODY, FIRE_SECRET, INFI_BODY, INFI_SECRET, hex_hmac
 
 SECRET = base64.b64encode(b"relay-test-secret-0123456789").decode()
 AUTH_PATH = "/pomelo/transactions/authorizations"
 
 
-class App:
-    """The merchant's application: answers authorisations, optionally slowly."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, str]] = []
-        self.delay = 0.0
-        self.answer = {"status": "APPROVED", "message": "ok"}
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.calls.append(dict(request.headers))
-        await request.read()
-        await asyncio.sleep(self.delay)
-        return web.json_response(self.answer)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/authorize", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/authorize"
+APPROVED = {"status": "APPROVED", "message": "ok"}
 
 
 @pytest.fixture
-async def app() -> AsyncIterator[App]:
-    application = App()
-    await application.start()
-    yield application
-    assert application.runner is not None
-    await application.runner.cleanup()
+def app(app: App) -> App:
+    """The merchant's application, approving every authorisation."""
+    app.answer = dict(APPROVED)
+    return app
 
 
 def auth_routes(app_url: str, deadline: float = 1.0) -> str:
@@ -127,8 +101,7 @@ async def test_repeat_of_finished_request_gets_stored_answer(relay_receiver: Rec
 async def test_repeat_while_in_progress_gets_425(relay_receiver: Receiver, app: App, pki: Pki) -> None:
     app.delay = 0.5
     first = asyncio.create_task(authorize(relay_receiver, pki, "idem-3"))
-    while not app.calls:
-        await asyncio.sleep(0.01)
+    await until(lambda: app.calls)
     repeat = await authorize(relay_receiver, pki, "idem-3")
     assert repeat.status == 425
     assert_signed_answer(repeat, AUTH_PATH)

@@ -11,21 +11,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
-from test_forward import App, forward_secrets, forward_table, until  # noqa: F401  (autouse fixture)
+from support import (App, Pki, Serve, client_context, config_text, forward_table, https_post, pix, run_cli,
+                     shared_config, stays, until, wait_until)
 
-
-def shared_config(tmp_path: Path, pki: Pki, dsn: str, name: str, extra: str = "") -> Path:
-    path = tmp_path / f"{name}.toml"
-    text = config_text(pki).replace('[store]\npath = "inbox.db"', f'[store]\nurl = "{dsn}"')
-    path.write_text(text + extra, encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("forward_secrets")
 
 
 def post_pix(port: int, pki: Pki, e2e: str) -> int:
@@ -40,9 +34,10 @@ def test_db_migrate_command(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
         assert "PostgreSQL postgresql://postgres@127.0.0.1" in result.stdout
 
 
-def test_same_pix_to_two_instances_is_stored_once(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
-    servers = [ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, pg_dsn, name))) for name in "ab"]
-    ports = [server.start() for server in servers]
+def test_same_pix_to_two_instances_is_stored_once(tmp_path: Path, pki: Pki, pg_dsn: str,
+                                                  serve: Serve) -> None:
+    started = [serve(shared_config(tmp_path, pki, pg_dsn, name)) for name in "ab"]
+    ports = [port for _, port in started]
     context = client_context(pki, pki.client)
 
     async def both() -> list[int]:
@@ -53,7 +48,7 @@ def test_same_pix_to_two_instances_is_stored_once(tmp_path: Path, pki: Pki, pg_d
     try:
         statuses = asyncio.run(both())
     finally:
-        for server in servers:
+        for server, _ in started:
             server.kill()
     assert statuses == [200] * 160
     listed = run_cli("events", "list", "--config", str(tmp_path / "a.toml"), "--json", "--limit", "1000")
@@ -61,57 +56,49 @@ def test_same_pix_to_two_instances_is_stored_once(tmp_path: Path, pki: Pki, pg_d
     assert sorted(keys) == sorted(f"E-SHARED-{n}" for n in range(40))
 
 
-def test_two_forwarders_deliver_each_event_once(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
+def test_two_forwarders_deliver_each_event_once(tmp_path: Path, pki: Pki, pg_dsn: str, serve: Serve) -> None:
 
     async def scenario() -> None:
-        app = App()
-        await app.start()
-        servers = [ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, pg_dsn, name,
-                                                                        forward_table(app.url))))
-                   for name in "ab"]
-        ports = [await asyncio.to_thread(server.start) for server in servers]
-        try:
-            for n in range(30):
-                answer = await https_post(ports[n % 2], "/webhook/pix", {"pix": [pix(f"E-FWD-{n}")]},
-                                          client_context(pki, pki.client))
-                assert answer.status == 200
-            await until(lambda: len(app.received) >= 30, timeout=60)
-            await asyncio.sleep(1.5)  # a second delivery would show up by now
-        finally:
-            for server in servers:
-                server.kill()
-            assert app.runner is not None
-            await app.runner.cleanup()
+        async with App() as app:
+            started = [await asyncio.to_thread(serve, shared_config(tmp_path, pki, pg_dsn, name,
+                                                                    forward_table(app.url)))
+                       for name in "ab"]
+            ports = [port for _, port in started]
+            try:
+                for n in range(30):
+                    answer = await https_post(ports[n % 2], "/webhook/pix", {"pix": [pix(f"E-FWD-{n}")]},
+                                              client_context(pki, pki.client))
+                    assert answer.status == 200
+                await until(lambda: len(app.received) >= 30, timeout=60)
+                await stays(lambda: len(app.received) == 30, 1.5)  # a second delivery would show up by now
+            finally:
+                for server, _ in started:
+                    server.kill()
         delivered = sorted(json.loads(body)["payload"]["endToEndId"] for _, body in app.received)
         assert delivered == sorted(f"E-FWD-{n}" for n in range(30))  # every one, none twice
 
     asyncio.run(scenario())
 
 
-def test_killed_instance_leases_are_taken_over(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
+def test_killed_instance_leases_are_taken_over(tmp_path: Path, pki: Pki, pg_dsn: str, serve: Serve) -> None:
 
     async def scenario() -> None:
-        app = App()
-        await app.start()
-        app.delay = 30.0  # instance A's deliveries hang: it holds their leases
-        extra = forward_table(app.url, timeout=2)
-        first = ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, pg_dsn, "a", extra)))
-        port = await asyncio.to_thread(first.start)
-        for n in range(4):
-            assert (await https_post(port, "/webhook/pix", {"pix": [pix(f"E-LEASE-{n}")]},
-                                     client_context(pki, pki.client))).status == 200
-        await until(lambda: len(app.attempts) >= 4)
-        in_flight = set(app.attempts)
-        first.kill()
-        app.delay = 0.0
-        second = ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, pg_dsn, "b", extra)))
-        await asyncio.to_thread(second.start)
-        try:
-            await until(lambda: len({json.loads(b)["id"] for _, b in app.received}) >= 4, timeout=60)
-        finally:
-            second.kill()
-            assert app.runner is not None
-            await app.runner.cleanup()
+        async with App() as app:
+            app.delay = 30.0  # instance A's deliveries hang: it holds their leases
+            extra = forward_table(app.url, timeout=2)
+            first, port = await asyncio.to_thread(serve, shared_config(tmp_path, pki, pg_dsn, "a", extra))
+            for n in range(4):
+                assert (await https_post(port, "/webhook/pix", {"pix": [pix(f"E-LEASE-{n}")]},
+                                         client_context(pki, pki.client))).status == 200
+            await until(lambda: len(app.attempts) >= 4)
+            in_flight = set(app.attempts)
+            first.kill()
+            app.delay = 0.0
+            second, _ = await asyncio.to_thread(serve, shared_config(tmp_path, pki, pg_dsn, "b", extra))
+            try:
+                await until(lambda: len({json.loads(b)["id"] for _, b in app.received}) >= 4, timeout=60)
+            finally:
+                second.kill()
         delivered = [json.loads(body)["id"] for _, body in app.received]
         assert len(set(delivered)) == 4
         duplicates = {event for event in delivered if delivered.count(event) > 1}
@@ -162,10 +149,10 @@ def own_cluster() -> Iterator[tuple[str, callable, callable]]:  # type: ignore[v
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_database_restart_gives_503_then_recovers(tmp_path: Path, pki: Pki, own_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_database_restart_gives_503_then_recovers(  # type: ignore[no-untyped-def]
+        tmp_path: Path, pki: Pki, own_cluster, serve: Serve) -> None:
     dsn, start, stop = own_cluster
-    server = ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, dsn, "a")))
-    port = server.start()
+    server, port = serve(shared_config(tmp_path, pki, dsn, "a"))
     acked: list[str] = []
     try:
         assert post_pix(port, pki, "E-UP-1") == 200
@@ -174,10 +161,9 @@ def test_database_restart_gives_503_then_recovers(tmp_path: Path, pki: Pki, own_
         down = [post_pix(port, pki, f"E-DOWN-{n}") for n in range(3)]
         assert down == [503] * 3  # nothing acknowledged while the database is away
         start()
-        deadline = time.monotonic() + 30
-        while post_pix(port, pki, "E-UP-2") != 200:  # the sender's retry, until the pool reconnects
-            assert time.monotonic() < deadline, "no recovery without restart"
-            time.sleep(0.2)
+        # the sender's retry, until the pool reconnects
+        wait_until(lambda: post_pix(port, pki, "E-UP-2") == 200, 30, lambda: "no recovery without restart",
+                   interval=0.2)
         acked.append("E-UP-2")
         assert server.proc is not None and server.proc.poll() is None
     finally:
@@ -204,12 +190,11 @@ async def _send_until(port: int, pki: Pki, stop: asyncio.Event, prefix: str, ans
 
 
 def test_fast_shutdowns_under_load_are_answered_and_recovered_without_restart(  # type: ignore[no-untyped-def]
-        tmp_path: Path, pki: Pki, own_cluster) -> None:
+        tmp_path: Path, pki: Pki, own_cluster, serve: Serve) -> None:
     """``pg_ctl stop -m fast`` under load, several times: every request gets 200 or 503, never a hang,
     and once the database is back the same receiver (no restart) stores events again."""
     dsn, start, stop = own_cluster
-    server = ServerProcess("serve", "--config", str(shared_config(tmp_path, pki, dsn, "a")))
-    port = server.start()
+    server, port = serve(shared_config(tmp_path, pki, dsn, "a"))
     answers: dict[str, str] = {}
 
     async def scenario() -> None:
@@ -223,7 +208,7 @@ def test_fast_shutdowns_under_load_are_answered_and_recovered_without_restart(  
                        for s in range(24)]
             await until(lambda: sum(a == "200" for a in answers.values()) >= 20 * (round_ + 1), timeout=60)
             await asyncio.to_thread(stop)  # under load: connections die mid-transaction
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the outage itself: the database stays away this long under load
             await asyncio.to_thread(start)
             # every worker stores again: the last 40 answers are all 200 (a worker whose writer
             # died would answer 503 to its share of them for ever)
@@ -283,7 +268,7 @@ def test_every_store_connection_commits_synchronously_over_a_database_default_of
 # --- a request in the handling phase has a deadline (issue 17, item 7) ----------------------------
 
 def test_a_store_that_does_not_answer_gets_503_after_handling_timeout(tmp_path: Path, pki: Pki,
-                                                                      pg_dsn: str) -> None:
+                                                                      pg_dsn: str, serve: Serve) -> None:
     """The audit table locked by another session: the commit waits; past ``handling_timeout`` the
     sender gets 503 with Retry-After (before: it waited for the database's own timeouts, if any)."""
     import asyncpg
@@ -291,8 +276,7 @@ def test_a_store_that_does_not_answer_gets_503_after_handling_timeout(tmp_path: 
     config = tmp_path / "a.toml"
     config.write_text("workers = 1\n" + config_text(pki, listener_extra="limits = { handling_timeout = 1 }")
                       .replace('[store]\npath = "inbox.db"', f'[store]\nurl = "{pg_dsn}"'), encoding="utf-8")
-    server = ServerProcess("serve", "--config", str(config))
-    port = server.start()
+    server, port = serve(config)
 
     async def scenario() -> None:
         context = client_context(pki, pki.client)
@@ -305,10 +289,11 @@ def test_a_store_that_does_not_answer_gets_503_after_handling_timeout(tmp_path: 
                 assert answer.status == 503 and answer.headers.get("retry-after") == "5"
         finally:
             await locker.close()
-        deadline = time.monotonic() + 20
-        while (await https_post(port, "/webhook/pix", {"pix": [pix("E-AFTER")]}, context)).status != 200:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+
+        async def stored_again() -> bool:
+            return (await https_post(port, "/webhook/pix", {"pix": [pix("E-AFTER")]}, context)).status == 200
+
+        await until(stored_again, 20, interval=0.1)
 
     try:
         asyncio.run(scenario())

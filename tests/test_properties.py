@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Pki, client_context, config_text, https_post
+from support import Pki, client_context, config_text, https_post
 from mtls_receiver.config import load_config
 from mtls_receiver.errors import ConfigError, Refusal
 from mtls_receiver.events import IncomingRequest, Peer

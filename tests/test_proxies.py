@@ -15,14 +15,13 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Pki, client_context, pix
+from support import Pki, client_context, pix, until
 from mtls_receiver.config import Config, load_config
 from mtls_receiver.lifecycle import Receiver
 from test_docs import PAGES, _with_local_files
@@ -84,17 +83,18 @@ async def run_proxy(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         log = (tmp_path / f"{command[0]}.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         started.append(process)
-        for _ in range(300):  # 15 s
+
+        async def listening() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"{command[0]} exited: {(tmp_path / f'{command[0]}.log').read_text()}")
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
             except OSError:
-                await asyncio.sleep(0.05)
-                continue
+                return False
             writer.close()
-            return
-        pytest.fail(f"{command[0]} does not listen on {port}")
+            return True
+
+        await until(listening, 15, lambda: f"{command[0]} does not listen on {port}", interval=0.05)
 
     yield start
     for process in started:
@@ -132,10 +132,14 @@ async def check_addresses(receiver: Receiver, port: int, pki: Pki, cert: Path | 
     assert await post(port, REAL, pki, [("X-Forwarded-For", FORGER), ("Forwarded", f"for={FORGER}")],
                       cert=cert, target=target) == 200
     expected = {(200, REAL): 2, (403, FORGER): len(FORGERIES)}  # repeated refusals are one row with a count
-    deadline = time.monotonic() + 10
-    while (audits := await audited(receiver)) != expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert audits == expected
+    audits: dict[tuple[int, str], int] = {}
+
+    async def all_audited() -> bool:
+        nonlocal audits
+        audits = await audited(receiver)
+        return audits == expected
+
+    await until(all_audited, 10, lambda: f"audited {audits}, expected {expected}", interval=0.05)
 
 
 async def audited(receiver: Receiver) -> dict[tuple[int, str], int]:

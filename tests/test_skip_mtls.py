@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import REFUSED, Answer, Pki, client_context, https_post, pix, run_cli
+from support import REFUSED, Answer, Pki, client_context, https_post, pix, run_cli
 from mtls_receiver.addresses import parse_networks
 from mtls_receiver.config import Config, RouteConfig
 from mtls_receiver.errors import Refusal

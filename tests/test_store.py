@@ -15,34 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context, https_post, pix
+from support import Pki, audit, client_context, https_post, pix
 from mtls_receiver.config import StoreConfig
 from mtls_receiver.errors import StoreUnavailable
-from mtls_receiver.events import AttemptOutcome, AuditRecord, DeliveryAttempt, NewEvent, StoredAnswer
+from mtls_receiver.events import AttemptOutcome, DeliveryAttempt, NewEvent, StoredAnswer
 from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.store import Store, open_store
 from mtls_receiver.store.sqlite import CLAIM_DUE, MIGRATIONS, SCHEMA_VERSION, SQLiteStore
-
-
-def audit(status: int = 200) -> AuditRecord:
-    return AuditRecord("2026-11-23T00:00:00.000+00:00", "main", "/webhook", "POST", "/webhook/pix",
-                       "127.0.0.1", status, "test")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
-    """Where a test's inbox lives: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return StoreConfig(path=tmp_path / "inbox.db")
-    return StoreConfig(url=request.getfixturevalue("pg_dsn"))
-
-
-@pytest.fixture
-async def store(store_config: StoreConfig) -> Store:
-    store = open_store(store_config)
-    await store.open()
-    yield store  # type: ignore[misc]
-    await store.close()
 
 
 @pytest.fixture

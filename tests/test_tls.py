@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from conftest import REFUSED, Pki, client_context, config_text, https_post, pix
+from support import REFUSED, Pki, client_context, config_text, https_post, pix
 from mtls_receiver.config import load_config
 from mtls_receiver.lifecycle import Receiver
 

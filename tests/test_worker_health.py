@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context, config_text
 from mtls_receiver.config import HealthConfig, load_config
 from mtls_receiver.errors import ConfigError
 from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.workers import Heartbeats
-from test_workers import WAIT, Serve, http_get, send_all, serve, statuses, wait_until  # noqa: F401
+from support import (WAIT, Pki, Serve, ServerProcess, client_context, config_text, http_get, send_all,
+                     statuses, wait_until)
 
 HEALTH = "\n[health]\nheartbeat_interval = 0.25\nhung_after = 3\nunready_after = 3\n"
 
 
-def start(serve: Serve, tmp_path: Path, pki: Pki) -> tuple[object, int, int]:
+def start(serve: Serve, tmp_path: Path, pki: Pki) -> tuple[ServerProcess, int, int]:
     """Two workers with short health settings: (server, port, supervisor's admin port)."""
     config = tmp_path / "config.toml"
     config.write_text("workers = 2\n" + config_text(pki) + HEALTH, encoding="utf-8")

@@ -13,13 +13,11 @@ import signal
 import socket
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conftest import Pki, client_context
 from mtls_receiver.admission import BUCKETS, ConnectionCounts, ConnectionTable
-from test_workers import WAIT, Serve, serve, wait_until  # noqa: F401  (serve is a fixture)
+from support import WAIT, Pki, Serve, client_context, connections, wait_until
 
 
 def limits(**values: int) -> str:
@@ -34,25 +32,6 @@ def tls_connect(port: int, context: ssl.SSLContext, source: str = "127.0.0.1") -
     except (ssl.SSLError, OSError):  # closed right after accept: EOF or reset during the handshake
         raw.close()
         return None
-
-
-def established(pid: int, port: int) -> int:
-    """Established TCP connections on local ``port`` that process ``pid`` holds (its accepted ones)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:  # closed meanwhile
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "01" and fields[9] in inodes and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
 
 
 class Clients:
@@ -87,13 +66,13 @@ def clients() -> Iterator[list[Clients]]:
 
 
 def test_per_address_limit_holds_across_two_workers(serve: Serve, pki: Pki, clients: list[Clients]) -> None:
-    server, port = serve(listener_extra=limits(max_connections_per_ip=16))
+    server, port = serve(workers=2, listener_extra=limits(max_connections_per_ip=16))
     workers = server.workers()
     mine = Clients(port, client_context(pki, pki.client))
     clients.append(mine)
 
     assert mine.connect(24) == 16  # the listener's limit, not 16 per worker (32 before)
-    held = [established(pid, port) for pid in workers]
+    held = [connections(pid, port) for pid in workers]
     assert sum(held) == 16 and all(held), f"admitted connections per worker: {held}"
     server.wait_for_count("(max_connections_per_ip = 16)", 8)
     assert server.count("16 connections from this address") == 8
@@ -105,20 +84,20 @@ def test_per_address_limit_holds_across_two_workers(serve: Serve, pki: Pki, clie
 
     # closing some frees their slots, for whichever worker takes the next connections
     mine.close(5)
-    wait_until(lambda: sum(established(pid, port) for pid in workers) == 17, WAIT,
-               lambda: f"the workers still hold {[established(pid, port) for pid in workers]}")
+    wait_until(lambda: sum(connections(pid, port) for pid in workers) == 17, WAIT,
+               lambda: f"the workers still hold {[connections(pid, port) for pid in workers]}")
     assert mine.connect(8) == 5
     assert server.workers() == workers
 
 
 def test_total_limit_holds_across_two_workers(serve: Serve, pki: Pki, clients: list[Clients]) -> None:
-    server, port = serve(listener_extra=limits(max_connections=12))
+    server, port = serve(workers=2, listener_extra=limits(max_connections=12))
     workers = server.workers()
     group = Clients(port, client_context(pki, pki.client))
     clients.append(group)
 
     assert group.connect(10) + group.connect(10, source="127.0.0.2") == 12
-    held = [established(pid, port) for pid in workers]
+    held = [connections(pid, port) for pid in workers]
     assert sum(held) == 12 and all(held), f"admitted connections per worker: {held}"
     server.wait_for_count("(max_connections = 12)", 8)
     assert server.count("12 open connections") == 8
@@ -126,12 +105,12 @@ def test_total_limit_holds_across_two_workers(serve: Serve, pki: Pki, clients: l
 
 def test_a_replaced_workers_connections_are_forgotten(serve: Serve, pki: Pki, clients: list[Clients]) -> None:
     """A worker killed with connections open: its count goes with it, the replacement starts at zero."""
-    server, port = serve(listener_extra=limits(max_connections_per_ip=16))
+    server, port = serve(workers=2, listener_extra=limits(max_connections_per_ip=16))
     group = Clients(port, client_context(pki, pki.client))
     clients.append(group)
     assert group.connect(24) == 16
     victim = server.workers()[0]
-    lost = established(victim, port)
+    lost = connections(victim, port)
     assert lost > 0
 
     os.kill(victim, signal.SIGKILL)

@@ -10,146 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
-import ssl
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Answer, Pki, ServerProcess, client_context, config_text, https_post, pix, run_cli
-from test_operations import Swappable, served_subject
+from support import (WAIT, Answer, Pki, Serve, Swappable, alive, client_context, config_text, http_get,
+                     post_pix, run_cli, send_all, served_subject, statuses, wait_until)
 
-WAIT = 30.0  # the longest any single wait here may take (seconds)
 ACCEPTED = {"route": "/webhook", "provider": "efi", "outcome": "accepted"}
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-class Supervised(ServerProcess):
-    """A ``serve`` process that remembers every pid it had (supervisor and workers), to clean up orphans."""
-
-    def __init__(self, *args: str, **popen: object) -> None:
-        super().__init__(*args, **popen)
-        self.seen: set[int] = set()
-
-    def start(self, timeout: float = WAIT) -> int:
-        port = super().start(timeout)
-        self.pids()
-        return port
-
-    def pids(self) -> list[int]:
-        found = super().pids()
-        self.seen.update(found)
-        return found
-
-    def workers(self) -> list[int]:
-        """The worker processes: the supervisor's children."""
-        return self.pids()[1:]
-
-    def worker_admin_ports(self, port: int) -> list[int]:
-        """Each worker's loopback admin port (logged at debug level only): its listening socket besides ``port``."""
-        found = []
-        for pid in self.workers():
-            others = listening_ports(pid) - {port}
-            assert len(others) == 1, f"worker {pid} listens on {others} besides {port}"
-            found.append(others.pop())
-        return found
-
-    def admin_port(self) -> int:
-        """The supervisor's admin port, from its log."""
-        match = re.search(r"admin \(metrics, health\) on http://[^ ]*:(\d+)", "".join(self.output))
-        assert match, "no admin address logged:\n" + "".join(self.output)
-        return int(match.group(1))
-
-    def count(self, text: str) -> int:
-        return "".join(self.output).count(text)
-
-    def wait_for_count(self, text: str, times: int, timeout: float = WAIT) -> None:
-        wait_until(lambda: self.count(text) >= times, timeout,
-                   lambda: f"{text!r} {times} times in output:\n" + "".join(self.output))
-
-    def cleanup(self) -> None:
-        """SIGKILL the supervisor and any worker it left behind (only pids this server had)."""
-        self.kill()
-        for pid in self.seen:
-            if alive(pid) and b"mtls_receiver" in Path(f"/proc/{pid}/cmdline").read_bytes():  # not a reused pid
-                os.kill(pid, signal.SIGKILL)
-
-
-Serve = Callable[..., tuple[Supervised, int]]  # (config file or None, workers=2, **config_text args) -> (server, port)
-
-
-@pytest.fixture
-def serve(tmp_path: Path, pki: Pki) -> Iterator[Serve]:
-    """Start ``mtls-receiver serve`` on a config file; every server started is killed at teardown."""
-    started: list[Supervised] = []
-
-    def start(config: Path | None = None, workers: int = 2, **config_args: object) -> tuple[Supervised, int]:
-        if config is None:
-            config = tmp_path / "config.toml"
-            text = config_text(pki, **config_args)  # type: ignore[arg-type]
-            config.write_text(f"workers = {workers}\n{text}", encoding="utf-8")
-        server = Supervised("serve", "--config", str(config))
-        started.append(server)
-        return server, server.start()
-
-    yield start
-    for server in started:
-        server.cleanup()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
-    """Poll ``condition`` every 50 ms; fail with ``what()`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what()}")
-        time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie (an orphan's zombie may linger if init does not reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def listening_ports(pid: int) -> set[int]:
-    """TCP ports a process has listening sockets on: its socket inodes matched in /proc/net/tcp{,6}."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:  # closed meanwhile
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    """GET on an admin port: status and body (a 503 is an answer, not an error)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
 
 def accepted_requests(port: int) -> float:
     """``mtls_receiver_requests_total`` of accepted Efí requests on /webhook, from an admin port's /metrics."""
@@ -178,39 +51,11 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-async def post_pix(port: int, context: ssl.SSLContext, e2e: str) -> Answer:
-    """One Pix notification on a fresh TLS connection."""
-    return await https_post(port, "/webhook/pix", {"pix": [pix(e2e)]}, context)
-
-
-async def send_all(port: int, context: ssl.SSLContext, e2es: Iterable[str], senders: int = 4,
-                   on_answer: Callable[[str, Answer], None] = lambda e2e, answer: None) -> dict[str, Answer | OSError]:
-    """Each endToEndId once, by ``senders`` concurrent senders; a connection that fails gives its OSError."""
-    results: dict[str, Answer | OSError] = {}
-    queue = iter(e2es)
-
-    async def sender() -> None:
-        for e2e in queue:  # shared: each id is taken by one sender
-            try:
-                results[e2e] = answer = await post_pix(port, context, e2e)
-            except OSError as exc:  # reset, refused, TLS EOF, timeout
-                results[e2e] = exc
-                continue
-            on_answer(e2e, answer)
-
-    await asyncio.wait_for(asyncio.gather(*(sender() for _ in range(senders))), WAIT)
-    return results
-
-
-def statuses(results: dict[str, Answer | OSError]) -> list[int | str]:
-    return [r.status if isinstance(r, Answer) else type(r).__name__ for r in results.values()]
-
-
 # --- tests -------------------------------------------------------------------------------------------
 
 def test_two_workers_share_one_port_and_the_supervisor_sums_their_metrics(serve: Serve, tmp_path: Path,
                                                                          pki: Pki) -> None:
-    server, port = serve()
+    server, port = serve(workers=2)
     assert "(main, 2 workers, bound with SO_REUSEPORT)" in "".join(server.output)
     assert len(server.pids()) == 3  # the supervisor and two workers
     sent = [f"E-SPREAD-{i:03d}" for i in range(60)]
@@ -230,7 +75,7 @@ def test_two_workers_share_one_port_and_the_supervisor_sums_their_metrics(serve:
 
 
 def test_the_same_event_on_both_workers_is_stored_once(serve: Serve, tmp_path: Path, pki: Pki) -> None:
-    server, port = serve()
+    server, port = serve(workers=2)
     context = client_context(pki, pki.client)
 
     async def at_once() -> list[Answer]:
@@ -248,7 +93,7 @@ def test_the_same_event_on_both_workers_is_stored_once(serve: Serve, tmp_path: P
 
 def test_a_worker_killed_under_load_is_replaced_and_loses_no_acknowledged_event(serve: Serve, tmp_path: Path,
                                                                                pki: Pki) -> None:
-    server, port = serve()
+    server, port = serve(workers=2)
     supervisor, victim, survivor = server.pids()
     context = client_context(pki, pki.client)
     acknowledged: list[str] = []
@@ -281,7 +126,7 @@ def test_a_worker_killed_under_load_is_replaced_and_loses_no_acknowledged_event(
 
 
 def test_workers_stop_by_themselves_when_the_supervisor_is_killed(serve: Serve, tmp_path: Path, pki: Pki) -> None:
-    server, port = serve()
+    server, port = serve(workers=2)
     workers = server.workers()
     assert len(workers) == 2
     assert asyncio.run(post_pix(port, client_context(pki, pki.client), "E-BEFORE")).status == 200
@@ -332,7 +177,7 @@ def test_sighup_reloads_supervisor_and_workers_but_not_a_change_of_workers(serve
 
 
 def test_sigterm_stops_the_supervisor_and_every_worker(serve: Serve, tmp_path: Path, pki: Pki) -> None:
-    server, port = serve()
+    server, port = serve(workers=2)
     workers = server.workers()
     assert len(workers) == 2
     assert asyncio.run(post_pix(port, client_context(pki, pki.client), "E-TERM")).status == 200
@@ -348,7 +193,7 @@ def test_sigterm_stops_the_supervisor_and_every_worker(serve: Serve, tmp_path: P
 
 def test_a_replacement_worker_serves_the_supervisors_config_not_a_rejected_file(serve: Serve, tmp_path: Path,
                                                                                 pki: Pki) -> None:
-    server, port = serve()
+    server, port = serve(workers=2)
     config = tmp_path / "config.toml"
     config.write_text(config.read_text() + "\nbogus = 1\n", encoding="utf-8")  # broken: the reload is refused
     server.signal(signal.SIGHUP)
@@ -364,7 +209,7 @@ def test_a_replacement_worker_serves_the_supervisors_config_not_a_rejected_file(
 
 
 def test_summed_counters_never_go_down_when_a_worker_exits(serve: Serve, pki: Pki) -> None:
-    server, port = serve()
+    server, port = serve(workers=2)
     context = client_context(pki, pki.client)
     assert statuses(asyncio.run(send_all(port, context, [f"E-COUNT-{i}" for i in range(40)]))) == [200] * 40
     admin = server.admin_port()
