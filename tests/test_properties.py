@@ -226,10 +226,11 @@ def live_receiver(tmp_path: Path, pki: Pki) -> Iterator[tuple[asyncio.AbstractEv
     """A receiver on its own event loop, for hypothesis tests that drive it one example at a time.
 
     Idle and unfinished connections are closed after 2 s, so a client that reads until the close
-    (bytes after a complete request are the start of another one, or empty lines) is not kept waiting.
+    (bytes after a complete request are the start of another one, or empty lines) is not kept waiting;
+    a body shorter than its Content-Length gets its 408 after 2 s too, within the client's wait.
     """
     path = tmp_path / "config.toml"
-    short = "limits = { keepalive_timeout = 2, header_timeout = 2 }\n"
+    short = "limits = { keepalive_timeout = 2, header_timeout = 2, body_timeout = 2 }\n"
     path.write_text(config_text(pki, listener_extra=short), encoding="utf-8")
     loop = asyncio.new_event_loop()
     receiver = Receiver(load_config(path))
