@@ -52,7 +52,9 @@ import time
 from ipaddress import ip_address
 from threading import BrokenBarrierError
 
-BODY = '{{"pix":[{{"endToEndId":"{e2e}","txid":"bench","valor":"1.00","horario":"2026-11-23T10:00:00.000Z"}}]}}'
+BODY = (
+    '{{"pix":[{{"endToEndId":"{e2e}","txid":"bench","valor":"1.00","horario":"2026-11-23T10:00:00.000Z"}}]}}'
+)
 
 READ_SIZE = 64 * 1024  # one recv for any response here; read into one reused buffer
 DRAIN_SECONDS = 2.0  # how long a closing (fresh) connection may take to see the server's close
@@ -67,12 +69,16 @@ def _request(path: str, e2e: str, keep_alive: bool, psp: bool = False) -> bytes:
     """The whole request; with ``psp``, the headers OkHttp sends (it asks to keep the connection)."""
     body = BODY.format(e2e=e2e).encode()
     if psp:
-        return (f"POST {path} HTTP/1.1\r\nContent-Type: application/json; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\nHost: localhost\r\nConnection: Keep-Alive\r\n"
-                "Accept-Encoding: gzip\r\nUser-Agent: okhttp/4.12.0\r\n\r\n").encode() + body
+        return (
+            f"POST {path} HTTP/1.1\r\nContent-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nHost: localhost\r\nConnection: Keep-Alive\r\n"
+            "Accept-Encoding: gzip\r\nUser-Agent: okhttp/4.12.0\r\n\r\n"
+        ).encode() + body
     connection = "keep-alive" if keep_alive else "close"
-    return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n"
+    ).encode() + body
 
 
 def _header(head: bytes, name: bytes) -> bytes | None:
@@ -101,13 +107,38 @@ def _chunked_end(buf: bytearray, at: int) -> int:
 
 
 class _Conn:
-    __slots__ = ("sock", "fd", "tls", "incoming", "outgoing", "state", "events", "wbuf", "buf", "e2e",
-                 "started", "reused", "retried", "deadline", "head_end", "body_end", "until_eof", "keeps",
-                 "status")
+    __slots__ = (
+        "sock",
+        "fd",
+        "tls",
+        "incoming",
+        "outgoing",
+        "state",
+        "events",
+        "wbuf",
+        "buf",
+        "e2e",
+        "started",
+        "reused",
+        "retried",
+        "deadline",
+        "head_end",
+        "body_end",
+        "until_eof",
+        "keeps",
+        "status",
+    )
 
-    def __init__(self, sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO,
-                 outgoing: ssl.MemoryBIO) -> None:
-        self.sock, self.fd, self.tls, self.incoming, self.outgoing = sock, sock.fileno(), tls, incoming, outgoing
+    def __init__(
+        self, sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
+    ) -> None:
+        self.sock, self.fd, self.tls, self.incoming, self.outgoing = (
+            sock,
+            sock.fileno(),
+            tls,
+            incoming,
+            outgoing,
+        )
         self.state, self.events, self.wbuf, self.buf = HANDSHAKE, 0, b"", bytearray()
         self.e2e, self.started, self.reused, self.retried, self.deadline = "", 0.0, False, False, 0.0
         self.head_end = self.body_end = -1
@@ -193,7 +224,9 @@ class _Client:
                 if finished and not conn.wbuf:
                     conn.state = RESPONSE
                     return conn
-                waiter.register(conn.fd, (0 if finished else select.POLLIN) | (select.POLLOUT if conn.wbuf else 0))
+                waiter.register(
+                    conn.fd, (0 if finished else select.POLLIN) | (select.POLLOUT if conn.wbuf else 0)
+                )
                 events = waiter.poll(max(0.0, deadline - time.monotonic()) * 1000)
                 if not events:
                     raise TimeoutError("handshake timed out")
@@ -349,7 +382,7 @@ class _Client:
                 raise ValueError(f"not an HTTP/1 response: {head[:40]!r}")
             status = int(head[9:12])
             if 100 <= status < 200:  # an interim response: drop it
-                del buf[:head_end + 4]
+                del buf[: head_end + 4]
                 continue
             conn.status, conn.head_end = status, head_end + 4
             connection = _header(head, b"connection:")
@@ -418,8 +451,13 @@ class _Client:
     @staticmethod
     def may_retry(conn: _Conn, exc: BaseException) -> bool:
         """Whether the request on ``conn`` found its kept-alive connection closed before any answer."""
-        return (conn.reused and not conn.retried and conn.state == RESPONSE and not conn.buf
-                and isinstance(exc, ConnectionError))
+        return (
+            conn.reused
+            and not conn.retried
+            and conn.state == RESPONSE
+            and not conn.buf
+            and isinstance(exc, ConnectionError)
+        )
 
     def lost(self, conn: _Conn, exc: BaseException) -> None:
         """``conn`` failed or closed under a request: once more on a new connection if that is
@@ -496,11 +534,23 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _process(args: argparse.Namespace, index: int, barrier: multiprocessing.synchronize.Barrier,
-             results: "multiprocessing.Queue[dict]") -> None:
+def _process(
+    args: argparse.Namespace,
+    index: int,
+    barrier: multiprocessing.synchronize.Barrier,
+    results: "multiprocessing.Queue[dict]",
+) -> None:
     ids = _ids(args, index)
-    stats: dict = {"ok": 0, "non2xx": 0, "errors": 0, "retries": 0, "latencies": [], "start": None, "end": None,
-                   "cpu": 0.0}
+    stats: dict = {
+        "ok": 0,
+        "non2xx": 0,
+        "errors": 0,
+        "retries": 0,
+        "latencies": [],
+        "start": None,
+        "end": None,
+        "cpu": 0.0,
+    }
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < hard:
@@ -536,8 +586,16 @@ def _process(args: argparse.Namespace, index: int, barrier: multiprocessing.sync
         client.errors = len(ids) - client.ok - client.non2xx
         client.first_error = client.first_error or repr(exc)
     client.last_done = client.last_done or time.perf_counter()
-    stats.update(ok=client.ok, non2xx=client.non2xx, errors=client.errors, retries=client.retries,
-                 latencies=client.latencies, start=start, end=client.last_done, cpu=_cpu() - cpu)
+    stats.update(
+        ok=client.ok,
+        non2xx=client.non2xx,
+        errors=client.errors,
+        retries=client.retries,
+        latencies=client.latencies,
+        start=start,
+        end=client.last_done,
+        cpu=_cpu() - cpu,
+    )
     if client.first_error is not None:
         stats["first_error"] = client.first_error
     results.put(stats)
@@ -551,8 +609,10 @@ def run(args: argparse.Namespace) -> dict:
     forked = multiprocessing.get_context("fork")
     results: multiprocessing.Queue[dict] = forked.Queue()
     barrier = forked.Barrier(args.processes + 1)
-    workers = [forked.Process(target=_process, args=(args, i, barrier, results), daemon=True)
-               for i in range(args.processes)]
+    workers = [
+        forked.Process(target=_process, args=(args, i, barrier, results), daemon=True)
+        for i in range(args.processes)
+    ]
     for worker in workers:
         worker.start()
     try:
@@ -569,9 +629,19 @@ def run(args: argparse.Namespace) -> dict:
                 break
     if len(collected) < args.processes:  # a process died or hung: its requests count as failed
         missing = args.requests - sum(s["ok"] + s["non2xx"] + s["errors"] for s in collected)
-        collected.append({"ok": 0, "non2xx": 0, "errors": missing, "retries": 0, "latencies": [], "start": None,
-                          "end": None, "cpu": 0.0, "first_error": f"{args.processes - len(collected)} "
-                          "load-generator process(es) gave no result"})
+        collected.append(
+            {
+                "ok": 0,
+                "non2xx": 0,
+                "errors": missing,
+                "retries": 0,
+                "latencies": [],
+                "start": None,
+                "end": None,
+                "cpu": 0.0,
+                "first_error": f"{args.processes - len(collected)} load-generator process(es) gave no result",
+            }
+        )
     for worker in workers:
         worker.join(5)
         if worker.is_alive():
@@ -583,13 +653,19 @@ def run(args: argparse.Namespace) -> dict:
     ok = sum(s["ok"] for s in collected)
 
     def percentile(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+        return (
+            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+        )
 
     return {
-        "ok": ok, "non2xx": sum(s["non2xx"] for s in collected), "errors": sum(s["errors"] for s in collected),
+        "ok": ok,
+        "non2xx": sum(s["non2xx"] for s in collected),
+        "errors": sum(s["errors"] for s in collected),
         "first_error": next((s["first_error"] for s in collected if s.get("first_error")), None),
-        "seconds": elapsed, "rps": ok / elapsed if elapsed > 0 else 0.0,
-        "p50_ms": percentile(0.50), "p99_ms": percentile(0.99),
+        "seconds": elapsed,
+        "rps": ok / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": percentile(0.50),
+        "p99_ms": percentile(0.99),
         "client_cpu_s": sum(s["cpu"] for s in collected),
         "retries": sum(s["retries"] for s in collected),
     }
@@ -606,12 +682,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--connections", type=int, default=8, help="per process")
     p.add_argument("--fresh", action="store_true", help="a new TLS connection per request")
-    p.add_argument("--psp", action="store_true",
-                   help="write like the HTTP clients PSPs use: a new connection per request, Nagle "
-                        "on, the last handshake flight, the head and the body in separate sends, the "
-                        "client closes")
-    p.add_argument("--tls", choices=sorted(TLS_VERSIONS),
-                   help="pin the TLS version (default: the highest both offer)")
+    p.add_argument(
+        "--psp",
+        action="store_true",
+        help="write like the HTTP clients PSPs use: a new connection per request, Nagle "
+        "on, the last handshake flight, the head and the body in separate sends, the "
+        "client closes",
+    )
+    p.add_argument(
+        "--tls", choices=sorted(TLS_VERSIONS), help="pin the TLS version (default: the highest both offer)"
+    )
     p.add_argument("--run-id", default=str(int(time.time()) % 10_000_000))
     p.add_argument("--timeout", type=float, default=600, help="for the whole run, seconds")
     p.add_argument("--request-timeout", type=float, default=60, help="for one request, seconds")

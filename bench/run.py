@@ -71,8 +71,12 @@ class Target:
     path: str  # request path the load generator posts to
     processes: list[subprocess.Popen[bytes]]  # the server: their CPU is measured
     port: int
-    helpers: tuple[subprocess.Popen[bytes], ...] = ()  # e.g. the merchant's application: stopped, not measured
-    admin: int | None = None  # the receiver's admin port: with forwarding, its CPU is counted until the outbox drains
+    helpers: tuple[
+        subprocess.Popen[bytes], ...
+    ] = ()  # e.g. the merchant's application: stopped, not measured
+    admin: int | None = (
+        None  # the receiver's admin port: with forwarding, its CPU is counted until the outbox drains
+    )
 
 
 Starter = Callable[[], Target]
@@ -91,8 +95,10 @@ def wait_for_port(port: int, timeout: float = 30, process: subprocess.Popen[byte
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{' '.join(map(str, process.args))} exited with code {process.returncode}"
-                               f" before listening on {port}")
+            raise RuntimeError(
+                f"{' '.join(map(str, process.args))} exited with code {process.returncode}"
+                f" before listening on {port}"
+            )
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
 
@@ -153,11 +159,18 @@ class Certificates:
 def receiver_name(forward: bool, workers: int) -> str:
     if forward:
         return "mtls-receiver + forwarding"
-    return "mtls-receiver" if workers == RECEIVER_WORKERS else f"mtls-receiver ({workers} worker{'s' * (workers != 1)})"
+    return (
+        "mtls-receiver"
+        if workers == RECEIVER_WORKERS
+        else f"mtls-receiver ({workers} worker{'s' * (workers != 1)})"
+    )
 
 
 GUNICORN = "nginx -> gunicorn/Flask (seed)"
-SCALING = (receiver_name(False, RECEIVER_WORKERS), receiver_name(False, 1))  # the receivers whose throughput is compared
+SCALING = (
+    receiver_name(False, RECEIVER_WORKERS),
+    receiver_name(False, 1),
+)  # the receivers whose throughput is compared
 SCALING_FLOOR = 1.6  # issue #7: the first's keep-alive req/s over the second's
 SATURATED = SCALING + (GUNICORN,)  # the targets that also get the saturating keep-alive row
 NGINX_200, NGINX_BODY = "nginx answering 200 itself", "nginx reading the body, then 200"
@@ -179,8 +192,9 @@ IDLE = "1000 idle connections"  # the label of the idle-connection RSS "row"
 FRESH_TLS12 = "fresh connection, TLS 1.2"  # the pipelined sender, pinned to TLS 1.2 (it negotiates 1.3)
 
 
-def start_receiver(work: Path, certs: Certificates, forward: bool, workers: int, python: str,
-                   logged: bool = False) -> Target:
+def start_receiver(
+    work: Path, certs: Certificates, forward: bool, workers: int, python: str, logged: bool = False
+) -> Target:
     """The receiver with ``workers`` processes (1 = a single process, no fork), run by ``python``.
 
     ``python`` may be another checkout's interpreter (``--receiver-python``), so that one script
@@ -205,7 +219,7 @@ path = "/webhook"
 provider = "efi"
 
 [store]
-path = "{work / f'inbox-{port}.db'}"
+path = "{work / f"inbox-{port}.db"}"
 
 [admin]
 address = "127.0.0.1:{admin}"
@@ -221,8 +235,12 @@ address = "127.0.0.1:{admin}"
     with open(work / f"receiver-{port}.log", "wb") if logged else open(os.devnull, "wb") as log:
         # cwd: `-m` puts the working directory first on sys.path, which would import this checkout's
         # mtls_receiver whatever ``python`` is
-        receiver = subprocess.Popen([python, "-m", "mtls_receiver", "--log-level", level, "serve",
-                                     "--config", str(config)], env=env, stderr=log, cwd=work)
+        receiver = subprocess.Popen(
+            [python, "-m", "mtls_receiver", "--log-level", level, "serve", "--config", str(config)],
+            env=env,
+            stderr=log,
+            cwd=work,
+        )
     # only the receiver's CPU counts (its workers are its children): the sink stands for the
     # merchant's application
     name = RECEIVER_LOGGED if logged else receiver_name(forward, workers)
@@ -257,8 +275,16 @@ http {{
 """
 
 
-def start_nginx(work: Path, certs: Certificates, location: str, workers: int, name: str, path: str,
-                extra: list[subprocess.Popen[bytes]] | None = None, access_log: bool = False) -> Target:
+def start_nginx(
+    work: Path,
+    certs: Certificates,
+    location: str,
+    workers: int,
+    name: str,
+    path: str,
+    extra: list[subprocess.Popen[bytes]] | None = None,
+    access_log: bool = False,
+) -> Target:
     """nginx with this ``location``; ``access_log``: a line per request to a file, Debian's default."""
     port = free_port()
     conf = work / f"nginx-{port}.conf"
@@ -266,15 +292,29 @@ def start_nginx(work: Path, certs: Certificates, location: str, workers: int, na
     modules = ""
     if "echo_" in location:
         if not ECHO_MODULE.exists():
-            raise SystemExit(f"{name}: nginx's echo module is needed ({ECHO_MODULE}; Debian: "
-                             "apt-get install -y libnginx-mod-http-echo, which nginx-light brings)")
+            raise SystemExit(
+                f"{name}: nginx's echo module is needed ({ECHO_MODULE}; Debian: "
+                "apt-get install -y libnginx-mod-http-echo, which nginx-light brings)"
+            )
         modules = f"load_module {ECHO_MODULE};"
-    conf.write_text(NGINX.format(modules=modules, workers=workers, work=work, port=port, access_log=log,
-                                 cert=certs.server_cert, key=certs.server_key, client_ca=certs.client_ca,
-                                 location=location))
+    conf.write_text(
+        NGINX.format(
+            modules=modules,
+            workers=workers,
+            work=work,
+            port=port,
+            access_log=log,
+            cert=certs.server_cert,
+            key=certs.server_key,
+            client_ca=certs.client_ca,
+            location=location,
+        )
+    )
     # -e: its error log from the start, not the compiled-in /var/log/nginx/error.log
-    master = subprocess.Popen([nginx_binary(), "-e", f"{work}/nginx-{port}.log", "-c", str(conf),
-                               "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    master = subprocess.Popen(
+        [nginx_binary(), "-e", f"{work}/nginx-{port}.log", "-c", str(conf), "-g", "daemon off;"],
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port, process=master)
     return Target(name, path, [master, *(extra or [])], port)
 
@@ -290,9 +330,23 @@ def nginx_binary() -> str:
 def start_gunicorn_behind_nginx(work: Path, certs: Certificates) -> Target:
     app_port = free_port()
     env = {**os.environ, "SEED_DATA": str(work / "gunicorn-data.txt")}
-    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(os.cpu_count() or 2), "-b",
-                                 f"127.0.0.1:{app_port}", "--chdir", str(HERE), "seed_app:app"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gunicorn = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            str(os.cpu_count() or 2),
+            "-b",
+            f"127.0.0.1:{app_port}",
+            "--chdir",
+            str(HERE),
+            "seed_app:app",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(app_port)
     location = f"location /webhook/ {{ proxy_pass http://127.0.0.1:{app_port}/; proxy_http_version 1.1; }}"
     return start_nginx(work, certs, location, 1, GUNICORN, "/webhook/pix", [gunicorn])
@@ -300,10 +354,20 @@ def start_gunicorn_behind_nginx(work: Path, certs: Certificates) -> Target:
 
 def start_flask_seed(work: Path, certs: Certificates) -> Target:
     port = free_port()
-    env = {**os.environ, "SEED_CERT": str(certs.server_cert), "SEED_KEY": str(certs.server_key),
-           "SEED_CLIENT_CA": str(certs.client_ca), "SEED_PORT": str(port), "SEED_DATA": str(work / "flask-data.txt")}
-    flask = subprocess.Popen([sys.executable, str(HERE / "seed_app.py")], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "SEED_CERT": str(certs.server_cert),
+        "SEED_KEY": str(certs.server_key),
+        "SEED_CLIENT_CA": str(certs.client_ca),
+        "SEED_PORT": str(port),
+        "SEED_DATA": str(work / "flask-data.txt"),
+    }
+    flask = subprocess.Popen(
+        [sys.executable, str(HERE / "seed_app.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port)
     return Target("Flask app.run (seed, as written)", "/pix", [flask], port)
 
@@ -320,9 +384,25 @@ def stop(target: Target) -> None:
 
 
 def load(target: Target, certs: Certificates, requests: int, workload: Workload, processes: int) -> dict:
-    command = [sys.executable, str(HERE / "loadgen.py"), "--port", str(target.port), "--path", target.path,
-               "--ca", str(certs.server_ca), "--cert", str(certs.client), "--requests", str(requests),
-               "--connections", str(workload.connections), "--processes", str(processes), *workload.flags]
+    command = [
+        sys.executable,
+        str(HERE / "loadgen.py"),
+        "--port",
+        str(target.port),
+        "--path",
+        target.path,
+        "--ca",
+        str(certs.server_ca),
+        "--cert",
+        str(certs.client),
+        "--requests",
+        str(requests),
+        "--connections",
+        str(workload.connections),
+        "--processes",
+        str(processes),
+        *workload.flags,
+    ]
     if workload.fresh:
         command.append("--fresh")
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
@@ -375,8 +455,12 @@ def idle_connections_rss(target: Target, certs: Certificates, count: int) -> flo
 
 def versions(receiver: str) -> dict[str, str]:
     nginx = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True).stderr.strip()
-    found = {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION,
-             "nginx": nginx.split("/")[-1], "mtls-receiver": receiver}
+    found = {
+        "python": platform.python_version(),
+        "openssl": ssl.OPENSSL_VERSION,
+        "nginx": nginx.split("/")[-1],
+        "mtls-receiver": receiver,
+    }
     for package in ("aiohttp", "flask", "gunicorn"):
         try:
             found[package] = metadata.version(package)
@@ -392,11 +476,14 @@ def receiver_version(python: str) -> str:
     twice, with ``--receiver-python`` naming the other checkout's interpreter. Exits with one line
     if that interpreter cannot import mtls_receiver.
     """
-    code = ("import importlib.metadata as m, mtls_receiver as r\n"
-            "print(m.version('mtls-receiver')); print(r.__file__)")
+    code = (
+        "import importlib.metadata as m, mtls_receiver as r\n"
+        "print(m.version('mtls-receiver')); print(r.__file__)"
+    )
     try:
-        found = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60,
-                               cwd=tempfile.gettempdir())  # not this checkout, which `-c` would import
+        found = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir()
+        )  # not this checkout, which `-c` would import
     except OSError as exc:
         raise SystemExit(f"--receiver-python {python}: {exc.strerror}") from None
     if found.returncode != 0:
@@ -404,45 +491,75 @@ def receiver_version(python: str) -> str:
         raise SystemExit(f"--receiver-python {python}: cannot import mtls_receiver ({last})")
     version, source = found.stdout.split("\n")[:2]
     checkout = Path(source).resolve().parent.parent
-    described = subprocess.run(["git", "-C", str(checkout), "describe", "--always", "--dirty"],
-                               capture_output=True, text=True)
+    described = subprocess.run(
+        ["git", "-C", str(checkout), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
     commit = f", {described.stdout.strip()}" if described.returncode == 0 else ""
     return f"{version} ({checkout}{commit})"
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return f"{os.cpu_count()} cores, {model}, Linux {platform.release()}"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=3000,
-                        help="per target, fresh-connection rows")
-    parser.add_argument("--psp-requests", type=int, default=1000,
-                        help="per target, PSP-client rows (each waits out delayed ACKs: mostly idle time)")
-    parser.add_argument("--keepalive-requests", type=int, default=20000,
-                        help="per target, keep-alive rows (seconds long, not a blip); the seed's app.run gets --requests")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=3000, help="per target, fresh-connection rows")
+    parser.add_argument(
+        "--psp-requests",
+        type=int,
+        default=1000,
+        help="per target, PSP-client rows (each waits out delayed ACKs: mostly idle time)",
+    )
+    parser.add_argument(
+        "--keepalive-requests",
+        type=int,
+        default=20000,
+        help="per target, keep-alive rows (seconds long, not a blip); the seed's app.run gets --requests",
+    )
     parser.add_argument("--connections", type=int, default=16, help="per load-generator process")
-    parser.add_argument("--scaling-connections", type=int, default=64,
-                        help="per load-generator process, for the extra keep-alive rows of the 2- and 1-worker receiver"
-                             " that compare their throughput: enough for one worker to use a whole core")
+    parser.add_argument(
+        "--scaling-connections",
+        type=int,
+        default=64,
+        help="per load-generator process, for the extra keep-alive rows of the 2- and 1-worker receiver"
+        " that compare their throughput: enough for one worker to use a whole core",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the row reports the median")
     parser.add_argument("--loadgen-processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--only", action="append", help="run only targets whose name contains this")
-    parser.add_argument("--mode", choices=["both", "pipelined", "psp"], default="both",
-                        help="pipelined: today's rows (and the floors); psp: the receiver and nginx with "
-                             "a client that writes like the PSPs' HTTP clients, TLS 1.2 and 1.3; both "
-                             "(default)")
-    parser.add_argument("--logging", choices=["both", "off", "on"], default="both",
-                        help="off: logs off (the floors' setup); on: the receiver's per-request log line and "
-                             "nginx's access_log, as shipped, on; both (default)")
-    parser.add_argument("--receiver-python", default=sys.executable,
-                        help="the interpreter that runs mtls-receiver, e.g. another checkout's "
-                             ".venv/bin/python (default: this one)")
+    parser.add_argument(
+        "--mode",
+        choices=["both", "pipelined", "psp"],
+        default="both",
+        help="pipelined: today's rows (and the floors); psp: the receiver and nginx with "
+        "a client that writes like the PSPs' HTTP clients, TLS 1.2 and 1.3; both "
+        "(default)",
+    )
+    parser.add_argument(
+        "--logging",
+        choices=["both", "off", "on"],
+        default="both",
+        help="off: logs off (the floors' setup); on: the receiver's per-request log line and "
+        "nginx's access_log, as shipped, on; both (default)",
+    )
+    parser.add_argument(
+        "--receiver-python",
+        default=sys.executable,
+        help="the interpreter that runs mtls-receiver, e.g. another checkout's "
+        ".venv/bin/python (default: this one)",
+    )
     return parser.parse_args()
 
 
@@ -482,8 +599,10 @@ def starters(args: argparse.Namespace, work: Path, certs: Certificates) -> list[
     return [
         (SCALING[0], lambda: start_receiver(work, certs, False, RECEIVER_WORKERS, python)),
         (SCALING[1], lambda: start_receiver(work, certs, False, 1, python)),
-        (receiver_name(True, RECEIVER_WORKERS),
-         lambda: start_receiver(work, certs, True, RECEIVER_WORKERS, python)),
+        (
+            receiver_name(True, RECEIVER_WORKERS),
+            lambda: start_receiver(work, certs, True, RECEIVER_WORKERS, python),
+        ),
         (NGINX_200, nginx(NGINX_200)),
         (GUNICORN, lambda: start_gunicorn_behind_nginx(work, certs)),
         ("Flask app.run (seed, as written)", lambda: start_flask_seed(work, certs)),
@@ -538,7 +657,10 @@ def workloads(args: argparse.Namespace, name: str) -> list[Workload]:
 
 def pipelined_workloads(args: argparse.Namespace, name: str) -> list[Workload]:
     """The rows a run had before the PSP client: the floors are computed from them."""
-    found = [Workload("fresh connection", True, args.connections), Workload("keep-alive", False, args.connections)]
+    found = [
+        Workload("fresh connection", True, args.connections),
+        Workload("keep-alive", False, args.connections),
+    ]
     if name in SATURATED:
         found.append(Workload(saturating(args), False, args.scaling_connections))
     return found
@@ -550,10 +672,15 @@ def psp_workloads(args: argparse.Namespace, name: str) -> list[Workload]:
     The pipelined fresh row negotiates TLS 1.3; its TLS 1.2 twin separates what the protocol version
     changes (nginx's TLS 1.2 handshake is cheaper than its 1.3 one) from what the PSP client's writing does.
     """
-    found = [] if name in LOGGING_ON or name in PSP_ONLY else [
-        Workload(FRESH_TLS12, True, args.connections, ("--tls", "1.2"))]
-    return found + [Workload(psp_label(version), True, args.connections, ("--psp", "--tls", version))
-                    for version in TLS_VERSIONS]
+    found = (
+        []
+        if name in LOGGING_ON or name in PSP_ONLY
+        else [Workload(FRESH_TLS12, True, args.connections, ("--tls", "1.2"))]
+    )
+    return found + [
+        Workload(psp_label(version), True, args.connections, ("--psp", "--tls", version))
+        for version in TLS_VERSIONS
+    ]
 
 
 def psp_label(version: str) -> str:
@@ -561,10 +688,13 @@ def psp_label(version: str) -> str:
 
 
 def report_run(name: str, workload: str, result: dict) -> None:
-    print(f"{name:36} {workload:17} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms"
-          f"  p99 {result['p99_ms']:7.1f} ms  errors {result['errors'] + result['non2xx']:4d}"
-          f"  {result['per_cpu']:8.0f} req/CPU-s  server CPU {result['cpu']:6.2f} s"
-          f"  loadgen CPU {result['client_cpu_s']:6.2f} s", flush=True)
+    print(
+        f"{name:36} {workload:17} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms"
+        f"  p99 {result['p99_ms']:7.1f} ms  errors {result['errors'] + result['non2xx']:4d}"
+        f"  {result['per_cpu']:8.0f} req/CPU-s  server CPU {result['cpu']:6.2f} s"
+        f"  loadgen CPU {result['client_cpu_s']:6.2f} s",
+        flush=True,
+    )
     if result.get("first_error"):
         print(f"{'':36} first error: {result['first_error']}", flush=True)
 
@@ -595,12 +725,34 @@ def floors(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> list[
         return result[key] if result else None
 
     checks = [
-        ("fresh: req/CPU-s vs nginx answering 200 (>= 0.8x)", "fresh connection", "per_cpu",
-         "nginx answering 200 itself", 0.8),
-        ("fresh: req/CPU-s vs Flask app.run seed (>= 2x)", "fresh connection", "per_cpu",
-         "Flask app.run (seed, as written)", 2.0),
-        (f"keep-alive: req/s vs nginx -> gunicorn/Flask, {at_saturation} (>= 3x)", saturated, "rps", GUNICORN, 3.0),
-        (f"keep-alive: req/s vs nginx -> gunicorn/Flask, {standard} (>= 3x)", "keep-alive", "rps", GUNICORN, 3.0),
+        (
+            "fresh: req/CPU-s vs nginx answering 200 (>= 0.8x)",
+            "fresh connection",
+            "per_cpu",
+            "nginx answering 200 itself",
+            0.8,
+        ),
+        (
+            "fresh: req/CPU-s vs Flask app.run seed (>= 2x)",
+            "fresh connection",
+            "per_cpu",
+            "Flask app.run (seed, as written)",
+            2.0,
+        ),
+        (
+            f"keep-alive: req/s vs nginx -> gunicorn/Flask, {at_saturation} (>= 3x)",
+            saturated,
+            "rps",
+            GUNICORN,
+            3.0,
+        ),
+        (
+            f"keep-alive: req/s vs nginx -> gunicorn/Flask, {standard} (>= 3x)",
+            "keep-alive",
+            "rps",
+            GUNICORN,
+            3.0,
+        ),
     ]
     out = []
     for receiver in SCALING:
@@ -612,12 +764,22 @@ def floors(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> list[
         for workload, load in ((saturated, at_saturation), ("keep-alive", standard)):
             stored = get(receiver, workload, "per_cpu")
             if stored is not None:
-                out.append((f"keep-alive: stored Pix per server CPU-s, {load} (>= 5000), in thousands" + suffix,
-                            stored / 1000, 5.0))
+                out.append(
+                    (
+                        f"keep-alive: stored Pix per server CPU-s, {load} (>= 5000), in thousands" + suffix,
+                        stored / 1000,
+                        5.0,
+                    )
+                )
     two, one = get(SCALING[0], saturated, "rps"), get(SCALING[1], saturated, "rps")
     if two is not None and one:
-        out.append((f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s, {at_saturation} (>= {SCALING_FLOOR}x)",
-                    two / one, SCALING_FLOOR))
+        out.append(
+            (
+                f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s, {at_saturation} (>= {SCALING_FLOOR}x)",
+                two / one,
+                SCALING_FLOOR,
+            )
+        )
     return out
 
 
@@ -641,25 +803,37 @@ def cpu_budget(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> l
     lines = []
     for name, result in ((SCALING[0], two), (SCALING[1], one)):
         seconds = result["seconds"]
-        lines.append(f"- {name}, {workload}: {result['rps']:.0f} req/s using {result['cpu'] / seconds:.2f} "
-                     f"cores, the load generator {result['client_cpu_s'] / seconds:.2f} cores")
+        lines.append(
+            f"- {name}, {workload}: {result['rps']:.0f} req/s using {result['cpu'] / seconds:.2f} "
+            f"cores, the load generator {result['client_cpu_s'] / seconds:.2f} cores"
+        )
     cores = os.cpu_count() or 1
     server, client = two["cpu"] / two["ok"], two["client_cpu_s"] / two["ok"]  # CPU-seconds per request
     ceiling = cores / (server + client)
-    lines.append(f"- with {cores} cores full, {SCALING[0]} plus this load generator could reach at most "
-                 f"{ceiling:.0f} req/s ({server * 1e6:.0f} µs server + {client * 1e6:.0f} µs load-generator CPU "
-                 f"per request): {ceiling / one['rps']:.2f}× the 1-worker req/s"
-                 + (f" — below {SCALING_FLOOR}×: on this machine the load generator's share of the cores is the "
-                    "bottleneck" if ceiling / one["rps"] < SCALING_FLOOR else ""))
+    lines.append(
+        f"- with {cores} cores full, {SCALING[0]} plus this load generator could reach at most "
+        f"{ceiling:.0f} req/s ({server * 1e6:.0f} µs server + {client * 1e6:.0f} µs load-generator CPU "
+        f"per request): {ceiling / one['rps']:.2f}× the 1-worker req/s"
+        + (
+            f" — below {SCALING_FLOOR}×: on this machine the load generator's share of the cores is the "
+            "bottleneck"
+            if ceiling / one["rps"] < SCALING_FLOOR
+            else ""
+        )
+    )
     single = one["cpu"] / one["ok"]
     ideal = cores / (single + client)
-    lines.append(f"- even if {RECEIVER_WORKERS} workers cost no more per request than 1 ({single * 1e6:.0f} µs) and "
-                 f"kept both cores full: at most {ideal:.0f} req/s, {ideal / one['rps']:.2f}× the 1-worker req/s")
+    lines.append(
+        f"- even if {RECEIVER_WORKERS} workers cost no more per request than 1 ({single * 1e6:.0f} µs) and "
+        f"kept both cores full: at most {ideal:.0f} req/s, {ideal / one['rps']:.2f}× the 1-worker req/s"
+    )
     return lines
 
 
-TABLE_HEAD = ("| server | workload | req/s | p50 ms | p99 ms | errors | server CPU s | req per server CPU-s |"
-              " loadgen CPU s |")
+TABLE_HEAD = (
+    "| server | workload | req/s | p50 ms | p99 ms | errors | server CPU s | req per server CPU-s |"
+    " loadgen CPU s |"
+)
 NOTES_MARKER = "<!-- bench/run.py writes all above this line; notes below it are kept when it runs. -->"
 
 
@@ -689,9 +863,12 @@ def command_line() -> str:
 
 def report_head(args: argparse.Namespace, receiver: str) -> list[str]:
     return [
-        "# Benchmarks", "",
-        f"Run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}.", "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions(receiver).items()) + ".", "",
+        "# Benchmarks",
+        "",
+        f"Run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions(receiver).items()) + ".",
+        "",
         f"Command: `{command_line()}` ({args.requests} requests per fresh-connection row, {args.keepalive_requests} "
         f"per keep-alive row but {args.requests} for Flask app.run, {args.loadgen_processes} load-generator "
         f"processes × {args.connections} connections ({args.scaling_connections} in the saturating rows), loopback "
@@ -700,7 +877,8 @@ def report_head(args: argparse.Namespace, receiver: str) -> list[str]:
         "the row says otherwise; server CPU = user+sys of the server's process tree; loadgen CPU = user+sys of "
         "the load generator's processes while measuring, on the same cores: where server + loadgen CPU s come "
         f"close to {os.cpu_count()} cores × the row's seconds (requests ÷ req/s), the cores were saturated and the "
-        "load generator's share is CPU the server did not get).", "",
+        "load generator's share is CPU the server did not get).",
+        "",
         f"Each row is the median of {args.repeat} runs by req per server CPU-s (the range of all runs in brackets): "
         "on this shared 2-core virtual machine one run's CPU-seconds vary by 10–20 %.",
     ]
@@ -716,11 +894,16 @@ def table(rows: list[Row], ratios: dict[str, Ratio] | None = None) -> list[str]:
         head, rule = head + f" ÷ {label} |", rule + " ---: |"
     lines = [head, rule]
     for name, workload, result in rows:
-        spread = f" ({min(result['per_cpu_runs']):.0f}–{max(result['per_cpu_runs']):.0f})" \
-            if len(result["per_cpu_runs"]) > 1 else ""
-        line = (f"| {name} | {workload} | {result['rps']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |"
-                f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} | {result['per_cpu']:.0f}{spread} |"
-                f" {result['client_cpu_s']:.2f} |")
+        spread = (
+            f" ({min(result['per_cpu_runs']):.0f}–{max(result['per_cpu_runs']):.0f})"
+            if len(result["per_cpu_runs"]) > 1
+            else ""
+        )
+        line = (
+            f"| {name} | {workload} | {result['rps']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |"
+            f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} | {result['per_cpu']:.0f}{spread} |"
+            f" {result['client_cpu_s']:.2f} |"
+        )
         lines.append(line + "".join(f" {cell(ratio(name, workload))} |" for ratio in (ratios or {}).values()))
     return lines
 
@@ -732,21 +915,38 @@ def cell(value: float | None) -> str:
 def pipelined_section(args: argparse.Namespace, rows: list[Row]) -> list[str]:
     """Today's rows (pipelined sender, logs off), the idle-connection RSS, the floors, the scaling bounds."""
     lines = ["", *table([row for row in rows if "rss" not in row[2]])]
-    lines += [""] + [f"- {name}: RSS with 1000 idle open mTLS connections: {r['rss']:.0f} MiB"
-                     for name, _, r in rows if "rss" in r]
+    lines += [""] + [
+        f"- {name}: RSS with 1000 idle open mTLS connections: {r['rss']:.0f} MiB"
+        for name, _, r in rows
+        if "rss" in r
+    ]
     measured = floors(args, rows)
     if measured:
-        lines += ["", "Floors (issue #7), from the rows above:", "",
-                  "| floor | measured | met |", "| --- | ---: | --- |"]
-        lines += [f"| {label} | {value:.3f} | {'yes' if value >= floor else 'no'} |"
-                  for label, value, floor in measured]
+        lines += [
+            "",
+            "Floors (issue #7), from the rows above:",
+            "",
+            "| floor | measured | met |",
+            "| --- | ---: | --- |",
+        ]
+        lines += [
+            f"| {label} | {value:.3f} | {'yes' if value >= floor else 'no'} |"
+            for label, value, floor in measured
+        ]
     budget = cpu_budget(args, rows)
     if budget:
-        lines += ["", "Scaling, from the saturating keep-alive rows (enough connections to keep a worker busy; "
-                  "server and load generator share the machine's cores):", ""] + budget
+        lines += [
+            "",
+            "Scaling, from the saturating keep-alive rows (enough connections to keep a worker busy; "
+            "server and load generator share the machine's cores):",
+            "",
+        ] + budget
     if any(value < floor for _, value, floor in measured):
-        lines += ["", "Where a floor is not met, the profile's top items (where the CPU goes, what was tried) are in "
-                  "[bench/README.md](bench/README.md#where-the-time-goes-profile)."]
+        lines += [
+            "",
+            "Where a floor is not met, the profile's top items (where the CPU goes, what was tried) are in "
+            "[bench/README.md](bench/README.md#where-the-time-goes-profile).",
+        ]
     return lines
 
 
@@ -764,48 +964,59 @@ def sender_section(args: argparse.Namespace, rows: list[Row], shown: list[Row]) 
     def over(reference: str) -> Ratio:
         """A row's req per server CPU-s over ``reference``'s, with the same logging, same workload."""
         return lambda name, workload: quotient(
-            per_cpu, (name, workload), (logged[reference] if name in LOGGING_ON else reference, workload))
+            per_cpu, (name, workload), (logged[reference] if name in LOGGING_ON else reference, workload)
+        )
 
     references = {"nginx answering 200": over(NGINX_200), "nginx reading the body": over(NGINX_BODY)}
     lines = [
-        "## A client like the PSPs', and logging as shipped", "",
-        f"Same command (`{command_line()}`), same run. \"{psp_label('1.2')}\" and \"{psp_label('1.3')}\": "
+        "## A client like the PSPs', and logging as shipped",
+        "",
+        f'Same command (`{command_line()}`), same run. "{psp_label("1.2")}" and "{psp_label("1.3")}": '
         "`loadgen.py --psp`, written like the HTTP clients PSPs deliver with (Java/OkHttp, Go): a "
         "fresh connection and full mTLS handshake per request, Nagle on (no TCP_NODELAY), the last "
         "handshake flight, the request head and the body each in a send of their own, the client closing "
         f"after the answer; the TLS version pinned; {args.psp_requests} requests per row, "
-        f"{args.loadgen_processes} × {args.connections} connections. \"{FRESH_TLS12}\": the pipelined "
+        f'{args.loadgen_processes} × {args.connections} connections. "{FRESH_TLS12}": the pipelined '
         "sender pinned to TLS 1.2 (the fresh-connection rows negotiate 1.3), to tell what the protocol "
-        f"version changes from what the PSP client's writing does. \"{NGINX_200}\" answers as soon as "
-        f"it has the head (`return 200`); \"{NGINX_BODY}\" reads the whole body first "
-        "(`echo_read_request_body`), as a receiver must. \"(log lines on)\": the receiver's default log "
-        "level, a line per request, to a file; \"(access_log on)\": Debian's default `access_log` "
+        f'version changes from what the PSP client\'s writing does. "{NGINX_200}" answers as soon as '
+        f'it has the head (`return 200`); "{NGINX_BODY}" reads the whole body first '
+        '(`echo_read_request_body`), as a receiver must. "(log lines on)": the receiver\'s default log '
+        'level, a line per request, to a file; "(access_log on)": Debian\'s default `access_log` '
         "(combined format, to a file). The last columns are the row's req per server CPU-s over each "
-        "nginx's, in the same workload, with the same logging.", "",
+        "nginx's, in the same workload, with the same logging.",
+        "",
         *table(shown, references),
     ]
     summary = []
     measured = dict.fromkeys(row[1] for row in shown)
     order = [w.label for w in pipelined_workloads(args, SCALING[0]) + psp_workloads(args, SCALING[0])]
     for workload in [w for w in order if w in measured] + [w for w in measured if w not in order]:
-        cells = [ratio(receiver, workload)
-                 for ratio in references.values() for receiver in (SCALING[0], RECEIVER_LOGGED)]
-        cells += [quotient(per_cpu, (logged[name], workload), (name, workload))
-                  for name in (SCALING[0], NGINX_200)]
+        cells = [
+            ratio(receiver, workload)
+            for ratio in references.values()
+            for receiver in (SCALING[0], RECEIVER_LOGGED)
+        ]
+        cells += [
+            quotient(per_cpu, (logged[name], workload), (name, workload)) for name in (SCALING[0], NGINX_200)
+        ]
         if any(value is not None for value in cells):
             summary.append(f"| {workload} | " + " | ".join(cell(value) for value in cells) + " |")
     if summary:
         lines += [
-            "", "mtls-receiver's req per server CPU-s over nginx's, logging off and on, and what logging costs:", "",
+            "",
+            "mtls-receiver's req per server CPU-s over nginx's, logging off and on, and what logging costs:",
+            "",
             "| workload | ÷ nginx answering 200, logs off | logs on | ÷ nginx reading the body, logs off |"
             " logs on | mtls-receiver, logs on ÷ off | nginx answering 200, logs on ÷ off |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |", *summary,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *summary,
         ]
     return lines
 
 
-def quotient(per_cpu: dict[tuple[str, str], float], row: tuple[str, str],
-             other: tuple[str, str]) -> float | None:
+def quotient(
+    per_cpu: dict[tuple[str, str], float], row: tuple[str, str], other: tuple[str, str]
+) -> float | None:
     """Req per server CPU-s of ``row`` over ``other``'s (each (target, workload)); None if one is missing."""
     mine, theirs = per_cpu.get(row), per_cpu.get(other)
     return mine / theirs if mine is not None and theirs else None

@@ -25,22 +25,57 @@ from mtls_receiver.signatures import SignatureScheme
 
 EXPECTED = (Refusal, ProxyProtocolError, ConfigError)
 PROXIES = parse_networks(["10.0.0.0/8"])
-EFI = RouteConfig(path="/webhook", listener="m", provider="efi", mode="skip-mtls",
-                  options=efi.EfiOptions(hmac_secrets=("a-secret-of-sixteen+",), pix_keys=("k",)))
+EFI = RouteConfig(
+    path="/webhook",
+    listener="m",
+    provider="efi",
+    mode="skip-mtls",
+    options=efi.EfiOptions(hmac_secrets=("a-secret-of-sixteen+",), pix_keys=("k",)),
+)
 SECRET = base64.b64encode(b"0123456789abcdef").decode()
 ROUTES = {
-    "infi": RouteConfig(path="/h", listener="m", provider="infi", mode="hmac", options=infi.InfiOptions(secrets=("s",))),
-    "firebanking": RouteConfig(path="/h", listener="m", provider="firebanking", mode="hmac",
-                               options=firebanking.FireBankingOptions(secrets=("s",))),
-    "pomelo": RouteConfig(path="/h", listener="m", provider="pomelo", mode="notifications",
-                          options=pomelo.PomeloOptions(api_keys=(("k", SECRET),))),
-    "hmac": RouteConfig(path="/h", listener="m", provider="hmac", mode="hmac", options=generic.HmacOptions(
-        secrets=("s",), dedup=("/a/b", "header:X-Id"),
-        signature=SignatureScheme(header="X-Sig", prefix="v1=", signed=("timestamp", "body"),
-                                  separator=".", timestamp_header="X-Ts"))),
+    "infi": RouteConfig(
+        path="/h", listener="m", provider="infi", mode="hmac", options=infi.InfiOptions(secrets=("s",))
+    ),
+    "firebanking": RouteConfig(
+        path="/h",
+        listener="m",
+        provider="firebanking",
+        mode="hmac",
+        options=firebanking.FireBankingOptions(secrets=("s",)),
+    ),
+    "pomelo": RouteConfig(
+        path="/h",
+        listener="m",
+        provider="pomelo",
+        mode="notifications",
+        options=pomelo.PomeloOptions(api_keys=(("k", SECRET),)),
+    ),
+    "hmac": RouteConfig(
+        path="/h",
+        listener="m",
+        provider="hmac",
+        mode="hmac",
+        options=generic.HmacOptions(
+            secrets=("s",),
+            dedup=("/a/b", "header:X-Id"),
+            signature=SignatureScheme(
+                header="X-Sig",
+                prefix="v1=",
+                signed=("timestamp", "body"),
+                separator=".",
+                timestamp_header="X-Ts",
+            ),
+        ),
+    ),
 }
 HTTP_LIMITS = Limits(max_headers=16, max_header_size=200, max_body=4096)
-VERIFIERS = {"infi": infi.verify, "firebanking": firebanking.verify, "pomelo": pomelo.verify, "hmac": generic.verify}
+VERIFIERS = {
+    "infi": infi.verify,
+    "firebanking": firebanking.verify,
+    "pomelo": pomelo.verify,
+    "hmac": generic.verify,
+}
 
 
 def _text(data: bytes) -> str:
@@ -65,8 +100,14 @@ def efi_request(data: bytes) -> None:
     text = _text(data)
     head, _, body = text.partition("\n")
     path, _, query = head.partition("?")
-    request = IncomingRequest("POST", "/webhook" + path, query, {"Content-Type": "application/json"}, body.encode(),
-                              Peer("34.193.116.226"))
+    request = IncomingRequest(
+        "POST",
+        "/webhook" + path,
+        query,
+        {"Content-Type": "application/json"},
+        body.encode(),
+        Peer("34.193.116.226"),
+    )
     efi.verify(EFI, request)
 
 
@@ -97,7 +138,9 @@ def signed_request(data: bytes) -> None:
     headers = {str(k): str(v) for k, v in headers.items()}
     for name, verify in VERIFIERS.items():
         try:
-            verify(ROUTES[name], IncomingRequest("POST", "/h", "", headers, body, Peer("127.0.0.1"), now=1.7e9))
+            verify(
+                ROUTES[name], IncomingRequest("POST", "/h", "", headers, body, Peer("127.0.0.1"), now=1.7e9)
+            )
         except Refusal:
             pass
 
@@ -109,7 +152,7 @@ def parse_stream(data: bytes, piece: int, limits: Limits = HTTP_LIMITS) -> list[
     """(head, body, refusal status or 0) of each request handed over, fed ``piece`` bytes at a time."""
     parser = RequestParser(limits)
     for at in range(0, len(data), piece):
-        parser.feed(data[at:at + piece])
+        parser.feed(data[at : at + piece])
     found: list[Verdict] = []
     while (parsed := parser.next()) is not None:
         found.append((parsed.head, parsed.body, parsed.refusal.status if parsed.refusal else 0))

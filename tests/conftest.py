@@ -53,8 +53,9 @@ async def start_receiver() -> AsyncIterator[Callable[[Config], Awaitable[Receive
 
 
 @pytest.fixture
-async def receiver(write_config: Callable[..., Config],
-                   start_receiver: Callable[[Config], Awaitable[Receiver]]) -> Receiver:
+async def receiver(
+    write_config: Callable[..., Config], start_receiver: Callable[[Config], Awaitable[Receiver]]
+) -> Receiver:
     return await start_receiver(write_config())
 
 
@@ -67,8 +68,13 @@ def serve(tmp_path: Path, pki: Pki) -> Iterator[Serve]:
     line when given). Every server started is killed at teardown, with any worker it left behind."""
     started: list[ServerProcess] = []
 
-    def start(config: Path | None = None, *, workers: int | None = None, options: Sequence[str] = (),
-              **config_args: object) -> tuple[ServerProcess, int]:
+    def start(
+        config: Path | None = None,
+        *,
+        workers: int | None = None,
+        options: Sequence[str] = (),
+        **config_args: object,
+    ) -> tuple[ServerProcess, int]:
         if config is None:
             config = tmp_path / "config.toml"
             text = config_text(pki, **config_args)  # type: ignore[arg-type]

@@ -72,7 +72,7 @@ def test_repeated_lines_are_combined_in_order(lines: Lines, expected: str) -> No
 
 @pytest.mark.parametrize(
     ("lines", "header", "expected"),
-    [   # the client's own Forwarded / X-Real-IP / X-Forwarded-For, passed on by a proxy that writes another
+    [  # the client's own Forwarded / X-Real-IP / X-Forwarded-For, passed on by a proxy that writes another
         ([(FWD, "for=34.193.116.226"), (XFF, "203.0.113.9")], XFF, "203.0.113.9"),
         ([(REAL, "34.193.116.226"), (XFF, "203.0.113.9")], XFF, "203.0.113.9"),
         ([(XFF, "34.193.116.226"), (REAL, "203.0.113.9")], REAL, "203.0.113.9"),
@@ -88,8 +88,10 @@ def test_only_the_named_header_counts(lines: Lines, header: str, expected: str) 
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [
-        ([(FWD, 'for=192.0.2.60;proto=https;by=10.0.0.1, for="[2001:db8:cafe::17]:4711"')],
-         "2001:db8:cafe::17"),
+        (
+            [(FWD, 'for=192.0.2.60;proto=https;by=10.0.0.1, for="[2001:db8:cafe::17]:4711"')],
+            "2001:db8:cafe::17",
+        ),
         ([(FWD, 'for="203.0.113.9:1234", for=10.0.0.2')], "203.0.113.9"),
         ([(FWD, "For=unknown")], "unknown"),
         ([(FWD, "for=34.193.116.226"), (FWD, "for=203.0.113.9;proto=https")], "203.0.113.9"),
@@ -116,13 +118,19 @@ def test_proxy_hops_counts_from_the_right(lines: Lines, header: str, hops: int, 
 def test_request_head_keeps_every_header_line() -> None:
     """client_address needs all lines of a header; the head's dict keeps only the first per name."""
     parser = RequestParser(Limits())
-    parser.feed(b"POST /webhook HTTP/1.1\r\nX-Forwarded-For: 34.193.116.226\r\nHost: x\r\n"
-                b"x-forwarded-for: 203.0.113.9 \r\nContent-Length: 0\r\n\r\n")
+    parser.feed(
+        b"POST /webhook HTTP/1.1\r\nX-Forwarded-For: 34.193.116.226\r\nHost: x\r\n"
+        b"x-forwarded-for: 203.0.113.9 \r\nContent-Length: 0\r\n\r\n"
+    )
     parsed = parser.next()
     assert parsed is not None and parsed.head is not None
     head = parsed.head
-    assert head.raw_headers == (("X-Forwarded-For", "34.193.116.226"), ("Host", "x"),
-                                ("x-forwarded-for", "203.0.113.9"), ("Content-Length", "0"))
+    assert head.raw_headers == (
+        ("X-Forwarded-For", "34.193.116.226"),
+        ("Host", "x"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("Content-Length", "0"),
+    )
     assert client_address("10.0.0.1", head.raw_headers, PROXIES, XFF) == "203.0.113.9"
 
 
@@ -163,6 +171,7 @@ def test_malformed_headers_from_trusted_proxy_are_400(lines: Lines, header: str,
 
 # --- the listener keys ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def dev(tmp_path: Path) -> DevCerts:
     return make_dev_certs(tmp_path, 8443)
@@ -177,42 +186,75 @@ def _listener(**keys: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("keys", "key", "problem"),
     [
-        ({"trusted_proxies": ["127.0.0.1/32"]}, "trusted_proxies",
-         "needs client_address_header: the one header your proxy writes ('X-Forwarded-For', 'Forwarded', "
-         "'X-Real-IP'), or proxy_protocol = true"),
-        ({"client_address_header": "X-Forwarded-For"}, "client_address_header",
-         "needs trusted_proxies: the addresses of the proxies that write it"),
-        ({"trusted_proxies": ["127.0.0.1/32"], "client_address_header": "X-Forwarded"},
-         "client_address_header",
-         "must be one of 'X-Forwarded-For', 'Forwarded', 'X-Real-IP', got 'X-Forwarded'"),
-        ({"trusted_proxies": ["127.0.0.1/32"], "client_address_header": ["Forwarded"]},
-         "client_address_header", "must be a string"),
-        ({"trusted_proxies": ["127.0.0.1/32"], "proxy_protocol": True, "proxy_hops": 1}, "proxy_hops",
-         "needs client_address_header: the header whose addresses it counts"),
-        ({"trusted_proxies": ["127.0.0.1/32"], "client_address_header": "X-Forwarded-For", "proxy_hops": 0},
-         "proxy_hops", "must be a whole number >= 1, got 0"),
-        ({"trusted_proxies": ["127.0.0.1/32"], "client_address_header": "X-Real-IP", "proxy_hops": 2},
-         "proxy_hops", "X-Real-IP holds one address: proxy_hops can only be 1"),
+        (
+            {"trusted_proxies": ["127.0.0.1/32"]},
+            "trusted_proxies",
+            "needs client_address_header: the one header your proxy writes ('X-Forwarded-For', 'Forwarded', "
+            "'X-Real-IP'), or proxy_protocol = true",
+        ),
+        (
+            {"client_address_header": "X-Forwarded-For"},
+            "client_address_header",
+            "needs trusted_proxies: the addresses of the proxies that write it",
+        ),
+        (
+            {"trusted_proxies": ["127.0.0.1/32"], "client_address_header": "X-Forwarded"},
+            "client_address_header",
+            "must be one of 'X-Forwarded-For', 'Forwarded', 'X-Real-IP', got 'X-Forwarded'",
+        ),
+        (
+            {"trusted_proxies": ["127.0.0.1/32"], "client_address_header": ["Forwarded"]},
+            "client_address_header",
+            "must be a string",
+        ),
+        (
+            {"trusted_proxies": ["127.0.0.1/32"], "proxy_protocol": True, "proxy_hops": 1},
+            "proxy_hops",
+            "needs client_address_header: the header whose addresses it counts",
+        ),
+        (
+            {
+                "trusted_proxies": ["127.0.0.1/32"],
+                "client_address_header": "X-Forwarded-For",
+                "proxy_hops": 0,
+            },
+            "proxy_hops",
+            "must be a whole number >= 1, got 0",
+        ),
+        (
+            {"trusted_proxies": ["127.0.0.1/32"], "client_address_header": "X-Real-IP", "proxy_hops": 2},
+            "proxy_hops",
+            "X-Real-IP holds one address: proxy_hops can only be 1",
+        ),
     ],
 )
-def test_listener_key_errors(dev: DevCerts, tmp_path: Path, keys: dict[str, Any], key: str,
-                             problem: str) -> None:
+def test_listener_key_errors(
+    dev: DevCerts, tmp_path: Path, keys: dict[str, Any], key: str, problem: str
+) -> None:
     error = config_error(write_config(tmp_path, _listener(**keys)))
     assert error.key == f"listeners[0].{key}"
     assert problem in error.problem
 
 
 def test_listener_keys_load(dev: DevCerts, tmp_path: Path) -> None:
-    loaded = load_config(write_config(tmp_path, _listener(
-        trusted_proxies=["127.0.0.1/32"], client_address_header="x-forwarded-for", proxy_hops=2)))
+    loaded = load_config(
+        write_config(
+            tmp_path,
+            _listener(
+                trusted_proxies=["127.0.0.1/32"], client_address_header="x-forwarded-for", proxy_hops=2
+            ),
+        )
+    )
     listener = loaded.listeners[0]
     assert (listener.client_address_header, listener.proxy_hops) == ("X-Forwarded-For", 2)
-    only_proxy_protocol = load_config(write_config(tmp_path, _listener(trusted_proxies=["127.0.0.1/32"],
-                                                                       proxy_protocol=True)))
+    only_proxy_protocol = load_config(
+        write_config(tmp_path, _listener(trusted_proxies=["127.0.0.1/32"], proxy_protocol=True))
+    )
     assert only_proxy_protocol.listeners[0].client_address_header is None
 
 
 # --- PROXY protocol ----------------------------------------------------------------------------
+
 
 def v2(source: str, port: int = 1234, command: int = 1, tlv: bytes = b"") -> bytes:
     ip = ipaddress.ip_address(source)

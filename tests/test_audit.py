@@ -25,22 +25,30 @@ OLD = "2020-01-02T03:04:05.678+00:00"  # far older than any retention
 
 
 @pytest.fixture
-async def receiver(store_config: StoreConfig, write_config: Callable[..., Config],
-                   start_receiver: Callable[[Config], "asyncio.Future[Receiver]"]) -> Receiver:
+async def receiver(
+    store_config: StoreConfig,
+    write_config: Callable[..., Config],
+    start_receiver: Callable[[Config], "asyncio.Future[Receiver]"],
+) -> Receiver:
     return await start_receiver(dataclasses.replace(write_config(), store=store_config))
 
 
-def refused(path: str = "/webhook/pix", body: bytes = b"{", method: str = "POST", close: bool = False) -> bytes:
+def refused(
+    path: str = "/webhook/pix", body: bytes = b"{", method: str = "POST", close: bool = False
+) -> bytes:
     """A request the route refuses (400 for a body that is not JSON) without closing the connection."""
     connection = "close" if close else "keep-alive"
-    return (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n").encode() + body
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n"
+    ).encode() + body
 
 
 async def pipeline(port: int, pki: Pki, data: bytes) -> list[int]:
     """Everything written at once on one connection, answers read meanwhile; the statuses, in order."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, pki.client),
-                                                   server_hostname="localhost")
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_context(pki, pki.client), server_hostname="localhost"
+    )
 
     async def send() -> None:
         writer.write(data)
@@ -53,7 +61,9 @@ async def pipeline(port: int, pki: Pki, data: bytes) -> list[int]:
     return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)]
 
 
-async def rows_until(store: Store, done: Callable[[list[AuditRecord]], bool], timeout: float = 20) -> list[AuditRecord]:
+async def rows_until(
+    store: Store, done: Callable[[list[AuditRecord]], bool], timeout: float = 20
+) -> list[AuditRecord]:
     rows: list[AuditRecord] = []
 
     async def reached() -> bool:
@@ -65,7 +75,9 @@ async def rows_until(store: Store, done: Callable[[list[AuditRecord]], bool], ti
     return rows
 
 
-def audit(path: str = "/webhook/pix", at: str | None = None, status: int = 400, reason: str = "test") -> AuditRecord:
+def audit(
+    path: str = "/webhook/pix", at: str | None = None, status: int = 400, reason: str = "test"
+) -> AuditRecord:
     return AuditRecord(at or utc_now(), "main", "/webhook", "POST", path, "127.0.0.1", status, reason)
 
 
@@ -82,12 +94,18 @@ async def test_a_flood_of_identical_refusals_is_a_few_rows(receiver: Receiver, p
     assert (first.count, first.last_at, first.reason) == (1, None, "body is not valid JSON")
     assert repeats.count == flood - 1 and repeats.last_at is not None and repeats.at <= repeats.last_at
     assert {(row.path, row.status, row.peer, row.client) for row in rows} == {
-        ("/webhook/pix", 400, "127.0.0.1", first.client)}
+        ("/webhook/pix", 400, "127.0.0.1", first.client)
+    }
 
 
 async def test_distinct_refusals_each_get_a_row(receiver: Receiver, pki: Pki) -> None:
-    kinds = [refused(), refused("/nowhere"), refused(method="PUT"), refused(body=b'{"pix": 1}'),
-             refused("/webhook/pix?x=1")]  # the query is not part of the path: the same as the first
+    kinds = [
+        refused(),
+        refused("/nowhere"),
+        refused(method="PUT"),
+        refused(body=b'{"pix": 1}'),
+        refused("/webhook/pix?x=1"),
+    ]  # the query is not part of the path: the same as the first
     statuses = await pipeline(receiver.port(), pki, b"".join(kinds * 2) + refused(close=True))
     assert statuses == [400, 404, 405, 400, 400] * 2 + [400]
     rows = await rows_until(receiver.store, lambda rows: sum(row.count for row in rows) == 11)
@@ -99,7 +117,9 @@ async def test_distinct_refusals_each_get_a_row(receiver: Receiver, pki: Pki) ->
 async def test_a_flood_of_404s_on_random_paths_is_a_few_rows(receiver: Receiver, pki: Pki) -> None:
     """The path is not part of what makes a refusal distinct: varying it per request floods nothing."""
     flood = 500
-    requests = b"".join(refused(f"/nowhere/{n}") for n in range(flood - 1)) + refused("/nowhere/last", close=True)
+    requests = b"".join(refused(f"/nowhere/{n}") for n in range(flood - 1)) + refused(
+        "/nowhere/last", close=True
+    )
     assert await pipeline(receiver.port(), pki, requests) == [404] * flood
     rows = await rows_until(receiver.store, lambda rows: sum(row.count for row in rows) == flood)
     assert len(rows) <= 3 and rows[-1].path == "/nowhere/0"
@@ -108,7 +128,9 @@ async def test_a_flood_of_404s_on_random_paths_is_a_few_rows(receiver: Receiver,
 async def test_accepted_requests_keep_a_row_each(receiver: Receiver, pki: Pki) -> None:
     context = client_context(pki, pki.client)
     for _ in range(3):  # the same Pix: stored once, answered 200 and audited each time
-        assert (await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E-SAME")]}, context)).status == 200
+        assert (
+            await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E-SAME")]}, context)
+        ).status == 200
     rows = await receiver.store.list_audit()
     assert [(row.status, row.count) for row in rows] == [(200, 1)] * 3
 
@@ -171,9 +193,11 @@ async def test_retention_purges_old_rows_and_keeps_new_ones_and_events(store: St
     assert [event.dedup_key for event in await store.list_events()] == ["E-OLD"]  # events are never purged
 
 
-async def test_retention_runs_in_the_background(store_config: StoreConfig, write_config: Callable[..., Config],
-                                                start_receiver: Callable[[Config], "asyncio.Future[Receiver]"]
-                                                ) -> None:
+async def test_retention_runs_in_the_background(
+    store_config: StoreConfig,
+    write_config: Callable[..., Config],
+    start_receiver: Callable[[Config], "asyncio.Future[Receiver]"],
+) -> None:
     store = open_store(store_config)
     await store.open()
     for at in (OLD, utc_now()):
@@ -184,8 +208,10 @@ async def test_retention_runs_in_the_background(store_config: StoreConfig, write
     assert rows[0].at > OLD
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ("0", "must be a whole number >= 1, got 0"), ('"30"', "must be a whole number >= 1, got '30'")])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("0", "must be a whole number >= 1, got 0"), ('"30"', "must be a whole number >= 1, got '30'")],
+)
 def test_retention_days_in_the_config(tmp_path: Path, pki: Pki, value: str, problem: str) -> None:
     path = tmp_path / "config.toml"
     path.write_text(config_text(pki).replace("[store]\n", "[store]\naudit_retention_days = 7\n"))
@@ -212,7 +238,10 @@ async def test_cli_lists_the_audit_with_counts_escaped(tmp_path: Path, pki: Pki)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert len(lines) == 2 and "\x1b" not in listed.stdout and "\r" not in listed.stdout
-    assert ' 400  POST "/x\\x0d\\x0a\\x1b[31m"  listener=main peer=127.0.0.1 reason=test subject=-  x4 until ' in lines[0]
+    assert (
+        ' 400  POST "/x\\x0d\\x0a\\x1b[31m"  listener=main peer=127.0.0.1 reason=test subject=-  x4 until '
+        in lines[0]
+    )
     as_json = await asyncio.to_thread(run_cli, "events", "audit", "--config", str(config), "--json")
     rows = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [(row["count"], row["path"]) for row in rows] == [(4, "/x\r\n\x1b[31m"), (1, "/x\r\n\x1b[31m")]

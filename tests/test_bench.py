@@ -88,8 +88,14 @@ class RecordingServer:
             seen.records.append(record)
             data += record
             head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), None)
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                None,
+            )
             if length is not None and len(body) >= length:
                 tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 if b"\r\nconnection: close\r\n" in head.lower() + b"\r\n":
@@ -109,17 +115,35 @@ def recording(pki: Pki) -> Iterator[RecordingServer]:
 
 
 def _loadgen(pki: Pki, port: int, *flags: str) -> dict[str, object]:
-    command = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port), "--ca", str(pki.server_ca),
-               "--cert", str(pki.client), "--requests", "2", "--processes", "1", "--connections", "1",
-               "--timeout", "60", *flags]
-    result: dict[str, object] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True,
-                                                          timeout=120).stdout)
+    command = [
+        sys.executable,
+        str(BENCH / "loadgen.py"),
+        "--port",
+        str(port),
+        "--ca",
+        str(pki.server_ca),
+        "--cert",
+        str(pki.client),
+        "--requests",
+        "2",
+        "--processes",
+        "1",
+        "--connections",
+        "1",
+        "--timeout",
+        "60",
+        *flags,
+    ]
+    result: dict[str, object] = json.loads(
+        subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    )
     return result
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_psp_client_writes_head_and_body_apart_on_fresh_connections_and_closes(
-        pki: Pki, recording: RecordingServer, version: str) -> None:
+    pki: Pki, recording: RecordingServer, version: str
+) -> None:
     result = _loadgen(pki, recording.port, "--psp", "--tls", version)
 
     assert result["ok"] == 2 and result["errors"] == 0, result
@@ -133,7 +157,9 @@ def test_psp_client_writes_head_and_body_apart_on_fresh_connections_and_closes(
         assert seen.client_closed  # close_notify from the client, not a server close
 
 
-def test_pipelined_fresh_client_sends_head_and_body_in_one_record(pki: Pki, recording: RecordingServer) -> None:
+def test_pipelined_fresh_client_sends_head_and_body_in_one_record(
+    pki: Pki, recording: RecordingServer
+) -> None:
     """The kind sender stays as it was, so the floors measured with it keep their meaning."""
     result = _loadgen(pki, recording.port, "--fresh")
 
@@ -172,20 +198,34 @@ def test_mode_and_logging_pick_the_targets_and_rows() -> None:
 
     quick = _args(run, "--mode", "psp", "--logging", "on")
     assert [name for name in names if run.wanted(quick, name)] == [
-        run.RECEIVER_LOGGED, run.NGINX_LOGGED, run.NGINX_BODY_LOGGED]
+        run.RECEIVER_LOGGED,
+        run.NGINX_LOGGED,
+        run.NGINX_BODY_LOGGED,
+    ]
     assert [w.label for w in run.workloads(quick, run.RECEIVER_LOGGED)] == [
-        "PSP client, TLS 1.2", "PSP client, TLS 1.3"]
+        "PSP client, TLS 1.2",
+        "PSP client, TLS 1.3",
+    ]
 
-    before = _args(run, "--mode", "pipelined", "--logging", "off")  # what a run measured before: the floors' rows
+    before = _args(
+        run, "--mode", "pipelined", "--logging", "off"
+    )  # what a run measured before: the floors' rows
     assert [name for name in names if run.wanted(before, name)] == names[:6]
     assert not any(w.psp for name in names for w in run.workloads(before, name))
 
     everything = _args(run)
     assert all(run.wanted(everything, name) for name in names)
     assert [w.label for w in run.workloads(everything, run.NGINX_BODY)] == [
-        "PSP client, TLS 1.2", "PSP client, TLS 1.3"]
+        "PSP client, TLS 1.2",
+        "PSP client, TLS 1.3",
+    ]
     assert [w.label for w in run.workloads(everything, run.NGINX_200)] == [
-        "fresh connection", "keep-alive", "fresh connection, TLS 1.2", "PSP client, TLS 1.2", "PSP client, TLS 1.3"]
+        "fresh connection",
+        "keep-alive",
+        "fresh connection, TLS 1.2",
+        "PSP client, TLS 1.2",
+        "PSP client, TLS 1.3",
+    ]
     # the floors' table holds today's rows only
     assert run.in_floors_table(everything, run.NGINX_200, "fresh connection")
     assert not run.in_floors_table(everything, run.NGINX_200, "fresh connection, TLS 1.2")

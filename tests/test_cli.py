@@ -25,7 +25,14 @@ from mtls_receiver.errors import ReceiverError
 def dev_server(tmp_path: Path, serve: Serve) -> tuple[Path, int, ServerProcess]:
     made = run_cli("dev-certs", str(tmp_path / "dev"), "--port", "0")
     assert made.returncode == 0, made.stderr
-    for name in ("server-ca.pem", "server.pem", "server.key", "client-ca.pem", "client.pem", "foreign-client.pem"):
+    for name in (
+        "server-ca.pem",
+        "server.pem",
+        "server.key",
+        "client-ca.pem",
+        "client.pem",
+        "foreign-client.pem",
+    ):
         assert (tmp_path / "dev" / name).is_file(), name
     assert (tmp_path / "dev" / "server.key").stat().st_mode & 0o077 == 0
     server, port = serve(tmp_path / "dev" / "config.toml")
@@ -34,8 +41,14 @@ def dev_server(tmp_path: Path, serve: Serve) -> tuple[Path, int, ServerProcess]:
 
 def test_probe_passes_against_dev_server_and_event_is_listed(dev_server) -> None:  # type: ignore[no-untyped-def]
     directory, port, server = dev_server
-    probed = run_cli("probe", f"https://localhost:{port}/webhook",
-                     "--ca", str(directory / "server-ca.pem"), "--cert", str(directory / "client.pem"))
+    probed = run_cli(
+        "probe",
+        f"https://localhost:{port}/webhook",
+        "--ca",
+        str(directory / "server-ca.pem"),
+        "--cert",
+        str(directory / "client.pem"),
+    )
     assert probed.returncode == 0, probed.stdout + probed.stderr
     assert [line.split()[0] for line in probed.stdout.splitlines()] == ["PASS", "PASS", "PASS"]
 
@@ -49,24 +62,41 @@ def test_probe_passes_against_dev_server_and_event_is_listed(dev_server) -> None
 
     assert server.terminate() == 0  # SIGTERM stops it cleanly
     log = "".join(server.output)
-    assert "accepted listener=dev route=/webhook method=POST path=/webhook/pix status=200 kind=pix stored=1" in log
-    assert ('refused listener=dev step="TLS handshake" peer=127.0.0.1 reason=PEER_DID_NOT_RETURN_A_CERTIFICATE'
-            in log)
+    assert (
+        "accepted listener=dev route=/webhook method=POST path=/webhook/pix status=200 kind=pix stored=1"
+        in log
+    )
+    assert (
+        'refused listener=dev step="TLS handshake" peer=127.0.0.1 reason=PEER_DID_NOT_RETURN_A_CERTIFICATE'
+        in log
+    )
     assert "refused route=" not in log  # the no-certificate probe never reached HTTP
 
 
 def test_probe_with_query_url_appends_suffix_to_the_string(dev_server) -> None:  # type: ignore[no-untyped-def]
     directory, port, _ = dev_server
-    probed = run_cli("probe", f"https://localhost:{port}/webhook?ignorar=",
-                     "--ca", str(directory / "server-ca.pem"), "--cert", str(directory / "client.pem"))
+    probed = run_cli(
+        "probe",
+        f"https://localhost:{port}/webhook?ignorar=",
+        "--ca",
+        str(directory / "server-ca.pem"),
+        "--cert",
+        str(directory / "client.pem"),
+    )
     assert probed.returncode == 0, probed.stdout
     assert "webhook?ignorar=/pix -> HTTP 200" in probed.stdout
 
 
 def test_probe_with_foreign_certificate_fails(dev_server) -> None:  # type: ignore[no-untyped-def]
     directory, port, _ = dev_server
-    probed = run_cli("probe", f"https://localhost:{port}/webhook",
-                     "--ca", str(directory / "server-ca.pem"), "--cert", str(directory / "foreign-client.pem"))
+    probed = run_cli(
+        "probe",
+        f"https://localhost:{port}/webhook",
+        "--ca",
+        str(directory / "server-ca.pem"),
+        "--cert",
+        str(directory / "foreign-client.pem"),
+    )
     assert probed.returncode == 1
     assert [line.split()[0] for line in probed.stdout.splitlines()] == ["PASS", "FAIL", "FAIL"]
 
@@ -84,8 +114,16 @@ async def test_probe_fails_against_server_without_client_certificates(pki: Pki) 
     port = runner.addresses[0][1]
     try:
         proc = await asyncio.create_subprocess_exec(
-            PYTHON, "-m", "mtls_receiver", "probe", f"https://localhost:{port}/webhook",
-            "--ca", str(pki.server_ca), "--cert", str(pki.client), stdout=subprocess.PIPE,
+            PYTHON,
+            "-m",
+            "mtls_receiver",
+            "probe",
+            f"https://localhost:{port}/webhook",
+            "--ca",
+            str(pki.server_ca),
+            "--cert",
+            str(pki.client),
+            stdout=subprocess.PIPE,
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     finally:
@@ -151,6 +189,7 @@ async def test_fetch_efi_chain_from_a_local_server(tmp_path: Path) -> None:
     web_ca = trustme.CA()
     efi_root = trustme.CA()
     chain = efi_root.cert_pem.bytes() + efi_root.create_child_ca().cert_pem.bytes()
+
     async def serve_chain(request: web.Request) -> web.Response:
         return web.Response(body=chain)
 
@@ -183,8 +222,14 @@ async def test_fetch_efi_chain_from_a_local_server(tmp_path: Path) -> None:
 
 def test_probe_fails_when_the_server_certificate_is_untrusted(dev_server, pki: Pki) -> None:  # type: ignore[no-untyped-def]
     directory, port, _ = dev_server
-    probed = run_cli("probe", f"https://localhost:{port}/webhook", "--ca", str(pki.server_ca),  # another CA
-                     "--cert", str(directory / "client.pem"))
+    probed = run_cli(
+        "probe",
+        f"https://localhost:{port}/webhook",
+        "--ca",
+        str(pki.server_ca),  # another CA
+        "--cert",
+        str(directory / "client.pem"),
+    )
     assert probed.returncode == 1
     first = probed.stdout.splitlines()[0]
     assert first.startswith("FAIL") and "server's own certificate is not trusted" in first

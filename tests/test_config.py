@@ -28,14 +28,16 @@ def dev(tmp_path: Path) -> DevCerts:
 def base_doc() -> dict[str, Any]:
     """The dev config as a dict, to be altered one key at a time."""
     return {
-        "listeners": [{
-            "name": "dev",
-            "address": f"127.0.0.1:{PORT}",
-            "cert": "server.pem",
-            "key": "server.key",
-            "client_certs": "required",
-            "client_ca": "client-ca.pem",
-        }],
+        "listeners": [
+            {
+                "name": "dev",
+                "address": f"127.0.0.1:{PORT}",
+                "cert": "server.pem",
+                "key": "server.key",
+                "client_certs": "required",
+                "client_ca": "client-ca.pem",
+            }
+        ],
         "routes": [{"path": "/webhook", "provider": "efi", "mode": "mtls"}],
         "store": {"path": "inbox.db"},
     }
@@ -89,13 +91,19 @@ def test_dev_config_loads_with_defaults_and_paths_relative_to_the_file(
     assert (listener.name, listener.host, listener.port) == ("dev", "127.0.0.1", PORT)
     assert listener.address == f"127.0.0.1:{PORT}"
     assert (listener.cert, listener.key, listener.client_ca) == (
-        base / "server.pem", base / "server.key", base / "client-ca.pem"
+        base / "server.pem",
+        base / "server.key",
+        base / "client-ca.pem",
     )
     assert (listener.client_certs, listener.min_tls, listener.key_password) == ("required", "1.2", None)
 
     (route,) = config.routes
     assert (route.path, route.listener, route.provider, route.mode, route.options.pix_keys) == (
-        "/webhook", "dev", "efi", "mtls", ()
+        "/webhook",
+        "dev",
+        "efi",
+        "mtls",
+        (),
     )
     assert config.store.path == base / "inbox.db"
 
@@ -114,6 +122,7 @@ def test_invalid_toml(tmp_path: Path) -> None:
 def _set(table: str, key: str, value: Any, index: int = 0) -> Callable[[dict[str, Any]], None]:
     def change(doc: dict[str, Any]) -> None:
         doc[table][index][key] = value
+
     return change
 
 
@@ -123,8 +132,10 @@ def _delete(table: str, key: str) -> Callable[[dict[str, Any]], None]:
 
 def _route(**fields: Any) -> Callable[[dict[str, Any]], None]:
     """Replace the route with another provider's route."""
+
     def change(doc: dict[str, Any]) -> None:
         doc["routes"][0] = {"path": "/hooks", **fields}
+
     return change
 
 
@@ -135,86 +146,240 @@ def _duplicate_route(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("change", "key", "problem"),
     [
-        pytest.param(_set("listeners", "client_cert", "required"), "listeners[0].client_cert",
-                     "unknown key (allowed here:", id="unknown-key-typo"),
-        pytest.param(_set("listeners", "address", "localhost"), "listeners[0].address",
-                     "expected 'host:port'", id="address-without-port"),
-        pytest.param(_set("listeners", "address", "127.0.0.1:70000"), "listeners[0].address",
-                     "got '127.0.0.1:70000'", id="address-port-out-of-range"),
-        pytest.param(_set("listeners", "client_certs", "sometimes"), "listeners[0].client_certs",
-                     "must be one of 'required', 'optional', 'none', got 'sometimes'", id="client-certs-policy"),
-        pytest.param(_delete("listeners", "client_ca"), "listeners[0].client_ca",
-                     "required when client_certs = 'required'", id="client-ca-missing"),
-        pytest.param(_set("listeners", "cert", "missing.pem"), "listeners[0].cert",
-                     "file not found: ", id="cert-not-found"),
-        pytest.param(_set("routes", "path", "webhook"), "routes[0].path",
-                     "must be a URL path starting with '/'", id="route-path-relative"),
-        pytest.param(_set("routes", "listener", "public"), "routes[0].listener",
-                     "no listener named 'public' (have: dev)", id="route-unknown-listener"),
-        pytest.param(_set("routes", "provider", "stripe"), "routes[0].provider",
-                     "must be one of 'efi', 'infi', 'pomelo', 'firebanking', 'hmac', got 'stripe'", id="unknown-provider"),
-        pytest.param(_set("listeners", "client_certs", "none"), "routes[0].mode",
-                     "needs client certificates, but listener 'dev' has client_certs = 'none'",
-                     id="efi-mtls-without-client-certs"),
-        pytest.param(_duplicate_route, "routes[1]", "duplicate path (per listener): 'dev /webhook'",
-                     id="duplicate-route-path"),
-        pytest.param(_set("listeners", "key_password", "hunter2"), "listeners[0].key_password",
-                     "secrets are not accepted inline", id="inline-secret"),
-        pytest.param(_set("listeners", "key_password", {"env": ENV_VAR}), "listeners[0].key_password.env",
-                     f"environment variable {ENV_VAR} is not set or empty", id="env-secret-unset"),
-        pytest.param(_set("listeners", "proxy_protocol", True), "listeners[0].proxy_protocol",
-                     "needs trusted_proxies", id="proxy-protocol-without-trusted-proxies"),
-        pytest.param(_set("listeners", "proxy_protocol", "yes"), "listeners[0].proxy_protocol",
-                     "must be true or false, got str", id="proxy-protocol-not-bool"),
-        pytest.param(_set("listeners", "trusted_proxies", ["10.0.0.0/33"]), "listeners[0].trusted_proxies",
-                     "not an IP address or CIDR", id="bad-cidr"),
-        pytest.param(_set("routes", "mode", "skip-mtls"), "routes[0].hmac_secrets",
-                     "skip-mtls needs at least one secret", id="skip-mtls-without-secret"),
-        pytest.param(_set("routes", "hmac_secrets", ["inline-secret-value"]), "routes[0].hmac_secrets[0]",
-                     "secrets are not accepted inline", id="inline-hmac-secret"),
-        pytest.param(_set("routes", "allow_ips", ["34.193.116.226/32", "efi"]), "routes[0].allow_ips",
-                     "not an IP address or CIDR", id="bad-allowlist"),
-        pytest.param(_route(provider="infi"), "routes[0].secrets", "at least one signing secret is needed",
-                     id="infi-without-secrets"),
-        pytest.param(_route(provider="infi", pix_keys=["x"]), "routes[0].pix_keys", "unknown key",
-                     id="efi-key-on-infi-route"),
-        pytest.param(_route(provider="firebanking", families=["crypto"]), "routes[0].families",
-                     "unknown family 'crypto'", id="firebanking-unknown-family"),
-        pytest.param(_route(provider="pomelo"), "routes[0].api_keys", "at least one pair is needed",
-                     id="pomelo-without-api-keys"),
-        pytest.param(_route(provider="pomelo", api_keys=[{"key": "k", "secret": "inline"}]),
-                     "routes[0].api_keys[0].secret", "secrets are not accepted inline", id="pomelo-inline-secret"),
-        pytest.param(_route(provider="pomelo", mode="authorizations", api_keys=[{"key": "k", "secret": {"env": "PATH"}}]),
-                     "routes[0].api_keys[0].secret", "must be base64", id="pomelo-secret-not-base64"),
-        pytest.param(_route(provider="pomelo", app_url="http://127.0.0.1:9000/authorize",
-                            api_keys=[{"key": "k", "secret": {"env": ENV_VAR + "_B64"}}]),
-                     "routes[0].app_url", "only for mode = 'authorizations'", id="pomelo-app-url-on-notifications"),
-        pytest.param(_route(provider="hmac", secrets=[{"env": ENV_VAR + "_B64"}]), "routes[0].signature",
-                     "a [routes.signature] table is needed", id="generic-without-signature"),
-        pytest.param(_route(provider="hmac", secrets=[{"env": ENV_VAR + "_B64"}],
-                            signature={"header": "X-Sig", "signed": ["timestamp", "body"]}),
-                     "routes[0].signature.timestamp_header", "needed when the timestamp is signed",
-                     id="generic-signed-timestamp-without-header"),
-        pytest.param(_route(provider="hmac", secrets=[{"env": ENV_VAR + "_B64"}], dedup=["data.id"],
-                            signature={"header": "X-Sig"}),
-                     "routes[0].dedup", "use a JSON pointer", id="generic-bad-dedup"),
-        pytest.param(_set("listeners", "limits", {"max_body": 0}), "listeners[0].limits.max_body",
-                     "whole number >= 1", id="limit-zero"),
-        pytest.param(_set("listeners", "limits", {"max_bodies": 10}), "listeners[0].limits.max_bodies",
-                     "unknown key", id="limit-unknown"),
-        pytest.param(_set("listeners", "limits", {"body_timeout": "soon"}), "listeners[0].limits.body_timeout",
-                     "must be a number", id="limit-not-a-number"),
-        pytest.param(_route(provider="infi", secrets=[{"env": ENV_VAR + "_B64"}], tolerance=0),
-                     "routes[0].tolerance", "whole number >= 1", id="tolerance-zero"),
-        pytest.param(lambda doc: doc["store"].update(commit_delay=1), "store.commit_delay", "at most 0.1",
-                     id="commit-delay-too-long"),
-        pytest.param(lambda doc: doc["store"].update(commit_delay=-0.001), "store.commit_delay",
-                     "must be a number >= 0", id="commit-delay-negative"),
+        pytest.param(
+            _set("listeners", "client_cert", "required"),
+            "listeners[0].client_cert",
+            "unknown key (allowed here:",
+            id="unknown-key-typo",
+        ),
+        pytest.param(
+            _set("listeners", "address", "localhost"),
+            "listeners[0].address",
+            "expected 'host:port'",
+            id="address-without-port",
+        ),
+        pytest.param(
+            _set("listeners", "address", "127.0.0.1:70000"),
+            "listeners[0].address",
+            "got '127.0.0.1:70000'",
+            id="address-port-out-of-range",
+        ),
+        pytest.param(
+            _set("listeners", "client_certs", "sometimes"),
+            "listeners[0].client_certs",
+            "must be one of 'required', 'optional', 'none', got 'sometimes'",
+            id="client-certs-policy",
+        ),
+        pytest.param(
+            _delete("listeners", "client_ca"),
+            "listeners[0].client_ca",
+            "required when client_certs = 'required'",
+            id="client-ca-missing",
+        ),
+        pytest.param(
+            _set("listeners", "cert", "missing.pem"),
+            "listeners[0].cert",
+            "file not found: ",
+            id="cert-not-found",
+        ),
+        pytest.param(
+            _set("routes", "path", "webhook"),
+            "routes[0].path",
+            "must be a URL path starting with '/'",
+            id="route-path-relative",
+        ),
+        pytest.param(
+            _set("routes", "listener", "public"),
+            "routes[0].listener",
+            "no listener named 'public' (have: dev)",
+            id="route-unknown-listener",
+        ),
+        pytest.param(
+            _set("routes", "provider", "stripe"),
+            "routes[0].provider",
+            "must be one of 'efi', 'infi', 'pomelo', 'firebanking', 'hmac', got 'stripe'",
+            id="unknown-provider",
+        ),
+        pytest.param(
+            _set("listeners", "client_certs", "none"),
+            "routes[0].mode",
+            "needs client certificates, but listener 'dev' has client_certs = 'none'",
+            id="efi-mtls-without-client-certs",
+        ),
+        pytest.param(
+            _duplicate_route,
+            "routes[1]",
+            "duplicate path (per listener): 'dev /webhook'",
+            id="duplicate-route-path",
+        ),
+        pytest.param(
+            _set("listeners", "key_password", "hunter2"),
+            "listeners[0].key_password",
+            "secrets are not accepted inline",
+            id="inline-secret",
+        ),
+        pytest.param(
+            _set("listeners", "key_password", {"env": ENV_VAR}),
+            "listeners[0].key_password.env",
+            f"environment variable {ENV_VAR} is not set or empty",
+            id="env-secret-unset",
+        ),
+        pytest.param(
+            _set("listeners", "proxy_protocol", True),
+            "listeners[0].proxy_protocol",
+            "needs trusted_proxies",
+            id="proxy-protocol-without-trusted-proxies",
+        ),
+        pytest.param(
+            _set("listeners", "proxy_protocol", "yes"),
+            "listeners[0].proxy_protocol",
+            "must be true or false, got str",
+            id="proxy-protocol-not-bool",
+        ),
+        pytest.param(
+            _set("listeners", "trusted_proxies", ["10.0.0.0/33"]),
+            "listeners[0].trusted_proxies",
+            "not an IP address or CIDR",
+            id="bad-cidr",
+        ),
+        pytest.param(
+            _set("routes", "mode", "skip-mtls"),
+            "routes[0].hmac_secrets",
+            "skip-mtls needs at least one secret",
+            id="skip-mtls-without-secret",
+        ),
+        pytest.param(
+            _set("routes", "hmac_secrets", ["inline-secret-value"]),
+            "routes[0].hmac_secrets[0]",
+            "secrets are not accepted inline",
+            id="inline-hmac-secret",
+        ),
+        pytest.param(
+            _set("routes", "allow_ips", ["34.193.116.226/32", "efi"]),
+            "routes[0].allow_ips",
+            "not an IP address or CIDR",
+            id="bad-allowlist",
+        ),
+        pytest.param(
+            _route(provider="infi"),
+            "routes[0].secrets",
+            "at least one signing secret is needed",
+            id="infi-without-secrets",
+        ),
+        pytest.param(
+            _route(provider="infi", pix_keys=["x"]),
+            "routes[0].pix_keys",
+            "unknown key",
+            id="efi-key-on-infi-route",
+        ),
+        pytest.param(
+            _route(provider="firebanking", families=["crypto"]),
+            "routes[0].families",
+            "unknown family 'crypto'",
+            id="firebanking-unknown-family",
+        ),
+        pytest.param(
+            _route(provider="pomelo"),
+            "routes[0].api_keys",
+            "at least one pair is needed",
+            id="pomelo-without-api-keys",
+        ),
+        pytest.param(
+            _route(provider="pomelo", api_keys=[{"key": "k", "secret": "inline"}]),
+            "routes[0].api_keys[0].secret",
+            "secrets are not accepted inline",
+            id="pomelo-inline-secret",
+        ),
+        pytest.param(
+            _route(
+                provider="pomelo", mode="authorizations", api_keys=[{"key": "k", "secret": {"env": "PATH"}}]
+            ),
+            "routes[0].api_keys[0].secret",
+            "must be base64",
+            id="pomelo-secret-not-base64",
+        ),
+        pytest.param(
+            _route(
+                provider="pomelo",
+                app_url="http://127.0.0.1:9000/authorize",
+                api_keys=[{"key": "k", "secret": {"env": ENV_VAR + "_B64"}}],
+            ),
+            "routes[0].app_url",
+            "only for mode = 'authorizations'",
+            id="pomelo-app-url-on-notifications",
+        ),
+        pytest.param(
+            _route(provider="hmac", secrets=[{"env": ENV_VAR + "_B64"}]),
+            "routes[0].signature",
+            "a [routes.signature] table is needed",
+            id="generic-without-signature",
+        ),
+        pytest.param(
+            _route(
+                provider="hmac",
+                secrets=[{"env": ENV_VAR + "_B64"}],
+                signature={"header": "X-Sig", "signed": ["timestamp", "body"]},
+            ),
+            "routes[0].signature.timestamp_header",
+            "needed when the timestamp is signed",
+            id="generic-signed-timestamp-without-header",
+        ),
+        pytest.param(
+            _route(
+                provider="hmac",
+                secrets=[{"env": ENV_VAR + "_B64"}],
+                dedup=["data.id"],
+                signature={"header": "X-Sig"},
+            ),
+            "routes[0].dedup",
+            "use a JSON pointer",
+            id="generic-bad-dedup",
+        ),
+        pytest.param(
+            _set("listeners", "limits", {"max_body": 0}),
+            "listeners[0].limits.max_body",
+            "whole number >= 1",
+            id="limit-zero",
+        ),
+        pytest.param(
+            _set("listeners", "limits", {"max_bodies": 10}),
+            "listeners[0].limits.max_bodies",
+            "unknown key",
+            id="limit-unknown",
+        ),
+        pytest.param(
+            _set("listeners", "limits", {"body_timeout": "soon"}),
+            "listeners[0].limits.body_timeout",
+            "must be a number",
+            id="limit-not-a-number",
+        ),
+        pytest.param(
+            _route(provider="infi", secrets=[{"env": ENV_VAR + "_B64"}], tolerance=0),
+            "routes[0].tolerance",
+            "whole number >= 1",
+            id="tolerance-zero",
+        ),
+        pytest.param(
+            lambda doc: doc["store"].update(commit_delay=1),
+            "store.commit_delay",
+            "at most 0.1",
+            id="commit-delay-too-long",
+        ),
+        pytest.param(
+            lambda doc: doc["store"].update(commit_delay=-0.001),
+            "store.commit_delay",
+            "must be a number >= 0",
+            id="commit-delay-negative",
+        ),
     ],
 )
 def test_error_names_file_key_and_problem(
-    dev: DevCerts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    change: Callable[[dict[str, Any]], None], key: str, problem: str,
+    dev: DevCerts,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[dict[str, Any]], None],
+    key: str,
+    problem: str,
 ) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.setenv(ENV_VAR + "_B64", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
@@ -288,15 +453,18 @@ def test_check_config_prints_summary(dev: DevCerts, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("listener_change", "message"),
     [
-        pytest.param({"client_certs": "sometimes"}, "listeners[0].client_certs: must be one of",
-                     id="invalid-config"),
-        pytest.param({"key": "client.pem"}, "listeners[0].key: cannot load",
-                     id="key-does-not-match-cert"),
+        pytest.param(
+            {"client_certs": "sometimes"}, "listeners[0].client_certs: must be one of", id="invalid-config"
+        ),
+        pytest.param({"key": "client.pem"}, "listeners[0].key: cannot load", id="key-does-not-match-cert"),
     ],
 )
 def test_check_config_fails_with_message(
-    dev: DevCerts, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    listener_change: dict[str, str], message: str,
+    dev: DevCerts,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    listener_change: dict[str, str],
+    message: str,
 ) -> None:
     doc = base_doc()
     doc["listeners"][0].update(listener_change)

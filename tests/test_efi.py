@@ -17,7 +17,9 @@ ROUTE = RouteConfig(path="/webhook", listener="main", provider="efi", mode="mtls
 EFI = Peer("198.51.100.7", ClientIdentity("CN=efi", "CN=efi ca", "ab" * 32))
 
 
-def request(path: str, body: object = b"", query: str = "", method: str = "POST", peer: Peer = EFI) -> IncomingRequest:
+def request(
+    path: str, body: object = b"", query: str = "", method: str = "POST", peer: Peer = EFI
+) -> IncomingRequest:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return IncomingRequest(method, path, query, {}, data, peer)
 
@@ -29,6 +31,7 @@ def refusal(route: RouteConfig, req: IncomingRequest) -> Refusal:
 
 
 # --- pure verification -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("path", "query", "kind"),
@@ -123,12 +126,21 @@ def test_rec_needs_recs_list() -> None:
 
 
 def test_pix_keys_refuse_foreign_keys() -> None:
-    route = RouteConfig(path="/webhook", listener="main", provider="efi", mode="mtls",
-                        options=efi.EfiOptions(pix_keys=("mine",)))
+    route = RouteConfig(
+        path="/webhook",
+        listener="main",
+        provider="efi",
+        mode="mtls",
+        options=efi.EfiOptions(pix_keys=("mine",)),
+    )
     assert efi.verify(route, request("/webhook/pix", {"pix": [pix("E1", chave="mine")]})).events
-    refused = refusal(route, request("/webhook/pix", {"pix": [pix("E1", chave="mine"), pix("E2", chave="theirs")]}))
+    refused = refusal(
+        route, request("/webhook/pix", {"pix": [pix("E1", chave="mine"), pix("E2", chave="theirs")]})
+    )
     assert refused.status == 403 and "theirs" in refused.reason and "mine" not in refused.reason
-    assert refusal(route, request("/webhook/pix", {"pix": [pix("E3")]})).status == 403  # no chave: fail closed
+    assert (
+        refusal(route, request("/webhook/pix", {"pix": [pix("E3")]})).status == 403
+    )  # no chave: fail closed
 
 
 def test_methods_and_missing_certificate() -> None:
@@ -146,7 +158,10 @@ def test_unknown_provider_refuses_everything() -> None:
 
 # --- through the server ------------------------------------------------------------------------
 
-async def post(receiver: Receiver, pki: Pki, path: str, body: object = b"", method: str = "POST") -> tuple[int, bytes]:
+
+async def post(
+    receiver: Receiver, pki: Pki, path: str, body: object = b"", method: str = "POST"
+) -> tuple[int, bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     answer = await https_post(receiver.port(), path, data, client_context(pki, pki.client), method)
     return answer.status, answer.body
@@ -178,10 +193,16 @@ async def test_kinds_are_stored(receiver: Receiver, pki: Pki) -> None:
 
 @pytest.mark.parametrize(
     ("path", "method", "status"),
-    [("/webhook/unknown", "POST", 404), ("/elsewhere", "POST", 404), ("/webhook/pix", "GET", 405),
-     ("/webhook", "PUT", 405)],
+    [
+        ("/webhook/unknown", "POST", 404),
+        ("/elsewhere", "POST", 404),
+        ("/webhook/pix", "GET", 405),
+        ("/webhook", "PUT", 405),
+    ],
 )
-async def test_404_and_405_are_audited(receiver: Receiver, pki: Pki, path: str, method: str, status: int) -> None:
+async def test_404_and_405_are_audited(
+    receiver: Receiver, pki: Pki, path: str, method: str, status: int
+) -> None:
     assert (await post(receiver, pki, path, b"", method))[0] == status
     (audit,) = await receiver.store.list_audit()
     assert (audit.status, audit.method, audit.path) == (status, method, path.split("?")[0])
@@ -199,7 +220,9 @@ async def test_malformed_pix_is_400_and_audited(receiver: Receiver, pki: Pki) ->
 async def test_pix_keys_403_is_recorded(write_config, start_receiver, pki: Pki) -> None:  # type: ignore[no-untyped-def]
     routes = '[[routes]]\npath = "/webhook"\nprovider = "efi"\npix_keys = ["mine@example.com"]\n'
     receiver = await start_receiver(write_config(routes=routes))
-    assert (await post(receiver, pki, "/webhook/pix", {"pix": [pix("E1", chave="mine@example.com")]}))[0] == 200
+    assert (await post(receiver, pki, "/webhook/pix", {"pix": [pix("E1", chave="mine@example.com")]}))[
+        0
+    ] == 200
     status, body = await post(receiver, pki, "/webhook/pix", {"pix": [pix("E2", chave="intruder")]})
     assert status == 403 and b"intruder" in body
     assert [e.dedup_key for e in await receiver.store.list_events()] == ["E1"]

@@ -15,8 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from support import (Pki, Serve, ServerProcess, client_context, config_text, http_get, https_post, pix,
-                     run_cli, wait_until)
+from support import (
+    Pki,
+    Serve,
+    ServerProcess,
+    client_context,
+    config_text,
+    http_get,
+    https_post,
+    pix,
+    run_cli,
+    wait_until,
+)
 
 
 def test_disk_full_gives_503_then_recovers(tmp_path: Path, pki: Pki, serve: Serve) -> None:
@@ -51,7 +61,10 @@ def test_store_that_cannot_be_opened_exits_with_path_and_reason(tmp_path: Path, 
     config.write_text(config_text(pki, store=str(tmp_path / "not-a-dir" / "inbox.db")), encoding="utf-8")
     result = run_cli("serve", "--config", str(config), timeout=30)
     assert result.returncode != 0
-    assert f"{tmp_path / 'not-a-dir' / 'inbox.db'}" in result.stderr and "cannot create its directory" in result.stderr
+    assert (
+        f"{tmp_path / 'not-a-dir' / 'inbox.db'}" in result.stderr
+        and "cannot create its directory" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
     config.write_text(config_text(pki, store=str(tmp_path / "garbage.db")), encoding="utf-8")
@@ -84,8 +97,9 @@ async def _concurrent_senders(port: int, pki: Pki, server: ServerProcess, kill_a
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_kill_9_under_concurrent_load_keeps_every_ack_exactly_once(tmp_path: Path, pki: Pki, round_: int,
-                                                                  serve: Serve) -> None:
+def test_kill_9_under_concurrent_load_keeps_every_ack_exactly_once(
+    tmp_path: Path, pki: Pki, round_: int, serve: Serve
+) -> None:
     server, port = serve()
     config = tmp_path / "config.toml"
     try:
@@ -105,13 +119,17 @@ def test_kill_9_under_concurrent_load_keeps_every_ack_exactly_once(tmp_path: Pat
 
 # --- a real small filesystem filling up (issue 17, items 8 and 9) ---------------------------------
 
+
 @pytest.fixture
 def small_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A 1.5 MiB tmpfs of the test's own: a disk that really fills up (needs root, as CI runs)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k,mode=0755", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1536k,mode=0755", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if made.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"cannot mount a small tmpfs ({made.stderr.strip()}); CI runs as root: it must run")
@@ -134,8 +152,9 @@ def _eventually(check: Callable[[], bool], what: str) -> None:
     wait_until(check, 30.0, lambda: what, interval=0.1)
 
 
-def test_a_full_small_filesystem_recovers_by_itself(tmp_path: Path, pki: Pki, small_filesystem: Path,
-                                                    serve: Serve) -> None:
+def test_a_full_small_filesystem_recovers_by_itself(
+    tmp_path: Path, pki: Pki, small_filesystem: Path, serve: Serve
+) -> None:
     """The inbox on a 1.5 MiB filesystem: filled until 503 (the WAL must not be what fills it), then
     full to the last byte (/readyz 503), then a 256 KiB file is deleted: the same receiver accepts
     again, and the freed space holds events, not copies of pages in the WAL (before: 15 events)."""

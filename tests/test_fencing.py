@@ -22,26 +22,42 @@ from mtls_receiver import store as store_module
 from mtls_receiver.config import StoreConfig
 from mtls_receiver.events import AttemptOutcome, DeliveryAttempt, NewEvent
 from mtls_receiver.store import Store, open_store
-from support import (PYTHON, App, Pki, Serve, audit, client_context, config_text, forward_table, https_post,
-                     pix, run_cli, shared_config, until)
+from support import (
+    PYTHON,
+    App,
+    Pki,
+    Serve,
+    audit,
+    client_context,
+    config_text,
+    forward_table,
+    https_post,
+    pix,
+    run_cli,
+    shared_config,
+    until,
+)
 
 pytestmark = pytest.mark.usefixtures("forward_secrets")
 
 REFUND = {"id": "D1", "rtrId": "D" * 32, "valor": "1.00", "status": "DEVOLVIDO"}
 
 
-def outcome(event_id: str, token: int, status: str = "delivered", code: int | None = 204,
-            error: str = "") -> AttemptOutcome:
+def outcome(
+    event_id: str, token: int, status: str = "delivered", code: int | None = 204, error: str = ""
+) -> AttemptOutcome:
     return AttemptOutcome(event_id, DeliveryAttempt(1, "t", 5, code, error), status, 1100.0, token)
 
 
 async def queued(store: Store, key: str = "E1") -> str:
-    (event_id,) = (await store.record("efi", "/webhook", [NewEvent("pix", key, {}, order_key=key)], audit(),
-                                      queue=True)).stored
+    (event_id,) = (
+        await store.record("efi", "/webhook", [NewEvent("pix", key, {}, order_key=key)], audit(), queue=True)
+    ).stored
     return event_id
 
 
 # --- fencing: the store keeps only the current lease holder's outcome (both backends) --------------
+
 
 async def test_a_stale_attempt_finishing_late_changes_nothing(store: Store) -> None:
     event_id = await queued(store)
@@ -62,8 +78,9 @@ async def test_a_stale_outcome_cannot_release_the_new_lease(store: Store) -> Non
     stale = {e.id: e.lease_token for e in await store.claim_due(now=1000.0, limit=2, lease=30)}
     current = {e.id: e.lease_token for e in await store.claim_due(now=1031.0, limit=1, lease=30)}
     assert list(current) == [first]  # B took over only the first; A still holds the second
-    superseded = await store.finish_attempts([
-        outcome(first, stale[first], "pending", 503, "HTTP 503"), outcome(second, stale[second])])
+    superseded = await store.finish_attempts(
+        [outcome(first, stale[first], "pending", 503, "HTTP 503"), outcome(second, stale[second])]
+    )
     assert superseded == [first]
     assert await store.claim_due(now=1040.0, limit=2, lease=30) == []  # B's lease holds: no third delivery
     assert await store.finish_attempts([outcome(first, current[first])]) == []
@@ -81,6 +98,7 @@ async def test_replay_keeps_a_live_lease_and_fences_its_attempt(store: Store) ->
 
 
 # --- who may release leases on open (SQLite) -------------------------------------------------------
+
 
 async def test_only_a_lone_forwarder_releases_sqlite_leases(tmp_path: Path, pki: Pki) -> None:
     access = store_module.Access
@@ -113,6 +131,7 @@ async def test_only_a_lone_forwarder_releases_sqlite_leases(tmp_path: Path, pki:
 
 # --- inspection during a delivery (a real server, the CLI as a subprocess) ------------------------
 
+
 class HeldApp(App):
     """The application, holding the first delivery of each dedup key in ``held`` until ``release``."""
 
@@ -138,9 +157,9 @@ def cli_json(config: Path, *args: str) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_inspecting_during_a_slow_delivery_delivers_once_in_order(backend: str, tmp_path: Path, pki: Pki,
-                                                                  serve: Serve,
-                                                                  request: pytest.FixtureRequest) -> None:
+def test_inspecting_during_a_slow_delivery_delivers_once_in_order(
+    backend: str, tmp_path: Path, pki: Pki, serve: Serve, request: pytest.FixtureRequest
+) -> None:
     dsn = request.getfixturevalue("pg_dsn") if backend == "postgres" else ""
 
     async def scenario() -> list[str]:
@@ -190,9 +209,11 @@ async def inspect_while_delivering(app: HeldApp, port: int, config: Path, contex
 
 # --- a stale attempt of a real forwarder: SIGSTOP'd past its lease, another one delivers -----------
 
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_forwarder_resumed_after_its_lease_ran_out_overwrites_nothing(
-        backend: str, tmp_path: Path, pki: Pki, serve: Serve, request: pytest.FixtureRequest) -> None:
+    backend: str, tmp_path: Path, pki: Pki, serve: Serve, request: pytest.FixtureRequest
+) -> None:
     """Forwarder A hangs in a delivery (SIGSTOP) until its lease has run out and forwarder B has
     delivered the event; then A resumes, its attempt times out, and it must not turn `delivered`
     back into `pending` (which made the event be delivered yet again)."""
@@ -241,6 +262,7 @@ def test_a_forwarder_resumed_after_its_lease_ran_out_overwrites_nothing(
 
 # --- inspection writes nothing: a read-only inbox, and every byte of a writable one -----------------
 
+
 def run_cli_read_only(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI with ``directory`` read-only to it: a read-only bind mount in a mount namespace of its
     own when root (root ignores file modes), the directory's and files' modes otherwise."""
@@ -257,8 +279,12 @@ def run_cli_read_only(directory: Path, *args: str) -> subprocess.CompletedProces
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is needed to make a read-only mount")
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
-    result = subprocess.run(["unshare", "--mount", "sh", "-c", script, str(directory), *command],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, str(directory), *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     refused = ("permission denied", "operation not permitted")
     if "mount" in result.stderr and any(text in result.stderr.lower() for text in refused):
         if os.environ.get("CI"):
@@ -292,7 +318,8 @@ def leased_inbox(tmp_path: Path, pki: Pki) -> Iterator[tuple[Path, Path, list[st
 
 
 def test_inspecting_a_read_only_sqlite_inbox_works_and_writes_nothing(
-        leased_inbox: tuple[Path, Path, list[str]]) -> None:
+    leased_inbox: tuple[Path, Path, list[str]],
+) -> None:
     state, config, ids = leased_inbox
     before = snapshot(state)
     assert list(before) == ["inbox.db"]  # at rest: no -wal, no -shm

@@ -30,15 +30,21 @@ def hex_hmac(secret: str, message: bytes) -> str:
 def flipped(data: bytes) -> Iterator[bytes]:
     """Every single-byte change of ``data``."""
     for i in range(len(data)):
-        yield data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+        yield data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
 
 
 def flipped_text(text: str) -> Iterator[str]:
     return (changed.decode("latin-1") for changed in flipped(text.encode("latin-1")))
 
 
-def request(headers: dict[str, str], body: bytes, path: str = "/hooks", now: float = NOW,
-            peer: Peer = PEER, method: str = "POST") -> IncomingRequest:
+def request(
+    headers: dict[str, str],
+    body: bytes,
+    path: str = "/hooks",
+    now: float = NOW,
+    peer: Peer = PEER,
+    method: str = "POST",
+) -> IncomingRequest:
     return IncomingRequest(method, path.split("?")[0], path.partition("?")[2], headers, body, peer, now=now)
 
 
@@ -51,14 +57,23 @@ def refused(verify: Callable[[IncomingRequest], Verdict], req: IncomingRequest) 
 # --- INFI -----------------------------------------------------------------------------------------
 
 INFI_SECRET, INFI_OLD = "infi-webhook-secret-1", "infi-webhook-secret-0"
-INFI_ROUTE = RouteConfig(path="/hooks", listener="m", provider="infi", mode="hmac",
-                         options=infi.InfiOptions(secrets=(INFI_SECRET, INFI_OLD)))
+INFI_ROUTE = RouteConfig(
+    path="/hooks",
+    listener="m",
+    provider="infi",
+    mode="hmac",
+    options=infi.InfiOptions(secrets=(INFI_SECRET, INFI_OLD)),
+)
 INFI_BODY = b'{"event":"transaction.paid","eventId":"evt_1715000000000_abcdef12","transactionId":"tx1","status":"paid"}'
 
 
 def infi_headers(body: bytes = INFI_BODY, ts: str = TS, secret: str = INFI_SECRET) -> dict[str, str]:
-    return {"X-Infi-Timestamp": ts, "X-Infi-Signature": "sha256=" + hex_hmac(secret, f"{ts}.".encode() + body),
-            "X-Infi-Event": "transaction.paid", "X-Infi-Event-Id": "evt_1715000000000_abcdef12"}
+    return {
+        "X-Infi-Timestamp": ts,
+        "X-Infi-Signature": "sha256=" + hex_hmac(secret, f"{ts}.".encode() + body),
+        "X-Infi-Event": "transaction.paid",
+        "X-Infi-Event-Id": "evt_1715000000000_abcdef12",
+    }
 
 
 def infi_verify(req: IncomingRequest, route: RouteConfig = INFI_ROUTE) -> Verdict:
@@ -80,7 +95,9 @@ def test_infi_every_single_byte_change_is_refused() -> None:
     for ts in flipped_text(TS):
         assert refused(infi_verify, request({**headers, "X-Infi-Timestamp": ts}, INFI_BODY)).status == 401
     for signature in flipped_text(headers["X-Infi-Signature"]):
-        assert refused(infi_verify, request({**headers, "X-Infi-Signature": signature}, INFI_BODY)).status == 401
+        assert (
+            refused(infi_verify, request({**headers, "X-Infi-Signature": signature}, INFI_BODY)).status == 401
+        )
 
 
 @pytest.mark.parametrize(("skew", "ok"), [(-299, True), (299, True), (-301, False), (301, False)])
@@ -107,8 +124,15 @@ def test_infi_missing_parts_and_dedup_fallbacks() -> None:
 
 
 def test_infi_allowlist_and_tolerance_override() -> None:
-    route = RouteConfig(path="/hooks", listener="m", provider="infi", mode="hmac",
-                        options=infi.InfiOptions(secrets=(INFI_SECRET,)), allow_ips=parse_networks(["198.51.100.0/24"]), tolerance=30)
+    route = RouteConfig(
+        path="/hooks",
+        listener="m",
+        provider="infi",
+        mode="hmac",
+        options=infi.InfiOptions(secrets=(INFI_SECRET,)),
+        allow_ips=parse_networks(["198.51.100.0/24"]),
+        tolerance=30,
+    )
     refusal = refused(lambda r: infi_verify(r, route), request(infi_headers(), INFI_BODY))
     assert refusal.status == 403 and refusal.reason.startswith("allowlist:")
     inside = Peer("198.51.100.7")
@@ -120,8 +144,13 @@ def test_infi_allowlist_and_tolerance_override() -> None:
 # --- FireBanking ----------------------------------------------------------------------------------
 
 FIRE_SECRET = "fire-secret-abc"
-FIRE_ROUTE = RouteConfig(path="/hooks", listener="m", provider="firebanking", mode="hmac",
-                         options=firebanking.FireBankingOptions(secrets=(FIRE_SECRET,), families=("pix",)))
+FIRE_ROUTE = RouteConfig(
+    path="/hooks",
+    listener="m",
+    provider="firebanking",
+    mode="hmac",
+    options=firebanking.FireBankingOptions(secrets=(FIRE_SECRET,), families=("pix",)),
+)
 FIRE_BODY = b'{"event":"pix.received","timestamp":"2024-01-15T10:30:45.123Z","data":{"id":"tx_123456789","amount":100.50,"status":"completed"}}'
 
 
@@ -138,7 +167,10 @@ def fire_verify(req: IncomingRequest) -> Verdict:
 
 def test_firebanking_vector_accepted_and_dedup() -> None:
     verdict = fire_verify(request(fire_headers(), FIRE_BODY))
-    assert (verdict.kind, verdict.events[0].dedup_key) == ("pix.received", "pix.received:tx_123456789:completed")
+    assert (verdict.kind, verdict.events[0].dedup_key) == (
+        "pix.received",
+        "pix.received:tx_123456789:completed",
+    )
     assert fire_verify(request(fire_headers(ts=None), FIRE_BODY)).events  # the timestamp is optional
 
 
@@ -147,7 +179,9 @@ def test_firebanking_every_single_byte_change_is_refused() -> None:
     for body in flipped(FIRE_BODY):
         assert refused(fire_verify, request(headers, body)).status == 401
     for signature in flipped_text(headers["X-Fire-Signature"]):
-        assert refused(fire_verify, request({**headers, "X-Fire-Signature": signature}, FIRE_BODY)).status == 401
+        assert (
+            refused(fire_verify, request({**headers, "X-Fire-Signature": signature}, FIRE_BODY)).status == 401
+        )
 
 
 def test_firebanking_timestamp_families_and_shape() -> None:
@@ -166,21 +200,38 @@ def test_firebanking_timestamp_families_and_shape() -> None:
 
 POMELO_SECRET = base64.b64encode(b"pomelo-raw-secret-bytes-0123456789").decode()
 POMELO_OLD = base64.b64encode(b"an-older-pomelo-secret").decode()
-POMELO_ROUTE = RouteConfig(path="/pomelo/notifications", listener="m", provider="pomelo", mode="notifications",
-                           options=pomelo.PomeloOptions(api_keys=(("key-new", POMELO_SECRET), ("key-old", POMELO_OLD))))
+POMELO_ROUTE = RouteConfig(
+    path="/pomelo/notifications",
+    listener="m",
+    provider="pomelo",
+    mode="notifications",
+    options=pomelo.PomeloOptions(api_keys=(("key-new", POMELO_SECRET), ("key-old", POMELO_OLD))),
+)
 ENDPOINT = "/pomelo/notifications"
 POMELO_BODY = b'{"event_type":"card.shipped","id":"ntf-1"}'
 
 
 def pomelo_signature(secret_b64: str, ts: str, endpoint: str, body: bytes) -> str:
-    digest = hmac.new(base64.b64decode(secret_b64), ts.encode() + endpoint.encode() + body, hashlib.sha256).digest()
+    digest = hmac.new(
+        base64.b64decode(secret_b64), ts.encode() + endpoint.encode() + body, hashlib.sha256
+    ).digest()
     return "hmac-sha256 " + base64.b64encode(digest).decode()
 
 
-def pomelo_headers(body: bytes = POMELO_BODY, ts: str = TS, endpoint: str = ENDPOINT, key: str = "key-new",
-                   secret: str = POMELO_SECRET) -> dict[str, str]:
-    return {"x-api-key": key, "x-timestamp": ts, "x-endpoint": endpoint,
-            "x-signature": pomelo_signature(secret, ts, endpoint, body), "x-idempotency-key": "idem-1"}
+def pomelo_headers(
+    body: bytes = POMELO_BODY,
+    ts: str = TS,
+    endpoint: str = ENDPOINT,
+    key: str = "key-new",
+    secret: str = POMELO_SECRET,
+) -> dict[str, str]:
+    return {
+        "x-api-key": key,
+        "x-timestamp": ts,
+        "x-endpoint": endpoint,
+        "x-signature": pomelo_signature(secret, ts, endpoint, body),
+        "x-idempotency-key": "idem-1",
+    }
 
 
 def pomelo_verify(req: IncomingRequest, route: RouteConfig = POMELO_ROUTE) -> Verdict:
@@ -205,7 +256,10 @@ def test_pomelo_every_single_byte_change_is_refused() -> None:
     for body in flipped(POMELO_BODY):
         assert refused(pomelo_verify, request(headers, body, ENDPOINT)).status == 401
     for ts in flipped_text(TS):
-        assert refused(pomelo_verify, request({**headers, "x-timestamp": ts}, POMELO_BODY, ENDPOINT)).status == 401
+        assert (
+            refused(pomelo_verify, request({**headers, "x-timestamp": ts}, POMELO_BODY, ENDPOINT)).status
+            == 401
+        )
     for endpoint in flipped_text(ENDPOINT):
         changed = request({**headers, "x-endpoint": endpoint}, POMELO_BODY, ENDPOINT)
         assert refused(pomelo_verify, changed).status == 403
@@ -213,7 +267,12 @@ def test_pomelo_every_single_byte_change_is_refused() -> None:
         signed = request(pomelo_headers(endpoint=endpoint), POMELO_BODY, ENDPOINT)
         assert refused(pomelo_verify, signed).reason.startswith("endpoint:")
     for signature in flipped_text(headers["x-signature"]):
-        assert refused(pomelo_verify, request({**headers, "x-signature": signature}, POMELO_BODY, ENDPOINT)).status == 401
+        assert (
+            refused(
+                pomelo_verify, request({**headers, "x-signature": signature}, POMELO_BODY, ENDPOINT)
+            ).status
+            == 401
+        )
 
 
 def test_pomelo_endpoint_includes_the_query() -> None:
@@ -223,12 +282,21 @@ def test_pomelo_endpoint_includes_the_query() -> None:
 
 
 def test_pomelo_authorisations_expire_after_60s() -> None:
-    route = RouteConfig(path="/pomelo/auth", listener="m", provider="pomelo", mode="authorizations",
-                        options=pomelo.PomeloOptions(api_keys=(("key-new", POMELO_SECRET),)))
-    fresh = request(pomelo_headers(endpoint="/pomelo/auth", ts=str(int(NOW) - 59)), POMELO_BODY, "/pomelo/auth")
+    route = RouteConfig(
+        path="/pomelo/auth",
+        listener="m",
+        provider="pomelo",
+        mode="authorizations",
+        options=pomelo.PomeloOptions(api_keys=(("key-new", POMELO_SECRET),)),
+    )
+    fresh = request(
+        pomelo_headers(endpoint="/pomelo/auth", ts=str(int(NOW) - 59)), POMELO_BODY, "/pomelo/auth"
+    )
     verdict = pomelo_verify(fresh, route)
     assert verdict.relay is not None and verdict.relay.idempotency_key == "idem-1" and verdict.events == ()
-    stale = request(pomelo_headers(endpoint="/pomelo/auth", ts=str(int(NOW) - 61)), POMELO_BODY, "/pomelo/auth")
+    stale = request(
+        pomelo_headers(endpoint="/pomelo/auth", ts=str(int(NOW) - 61)), POMELO_BODY, "/pomelo/auth"
+    )
     assert refused(lambda r: pomelo_verify(r, route), stale).status == 401
     # notifications keep the wider default
     assert pomelo_verify(request(pomelo_headers(ts=str(int(NOW) - 200)), POMELO_BODY, ENDPOINT)).events
@@ -238,7 +306,9 @@ def test_pomelo_answer_signature_matches_documented_algorithm() -> None:
     key = base64.b64decode(POMELO_SECRET)
     headers = pomelo.signature_headers("key-new", key, "/pomelo/auth", b'{"status":"APPROVED"}', NOW)
     assert headers["X-Timestamp"] == TS and headers["X-Endpoint"] == "/pomelo/auth"
-    assert headers["X-Signature"] == pomelo_signature(POMELO_SECRET, TS, "/pomelo/auth", b'{"status":"APPROVED"}')
+    assert headers["X-Signature"] == pomelo_signature(
+        POMELO_SECRET, TS, "/pomelo/auth", b'{"status":"APPROVED"}'
+    )
     empty = pomelo.signature_headers("key-new", key, "/pomelo/auth", b"", NOW)
     assert empty["X-Signature"] == pomelo_signature(POMELO_SECRET, TS, "/pomelo/auth", b"")
 
@@ -288,7 +358,9 @@ timestamp_header = "X-Infi-Timestamp"
 """
 
 
-def generic_route(template: str, secret: str, tmp_path: Path, pki, monkeypatch: pytest.MonkeyPatch) -> RouteConfig:  # type: ignore[no-untyped-def]
+def generic_route(
+    template: str, secret: str, tmp_path: Path, pki, monkeypatch: pytest.MonkeyPatch
+) -> RouteConfig:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("T_GENERIC_SECRET", secret)
     path = tmp_path / "config.toml"
     path.write_text(template.format(cert=pki.server_cert, key=pki.server_key), encoding="utf-8")
@@ -306,7 +378,10 @@ def test_generic_expresses_firebanking(tmp_path: Path, pki, monkeypatch: pytest.
 
 def test_generic_expresses_infi(tmp_path: Path, pki, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     route = generic_route(GENERIC_INFI, INFI_SECRET, tmp_path, pki, monkeypatch)
-    assert generic.verify(route, request(infi_headers(), INFI_BODY)).events[0].dedup_key == "evt_1715000000000_abcdef12"
+    assert (
+        generic.verify(route, request(infi_headers(), INFI_BODY)).events[0].dedup_key
+        == "evt_1715000000000_abcdef12"
+    )
     for ts in flipped_text(TS):
         changed = request({**infi_headers(), "X-Infi-Timestamp": ts}, INFI_BODY)
         assert refused(lambda r: generic.verify(route, r), changed).status == 401
@@ -315,7 +390,9 @@ def test_generic_expresses_infi(tmp_path: Path, pki, monkeypatch: pytest.MonkeyP
 
 
 def test_generic_base64_digest_and_secret(tmp_path: Path, pki, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    template = GENERIC_INFI.replace('prefix = "sha256="', 'prefix = "v1="\nencoding = "base64"\nsecret_encoding = "base64"')
+    template = GENERIC_INFI.replace(
+        'prefix = "sha256="', 'prefix = "v1="\nencoding = "base64"\nsecret_encoding = "base64"'
+    )
     raw_key = b"\x00\x01binary-key\xff"
     route = generic_route(template, base64.b64encode(raw_key).decode(), tmp_path, pki, monkeypatch)
     digest = hmac.new(raw_key, f"{TS}.".encode() + INFI_BODY, hashlib.sha256).digest()

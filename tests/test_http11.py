@@ -27,7 +27,7 @@ def parse(data: bytes, limits: Limits = LIMITS, piece: int = 0) -> list[Parsed]:
     """Everything the parser hands over for ``data``, fed at once or in pieces of ``piece`` bytes."""
     parser = RequestParser(limits)
     for at in range(0, len(data), piece or len(data) or 1):
-        parser.feed(data[at:at + (piece or len(data))])
+        parser.feed(data[at : at + (piece or len(data))])
     found = []
     while (parsed := parser.next()) is not None:
         found.append(parsed)
@@ -54,12 +54,31 @@ TE = "Transfer-Encoding: chunked"
 
 
 def test_a_request_head() -> None:
-    parsed, body = one(head("POST /webhook/pix?ignorar=%2Fpix HTTP/1.1", "Host: x", "content-type:  application/json ",
-                            "Content-Length: 12", "X-Dup: first", "x-dup: second", body=b"twelve bytes"))
+    parsed, body = one(
+        head(
+            "POST /webhook/pix?ignorar=%2Fpix HTTP/1.1",
+            "Host: x",
+            "content-type:  application/json ",
+            "Content-Length: 12",
+            "X-Dup: first",
+            "x-dup: second",
+            body=b"twelve bytes",
+        )
+    )
     assert (parsed.method, parsed.path, parsed.query_string) == ("POST", "/webhook/pix", "ignorar=%2Fpix")
     assert parsed.target == "/webhook/pix?ignorar=%2Fpix" and body == b"twelve bytes"
-    assert parsed.headers == {"Host": "x", "content-type": "application/json", "Content-Length": "12", "X-Dup": "first"}
-    assert (parsed.content_length, parsed.chunked, parsed.keep_alive, parsed.expect_continue) == (12, False, True, False)
+    assert parsed.headers == {
+        "Host": "x",
+        "content-type": "application/json",
+        "Content-Length": "12",
+        "X-Dup": "first",
+    }
+    assert (parsed.content_length, parsed.chunked, parsed.keep_alive, parsed.expect_continue) == (
+        12,
+        False,
+        True,
+        False,
+    )
 
 
 def test_percent_decoded_path_and_connection_semantics() -> None:
@@ -72,36 +91,39 @@ def test_percent_decoded_path_and_connection_semantics() -> None:
     assert parsed.chunked and parsed.content_length is None and body == b"abc"
 
 
-@pytest.mark.parametrize(("lines", "status", "reason"), [
-    (("GET",), 400, "malformed request"),
-    (("POST / HTTP/2.0",), 400, "HTTP/2.0 not supported"),
-    (("POST / HTTP/1.2",), 400, "malformed request"),
-    (("post / HTTP/1.1",), 400, "malformed request"),
-    (("POST /a b HTTP/1.1",), 400, "malformed request"),
-    (("POST / HTTP/1.1", "No colon here"), 400, "malformed request"),
-    (("POST / HTTP/1.1", "Bad Name: x"), 400, "malformed request"),
-    (("POST / HTTP/1.1", " folded: continuation"), 400, "malformed request"),
-    (("POST / HTTP/1.1", "X: a", " folded"), 400, "malformed request"),
-    (("POST / HTTP/1.1", "X: a\nY: b"), 400, "malformed request"),
-    (("POST / HTTP/1.1", "X: a\rb"), 400, "malformed request"),
-    (("POST / HTTP/1.1", "X: a\x00"), 400, "malformed request"),
-    (("POST / HTTP/1.1", *(f"X-{n}: y" for n in range(9))), 431, "max_headers"),
-    (("POST / HTTP/1.1", "X: " + "y" * 100), 431, "max_header_size"),
-    (("POST /" + "a" * 100 + " HTTP/1.1",), 414, "max_header_size"),
-    (("POST / HTTP/1.1", "Content-Length: 1", "Content-Length: 2"), 400, "Content-Length"),
-    (("POST / HTTP/1.1", "Content-Length: 3", "content-length: 3"), 400, "Content-Length"),
-    (("POST / HTTP/1.1", "Content-Length: -1"), 400, "Content-Length"),
-    (("POST / HTTP/1.1", "Content-Length: 1_2"), 400, "Content-Length"),
-    (("POST / HTTP/1.1", "Content-Length: +12"), 400, "Content-Length"),
-    (("POST / HTTP/1.1", TE, "Content-Length: 5"), 400, "Content-Length"),
-    (("POST / HTTP/1.1", "Content-Length: 5", TE), 400, "Content-Length"),
-    (("POST / HTTP/1.1", "Transfer-Encoding: gzip, chunked"), 400, "not supported"),
-    (("POST / HTTP/1.1", "Transfer-Encoding: gzip"), 400, "Transfer-Encoding"),
-    (("POST / HTTP/1.1", "Connection: upgrade", "Upgrade: websocket"), 400, "upgrade"),
-    (("CONNECT example.com:443 HTTP/1.1",), 400, "upgrade"),
-    (("PRI * HTTP/2.0", "", "SM"), 400, "malformed request"),  # the HTTP/2 preface
-    (("", ""), 400, "empty lines"),  # llhttp would skip empty lines until the header timeout
-])
+@pytest.mark.parametrize(
+    ("lines", "status", "reason"),
+    [
+        (("GET",), 400, "malformed request"),
+        (("POST / HTTP/2.0",), 400, "HTTP/2.0 not supported"),
+        (("POST / HTTP/1.2",), 400, "malformed request"),
+        (("post / HTTP/1.1",), 400, "malformed request"),
+        (("POST /a b HTTP/1.1",), 400, "malformed request"),
+        (("POST / HTTP/1.1", "No colon here"), 400, "malformed request"),
+        (("POST / HTTP/1.1", "Bad Name: x"), 400, "malformed request"),
+        (("POST / HTTP/1.1", " folded: continuation"), 400, "malformed request"),
+        (("POST / HTTP/1.1", "X: a", " folded"), 400, "malformed request"),
+        (("POST / HTTP/1.1", "X: a\nY: b"), 400, "malformed request"),
+        (("POST / HTTP/1.1", "X: a\rb"), 400, "malformed request"),
+        (("POST / HTTP/1.1", "X: a\x00"), 400, "malformed request"),
+        (("POST / HTTP/1.1", *(f"X-{n}: y" for n in range(9))), 431, "max_headers"),
+        (("POST / HTTP/1.1", "X: " + "y" * 100), 431, "max_header_size"),
+        (("POST /" + "a" * 100 + " HTTP/1.1",), 414, "max_header_size"),
+        (("POST / HTTP/1.1", "Content-Length: 1", "Content-Length: 2"), 400, "Content-Length"),
+        (("POST / HTTP/1.1", "Content-Length: 3", "content-length: 3"), 400, "Content-Length"),
+        (("POST / HTTP/1.1", "Content-Length: -1"), 400, "Content-Length"),
+        (("POST / HTTP/1.1", "Content-Length: 1_2"), 400, "Content-Length"),
+        (("POST / HTTP/1.1", "Content-Length: +12"), 400, "Content-Length"),
+        (("POST / HTTP/1.1", TE, "Content-Length: 5"), 400, "Content-Length"),
+        (("POST / HTTP/1.1", "Content-Length: 5", TE), 400, "Content-Length"),
+        (("POST / HTTP/1.1", "Transfer-Encoding: gzip, chunked"), 400, "not supported"),
+        (("POST / HTTP/1.1", "Transfer-Encoding: gzip"), 400, "Transfer-Encoding"),
+        (("POST / HTTP/1.1", "Connection: upgrade", "Upgrade: websocket"), 400, "upgrade"),
+        (("CONNECT example.com:443 HTTP/1.1",), 400, "upgrade"),
+        (("PRI * HTTP/2.0", "", "SM"), 400, "malformed request"),  # the HTTP/2 preface
+        (("", ""), 400, "empty lines"),  # llhttp would skip empty lines until the header timeout
+    ],
+)
 def test_malformed_heads_are_refused_with_a_reason(lines: tuple[str, ...], status: int, reason: str) -> None:
     for piece in (0, 1):  # at once, and byte by byte: the same verdict
         refused = refusal(head(*lines), piece=piece)
@@ -109,6 +131,7 @@ def test_malformed_heads_are_refused_with_a_reason(lines: tuple[str, ...], statu
 
 
 # --- found by an outside attack (issue 17): each case was accepted by the hand-written parser -------
+
 
 @pytest.mark.parametrize("space", ODD_SPACES + [""])
 @pytest.mark.parametrize("where", ["before", "after"])
@@ -120,15 +143,26 @@ def test_transfer_encoding_with_odd_whitespace_is_refused(space: str, where: str
     assert refused.status == 400
 
 
-@pytest.mark.parametrize("codings", [("chunked", "gzip"), ("gzip", "chunked"), ("chunked", "chunked"),
-                                     ("chunked", "")])
+@pytest.mark.parametrize(
+    "codings", [("chunked", "gzip"), ("gzip", "chunked"), ("chunked", "chunked"), ("chunked", "")]
+)
 def test_two_transfer_encoding_lines_are_refused(codings: tuple[str, str]) -> None:
     lines = [f"Transfer-Encoding: {coding}" for coding in codings]
     assert refusal(head("POST / HTTP/1.1", *lines, body=chunked(b"abc"))).status == 400
 
 
-@pytest.mark.parametrize("trailer", [b"Bad trailer\r\n", b"X: a\r\n folded\r\n", b"Bad Name: x\r\n",
-                                     b"X: a\x00\r\n", b"X a\r\n", b": x\r\n", b"X: a\nY: b\r\n"])
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        b"Bad trailer\r\n",
+        b"X: a\r\n folded\r\n",
+        b"Bad Name: x\r\n",
+        b"X: a\x00\r\n",
+        b"X a\r\n",
+        b": x\r\n",
+        b"X: a\nY: b\r\n",
+    ],
+)
 def test_malformed_trailer_lines_are_refused(trailer: bytes) -> None:
     refused = refusal(head("POST / HTTP/1.1", TE, body=chunked(b"hello", trailer=trailer)))
     assert refused.status == 400
@@ -172,6 +206,7 @@ def test_a_body_of_a_million_one_byte_chunks_is_parsed_once() -> None:
 
 # --------------------------------------------------------------------------------------------------------
 
+
 def test_one_empty_line_before_a_request_is_skipped() -> None:
     assert one(b"\r\n" + head("POST / HTTP/1.1"))[0].path == "/"
     first = head("POST /1 HTTP/1.1", "Content-Length: 1", body=b"x")
@@ -207,8 +242,11 @@ def test_pipelined_requests_come_out_one_at_a_time_in_order() -> None:
     third = head("POST /3 HTTP/1.1", "Content-Length: 5", "Connection: close", body=b"three")
     for piece in (0, 1, 5, 64):
         found = parse(first + second + third + b"POST /after-close HTTP/1.1\r\n\r\n", piece=piece)
-        assert [(p.head.path, p.body) for p in found[:3] if p.head] == [("/1", b"one"), ("/2", b"two"),
-                                                                        ("/3", b"three")]
+        assert [(p.head.path, p.body) for p in found[:3] if p.head] == [
+            ("/1", b"one"),
+            ("/2", b"two"),
+            ("/3", b"three"),
+        ]
         refused = found[3].refusal  # data after "Connection: close": never answered, the connection closes
         assert refused is not None and refused.status == 400
     parser = RequestParser(LIMITS)
@@ -235,11 +273,18 @@ def test_responses() -> None:
     head_bytes, _, body = rendered.partition(b"\r\n\r\n")
     lines = head_bytes.decode().split("\r\n")
     assert lines[0] == "HTTP/1.1 403 Forbidden" and body == b"allowlist: nope\n"
-    assert {"Content-Length: 16", "Connection: close", "Retry-After: 5",
-            "Content-Type: text/plain; charset=utf-8"} <= set(lines)
+    assert {
+        "Content-Length: 16",
+        "Connection: close",
+        "Retry-After: 5",
+        "Content-Type: text/plain; charset=utf-8",
+    } <= set(lines)
     assert "Keep-Alive" not in head_bytes.decode()
-    overridden = Response(200, b"{}", headers={"Content-Type": "application/json", "Content-Length": "999",
-                                               "Keep-Alive": "timeout=999"})
+    overridden = Response(
+        200,
+        b"{}",
+        headers={"Content-Type": "application/json", "Content-Length": "999", "Keep-Alive": "timeout=999"},
+    )
     assert b"Content-Type: application/json\r\n" in overridden.render(15.0)
     assert b"999" not in overridden.render(15.0)  # framing is ours, never the caller's
     assert b"Connection: keep-alive\r\nKeep-Alive: timeout=14\r\n" in overridden.render(15.0)
@@ -251,10 +296,12 @@ def test_the_keep_alive_hint_is_under_the_idle_timeout() -> None:
 
 # --- the same over TLS ---------------------------------------------------------------------------------
 
+
 async def exchange(receiver: Receiver, pki: Pki, *writes: bytes, pause: float = 0.0) -> bytes:
     """Write the chunks (optionally pausing between them), then read until the server closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port(), ssl=client_context(pki, pki.client),
-                                                   server_hostname="localhost")
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", receiver.port(), ssl=client_context(pki, pki.client), server_hostname="localhost"
+    )
     for chunk in writes:
         writer.write(chunk)
         await writer.drain()
@@ -267,8 +314,10 @@ async def exchange(receiver: Receiver, pki: Pki, *writes: bytes, pause: float = 
 def request(e2e: str, close: bool = False, extra: str = "") -> bytes:
     body = ('{"pix":[{"endToEndId":"%s","valor":"1.00","horario":"2026-11-23T10:00:00Z"}]}' % e2e).encode()
     connection = "close" if close else "keep-alive"
-    return (f"POST /webhook/pix HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
-            f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n").encode() + body
+    return (
+        f"POST /webhook/pix HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n"
+    ).encode() + body
 
 
 def statuses(raw: bytes) -> list[int]:
@@ -284,15 +333,24 @@ async def test_pipelined_requests_are_answered_in_order(receiver: Receiver, pki:
 
 async def test_a_request_trickled_byte_by_byte(receiver: Receiver, pki: Pki) -> None:
     data = request("E-TRICKLE", close=True)
-    raw = await exchange(receiver, pki, *(data[n:n + 7] for n in range(0, len(data), 7)), pause=0.001)
+    raw = await exchange(receiver, pki, *(data[n : n + 7] for n in range(0, len(data), 7)), pause=0.001)
     assert statuses(raw) == [200]
 
 
 async def test_chunked_request_body(receiver: Receiver, pki: Pki) -> None:
     body = b'{"pix":[%s]}' % (b'{"endToEndId":"E-CHUNKED","valor":"1.00","horario":"2026-11-23T10:00:00Z"}')
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[n:n + 10]), body[n:n + 10]) for n in range(0, len(body), 10))
-    raw = await exchange(receiver, pki, b"POST /webhook/pix HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                         b"Content-Type: application/json\r\nConnection: close\r\n\r\n", chunks, b"0\r\n\r\n", pause=0.01)
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[n : n + 10]), body[n : n + 10]) for n in range(0, len(body), 10)
+    )
+    raw = await exchange(
+        receiver,
+        pki,
+        b"POST /webhook/pix HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n\r\n",
+        chunks,
+        b"0\r\n\r\n",
+        pause=0.01,
+    )
     assert statuses(raw) == [200]
     assert (await receiver.store.list_events())[0].dedup_key == "E-CHUNKED"
 
@@ -300,8 +358,9 @@ async def test_chunked_request_body(receiver: Receiver, pki: Pki) -> None:
 async def test_expect_100_continue(receiver: Receiver, pki: Pki) -> None:
     data = request("E-CONTINUE", close=True, extra="Expect: 100-continue\r\n")
     head_part, _, body = data.partition(b"\r\n\r\n")
-    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port(), ssl=client_context(pki, pki.client),
-                                                   server_hostname="localhost")
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", receiver.port(), ssl=client_context(pki, pki.client), server_hostname="localhost"
+    )
     writer.write(head_part + b"\r\n\r\n")
     assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
     writer.write(body)
@@ -310,7 +369,9 @@ async def test_expect_100_continue(receiver: Receiver, pki: Pki) -> None:
 
 
 async def test_malformed_head_is_answered_audited_and_closed(receiver: Receiver, pki: Pki) -> None:
-    raw = await exchange(receiver, pki, b"POST /webhook/pix HTTP/1.1\r\nBad Header\r\n\r\n" + request("E-AFTER"))
+    raw = await exchange(
+        receiver, pki, b"POST /webhook/pix HTTP/1.1\r\nBad Header\r\n\r\n" + request("E-AFTER")
+    )
     assert statuses(raw) == [400]  # nothing after it is read
     assert b"malformed request: Invalid header token" in raw
     audit = (await receiver.store.list_audit())[0]
@@ -321,8 +382,12 @@ async def test_malformed_head_is_answered_audited_and_closed(receiver: Receiver,
 
 async def test_http_1_0_gets_one_answer_and_a_close(receiver: Receiver, pki: Pki) -> None:
     body = b'{"pix":[' + str(pix("E-HTTP10")).replace("'", '"').encode() + b"]}"
-    raw = await exchange(receiver, pki, b"POST /webhook/pix HTTP/1.0\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    raw = await exchange(
+        receiver,
+        pki,
+        b"POST /webhook/pix HTTP/1.0\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+    )
     assert statuses(raw) == [200] and b"Connection: close" in raw
 
 
@@ -341,11 +406,13 @@ SMUGGLED = {  # issue 17: each was read as a chunked body by the hand-written pa
 
 
 @pytest.mark.parametrize("framing", sorted(SMUGGLED))
-async def test_ambiguous_transfer_encodings_are_400_over_tls(receiver: Receiver, pki: Pki,
-                                                              framing: str) -> None:
+async def test_ambiguous_transfer_encodings_are_400_over_tls(
+    receiver: Receiver, pki: Pki, framing: str
+) -> None:
     body = pix_body("E-SMUGGLED")
-    raw = await exchange(receiver, pki, POST_PIX + SMUGGLED[framing] + b"\r\n"
-                         + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    raw = await exchange(
+        receiver, pki, POST_PIX + SMUGGLED[framing] + b"\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    )
     assert statuses(raw) == [400]
     assert await receiver.store.list_events() == []
     assert [audit.status for audit in await receiver.store.list_audit()] == [400]
@@ -353,29 +420,42 @@ async def test_ambiguous_transfer_encodings_are_400_over_tls(receiver: Receiver,
 
 async def test_a_malformed_trailer_is_400_over_tls(receiver: Receiver, pki: Pki) -> None:
     body = pix_body("E-TRAILER")
-    raw = await exchange(receiver, pki, POST_PIX + b"Transfer-Encoding: chunked\r\n\r\n"
-                         + b"%x\r\n%s\r\n0\r\nnot a trailer\r\n\r\n" % (len(body), body))
+    raw = await exchange(
+        receiver,
+        pki,
+        POST_PIX
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\nnot a trailer\r\n\r\n" % (len(body), body),
+    )
     assert statuses(raw) == [400]
     assert await receiver.store.list_events() == []
 
 
 async def test_a_500_kb_request_line_is_414_over_tls(receiver: Receiver, pki: Pki) -> None:
-    raw = await exchange(receiver, pki, b"POST /webhook/pix?x=" + b"a" * 500_000 + b" HTTP/1.1\r\nHost: x\r\n"
-                         b"Content-Length: 0\r\n\r\n")
+    raw = await exchange(
+        receiver,
+        pki,
+        b"POST /webhook/pix?x=" + b"a" * 500_000 + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )
     assert statuses(raw) == [414] and b"max_header_size" in raw
     (audit,) = await receiver.store.list_audit()
     assert audit.status == 414 and len(audit.reason) < 200  # the target itself is neither logged nor stored
 
 
-async def test_a_body_of_one_byte_chunks_is_fed_to_the_parser_once(receiver: Receiver, pki: Pki,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_body_of_one_byte_chunks_is_fed_to_the_parser_once(
+    receiver: Receiver, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Linear time, checked without a clock: every byte read is fed to llhttp exactly once."""
     fed: list[int] = []
     feed = RequestParser.feed
     monkeypatch.setattr(RequestParser, "feed", lambda self, data: (fed.append(len(data)), feed(self, data)))
     body = pix_body("E-ONE-BYTE-CHUNKS") + b" " * 100_000
-    data = (POST_PIX + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + b"".join(b"1\r\n%c\r\n" % byte for byte in body) + b"0\r\n\r\n")
+    data = (
+        POST_PIX
+        + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"1\r\n%c\r\n" % byte for byte in body)
+        + b"0\r\n\r\n"
+    )
     raw = await exchange(receiver, pki, data)
     assert statuses(raw) == [200]
     assert sum(fed) == len(data) and len(fed) > 1  # in many reads, none of them fed twice

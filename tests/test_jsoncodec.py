@@ -9,10 +9,20 @@ import pytest
 from mtls_receiver import jsoncodec
 
 VALUES = [
-    {"pix": [{"endToEndId": "E18236120202011231234567890123456", "valor": "10.00", "horario": "2026-11-23T10:00:00Z"}]},
+    {
+        "pix": [
+            {
+                "endToEndId": "E18236120202011231234567890123456",
+                "valor": "10.00",
+                "horario": "2026-11-23T10:00:00Z",
+            }
+        ]
+    },
     {"nome": "João Ñandú ✓", "n": [1, 2.5, -3e-7, 1e16, True, False, None], "vazio": {}},
-    {"big": 123456789012345678901234567890},  # beyond 64 bits: orjson refuses it, the library writes it exactly
-    ["a", {"b": [{"c": "d\n\"\\"}]}],
+    {
+        "big": 123456789012345678901234567890
+    },  # beyond 64 bits: orjson refuses it, the library writes it exactly
+    ["a", {"b": [{"c": 'd\n"\\'}]}],
 ]
 
 

@@ -24,12 +24,14 @@ def limits(**values: float) -> str:
 def limited(write_config: Callable[..., Config], start_receiver):  # type: ignore[no-untyped-def]
     async def start(**values: float) -> Receiver:
         return await start_receiver(write_config(listener_extra=limits(**values)))
+
     return start
 
 
 async def deliver(receiver: Receiver, pki: Pki, e2e: str = "E-OK") -> int:
     answer = await asyncio.wait_for(
-        https_post(receiver.port(), "/webhook/pix", {"pix": [pix(e2e)]}, client_context(pki, pki.client)), 10)
+        https_post(receiver.port(), "/webhook/pix", {"pix": [pix(e2e)]}, client_context(pki, pki.client)), 10
+    )
     return answer.status
 
 
@@ -45,16 +47,23 @@ def tls_alert(port: int, context: ssl.SSLContext) -> str:
     raise AssertionError("no TLS alert: the connection was not refused with one")
 
 
-@pytest.mark.parametrize(("cert", "alert"), [(None, "TLSV13_ALERT_CERTIFICATE_REQUIRED"),
-                                             ("foreign_client", "TLSV1_ALERT_UNKNOWN_CA")])
-async def test_refused_handshake_sends_the_alert_tls13(receiver: Receiver, pki: Pki, cert: str | None, alert: str) -> None:
+@pytest.mark.parametrize(
+    ("cert", "alert"),
+    [(None, "TLSV13_ALERT_CERTIFICATE_REQUIRED"), ("foreign_client", "TLSV1_ALERT_UNKNOWN_CA")],
+)
+async def test_refused_handshake_sends_the_alert_tls13(
+    receiver: Receiver, pki: Pki, cert: str | None, alert: str
+) -> None:
     context = client_context(pki, getattr(pki, cert) if cert else None)
     assert await asyncio.to_thread(tls_alert, receiver.port(), context) == alert
 
 
-@pytest.mark.parametrize(("cert", "alert"), [(None, "SSLV3_ALERT_HANDSHAKE_FAILURE"),
-                                             ("foreign_client", "TLSV1_ALERT_UNKNOWN_CA")])
-async def test_refused_handshake_sends_the_alert_tls12(receiver: Receiver, pki: Pki, cert: str | None, alert: str) -> None:
+@pytest.mark.parametrize(
+    ("cert", "alert"), [(None, "SSLV3_ALERT_HANDSHAKE_FAILURE"), ("foreign_client", "TLSV1_ALERT_UNKNOWN_CA")]
+)
+async def test_refused_handshake_sends_the_alert_tls12(
+    receiver: Receiver, pki: Pki, cert: str | None, alert: str
+) -> None:
     context = client_context(pki, getattr(pki, cert) if cert else None)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     assert await asyncio.to_thread(tls_alert, receiver.port(), context) == alert
@@ -73,22 +82,38 @@ async def test_body_over_limit_is_413_and_others_are_served(limited, pki: Pki) -
 async def test_too_many_or_too_long_headers_are_400(limited, pki: Pki) -> None:  # type: ignore[no-untyped-def]
     receiver = await limited(max_headers=20, max_header_size=1000)
     many = {f"X-Filler-{n}": "x" for n in range(30)}
-    answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client), headers=many)
+    answer = await https_post(
+        receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client), headers=many
+    )
     assert answer.status in (400, 431)
     long = {"X-Long": "y" * 2000}
-    answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client), headers=long)
+    answer = await https_post(
+        receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client), headers=long
+    )
     assert answer.status in (400, 431)
     assert await deliver(receiver, pki) == 200
 
 
 async def test_method_and_content_type(receiver: Receiver, pki: Pki) -> None:
-    answer = await https_post(receiver.port(), "/webhook/pix", b"", client_context(pki, pki.client), method="GET")
+    answer = await https_post(
+        receiver.port(), "/webhook/pix", b"", client_context(pki, pki.client), method="GET"
+    )
     assert answer.status == 405
-    answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client),
-                              headers={"Content-Type": "text/plain"})
+    answer = await https_post(
+        receiver.port(),
+        "/webhook/pix",
+        {"pix": [pix("E1")]},
+        client_context(pki, pki.client),
+        headers={"Content-Type": "text/plain"},
+    )
     assert answer.status == 415 and b"not JSON" in answer.body
-    answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client),
-                              headers={"Content-Type": "application/json; charset=utf-8"})
+    answer = await https_post(
+        receiver.port(),
+        "/webhook/pix",
+        {"pix": [pix("E1")]},
+        client_context(pki, pki.client),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
     assert answer.status == 200
 
 
@@ -125,8 +150,9 @@ async def test_handshake_timeout_and_200_idle_clients_do_not_block_delivery(limi
 
 
 async def tls_stream(receiver: Receiver, pki: Pki) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", receiver.port(), ssl=client_context(pki, pki.client),
-                                         server_hostname="localhost")
+    return await asyncio.open_connection(
+        "127.0.0.1", receiver.port(), ssl=client_context(pki, pki.client), server_hostname="localhost"
+    )
 
 
 async def test_slowloris_headers_are_cut_off(limited, pki: Pki) -> None:  # type: ignore[no-untyped-def]
@@ -142,8 +168,10 @@ async def test_slowloris_headers_are_cut_off(limited, pki: Pki) -> None:  # type
 async def test_trickled_body_is_408(limited, pki: Pki) -> None:  # type: ignore[no-untyped-def]
     receiver = await limited(body_timeout=0.5)
     reader, writer = await tls_stream(receiver, pki)
-    writer.write(b"POST /webhook/pix HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100\r\n\r\n{\"pix\"")
+    writer.write(
+        b"POST /webhook/pix HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"pix"'
+    )
     await writer.drain()
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
@@ -171,7 +199,9 @@ async def test_connection_limits_refuse_early_and_keep_serving(limited, pki: Pki
     beyond = await silent_connections(receiver.port(), 1)
     assert await closed_by_server(beyond[0])
     reader, writer = open_ones[0]  # an established connection is still served
-    writer.write(b"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    writer.write(
+        b"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
     assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
     for reader, writer in open_ones:
         writer.close()

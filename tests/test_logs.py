@@ -19,27 +19,39 @@ from mtls_receiver.logs import JsonFormatter, TextFormatter, escape, log_fields,
 from mtls_receiver.lifecycle import Receiver
 
 #: a path that, written raw, ends the line and forges one of its own (CR, LF) and colours the terminal (ESC)
-FORGED = "%0d%0a2026-01-01%2000:00:00,000%20INFO%20accepted%20route=/webhook%20status=200%20%1b[2J%1b[31mowned"
+FORGED = (
+    "%0d%0a2026-01-01%2000:00:00,000%20INFO%20accepted%20route=/webhook%20status=200%20%1b[2J%1b[31mowned"
+)
 SENT = urllib.parse.unquote(FORGED)
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("/webhook/pix", "/webhook/pix"),
-    ("São Paulo", "São Paulo"),
-    ("a\nb\rc", "a\\x0ab\\x0dc"),
-    ("\x1b[31m", "\\x1b[31m"),
-    ("\x7f\x9b", "\\x7f\\x9b"),  # DEL; U+009B is a terminal's CSI
-    ("\u202eevil\u2028", "\\u202eevil\\u2028"),  # bidi override, line separator
-    ('say "hi" \\x0a', 'say \\"hi\\" \\\\x0a'),  # a literal "\x0a" cannot pass for an escaped LF
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("/webhook/pix", "/webhook/pix"),
+        ("São Paulo", "São Paulo"),
+        ("a\nb\rc", "a\\x0ab\\x0dc"),
+        ("\x1b[31m", "\\x1b[31m"),
+        ("\x7f\x9b", "\\x7f\\x9b"),  # DEL; U+009B is a terminal's CSI
+        ("\u202eevil\u2028", "\\u202eevil\\u2028"),  # bidi override, line separator
+        ('say "hi" \\x0a', 'say \\"hi\\" \\\\x0a'),  # a literal "\x0a" cannot pass for an escaped LF
+    ],
+)
 def test_escape(raw: str, shown: str) -> None:
     assert escape(raw) == shown
 
 
 def test_fields_are_quoted_when_they_hold_spaces_or_escapes() -> None:
-    assert render_fields({"route": "/webhook", "status": 404, "reason": "not found", "path": "/a\nb",
-                          "subject": None, "empty": ""}) == (
-        'route=/webhook status=404 reason="not found" path="/a\\x0ab" subject=- empty=""')
+    assert render_fields(
+        {
+            "route": "/webhook",
+            "status": 404,
+            "reason": "not found",
+            "path": "/a\nb",
+            "subject": None,
+            "empty": "",
+        }
+    ) == ('route=/webhook status=404 reason="not found" path="/a\\x0ab" subject=- empty=""')
 
 
 def _record(message: object, exc_info: bool = False) -> logging.LogRecord:
@@ -47,8 +59,9 @@ def _record(message: object, exc_info: bool = False) -> logging.LogRecord:
     try:
         raise ValueError("line one\nINFO forged line")
     except ValueError:
-        return logger.makeRecord(logger.name, logging.ERROR, __file__, 1, message, (), exc_info and
-                                 __import__("sys").exc_info())
+        return logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 1, message, (), exc_info and __import__("sys").exc_info()
+        )
 
 
 def test_text_format_escapes_any_message_and_indents_tracebacks() -> None:
@@ -73,8 +86,10 @@ def _send_forged(port: int, pki: Pki) -> list[int]:
     context = client_context(pki, pki.client)
 
     async def send() -> list[int]:
-        answers = [await https_post(port, path, {"pix": [pix("E1")]}, context)
-                   for path in (f"/{FORGED}", f"/webhook/pix{FORGED}", "/webhook/pix")]
+        answers = [
+            await https_post(port, path, {"pix": [pix("E1")]}, context)
+            for path in (f"/{FORGED}", f"/webhook/pix{FORGED}", "/webhook/pix")
+        ]
         with pytest.raises(REFUSED):  # no certificate: refused in the handshake
             await https_post(port, "/webhook/pix", {}, client_context(pki))
         return [answer.status for answer in answers]
@@ -120,12 +135,25 @@ def test_json_logs_are_fields(serve: Serve, config_file: Path, pki: Pki) -> None
     refused = [r for r in records if r["message"] == "refused" and "route" in r]
     assert [r["path"] for r in refused] == [f"/{SENT}", f"/webhook/pix{SENT}"]
     first = refused[0]
-    assert {key: first[key] for key in ("level", "listener", "route", "method", "status", "reason", "peer")} == {
-        "level": "warning", "listener": "main", "route": "-", "method": "POST", "status": 404,
-        "reason": "not found", "peer": "127.0.0.1"}
+    assert {
+        key: first[key] for key in ("level", "listener", "route", "method", "status", "reason", "peer")
+    } == {
+        "level": "warning",
+        "listener": "main",
+        "route": "-",
+        "method": "POST",
+        "status": 404,
+        "reason": "not found",
+        "peer": "127.0.0.1",
+    }
     assert "efi-like client" in first["subject"] and len(first["sha256"]) == 64
     (accepted,) = [r for r in records if r["message"] == "accepted"]
-    assert (accepted["route"], accepted["kind"], accepted["stored"], accepted["duplicates"]) == ("/webhook", "pix", 1, 0)
+    assert (accepted["route"], accepted["kind"], accepted["stored"], accepted["duplicates"]) == (
+        "/webhook",
+        "pix",
+        1,
+        0,
+    )
     (handshake,) = [r for r in records if r.get("step") == "TLS handshake"]
     assert handshake["reason"] == "PEER_DID_NOT_RETURN_A_CERTIFICATE" and handshake["message"] == "refused"
 
@@ -147,9 +175,12 @@ def captured() -> Iterator[io.StringIO]:
     logger.setLevel(level)
 
 
-async def test_certificate_subject_is_escaped(tmp_path: Path, pki: Pki, captured: io.StringIO,
-                                                  start_receiver: Callable[[Config], "asyncio.Future[Receiver]"]
-                                                  ) -> None:
+async def test_certificate_subject_is_escaped(
+    tmp_path: Path,
+    pki: Pki,
+    captured: io.StringIO,
+    start_receiver: Callable[[Config], "asyncio.Future[Receiver]"],
+) -> None:
     ca = trustme.CA(organization_name="Evil\nCA")
     client = ca.issue_cert(common_name="x\r\n2026-01-01 INFO accepted \x1b[31m")
     (tmp_path / "evil-ca.pem").write_bytes(ca.cert_pem.bytes())

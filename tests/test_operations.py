@@ -17,12 +17,28 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from mtls_receiver.lifecycle import Receiver
-from support import (REFUSED, Pki, Serve, ServerProcess, Swappable, blocking_connect, client_context,
-                     config_text, connections, https_post, pix, run_cli, served_subject, unread, until,
-                     write_atomically)
+from support import (
+    REFUSED,
+    Pki,
+    Serve,
+    ServerProcess,
+    Swappable,
+    blocking_connect,
+    client_context,
+    config_text,
+    connections,
+    https_post,
+    pix,
+    run_cli,
+    served_subject,
+    unread,
+    until,
+    write_atomically,
+)
 
 
 # --- sd_notify -------------------------------------------------------------------------------------
+
 
 def test_sd_notify_messages_in_order(tmp_path: Path, pki: Pki) -> None:
     notify_path = tmp_path / "notify.sock"
@@ -54,18 +70,25 @@ def test_sd_notify_messages_in_order(tmp_path: Path, pki: Pki) -> None:
             assert server.proc is not None and server.proc.wait(20) == 0
         finally:
             server.kill()
-        states = [field for message in messages for field in message.split("\n")
-                  if field in ("READY=1", "RELOADING=1", "STOPPING=1")]
+        states = [
+            field
+            for message in messages
+            for field in message.split("\n")
+            if field in ("READY=1", "RELOADING=1", "STOPPING=1")
+        ]
         assert states == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
 
 
 # --- socket activation ------------------------------------------------------------------------------
 
+
 def test_socket_activation_serves_on_fd_3(tmp_path: Path, pki: Pki) -> None:
     listening = socket.create_server(("127.0.0.1", 0))
     port = listening.getsockname()[1]
     config = tmp_path / "config.toml"
-    config.write_text(config_text(pki, port=1), encoding="utf-8")  # port 1 would fail to bind: fd 3 must be used
+    config.write_text(
+        config_text(pki, port=1), encoding="utf-8"
+    )  # port 1 would fail to bind: fd 3 must be used
 
     def as_systemd_does() -> None:
         os.dup2(listening.fileno(), 3)
@@ -84,9 +107,12 @@ def test_socket_activation_serves_on_fd_3(tmp_path: Path, pki: Pki) -> None:
 
 # --- reload -----------------------------------------------------------------------------------------
 
+
 def blocking_post(tls: ssl.SSLSocket, keep_alive: bool = False) -> int:
     connection = "keep-alive" if keep_alive else "close"
-    tls.sendall(f"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: {connection}\r\n\r\n".encode())
+    tls.sendall(
+        f"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: {connection}\r\n\r\n".encode()
+    )
     head = tls.recv(4096)
     if not head:
         raise ConnectionResetError("closed without an answer")
@@ -127,8 +153,10 @@ def test_reload_under_load_swaps_certificate_and_ca(tmp_path: Path, pki: Pki, se
             """SIGHUP; then every process has reloaded, and requests kept being answered meanwhile."""
             answered = len(results)
             server.signal(signal.SIGHUP)
-            await until(lambda: server.count("reloaded") >= reloaded and len(results) >= answered + 5,
-                        what=lambda: "".join(server.output))
+            await until(
+                lambda: server.count("reloaded") >= reloaded and len(results) >= answered + 5,
+                what=lambda: "".join(server.output),
+            )
 
         async def swap() -> None:
             await until(lambda: len(results) >= 10)  # the load is flowing
@@ -160,7 +188,9 @@ def test_broken_certificate_on_reload_keeps_the_old_one(tmp_path: Path, pki: Pki
     files = Swappable(tmp_path, pki)
     server, port = serve(tmp_path / "config.toml")
     try:
-        write_atomically(tmp_path / "server.pem", b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+        write_atomically(
+            tmp_path / "server.pem", b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"
+        )
         server.signal(signal.SIGHUP)
         server.wait_for_output("reload rejected, still serving the previous configuration")
         assert "server.pem" in "".join(server.output).split("reload rejected")[1].splitlines()[0]
@@ -172,6 +202,7 @@ def test_broken_certificate_on_reload_keeps_the_old_one(tmp_path: Path, pki: Pki
 
 # --- graceful stop ----------------------------------------------------------------------------------
 
+
 def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, pki: Pki, serve: Serve) -> None:
     server, port = serve()
     config = tmp_path / "config.toml"
@@ -180,19 +211,27 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, pki: Pki, serve:
 
     def all_read() -> bool:
         """The server holds the connection and has read everything sent on it so far."""
-        return (sum(connections(pid, port) for pid in processes) == 1
-                and sum(unread(pid, port) for pid in processes) == 0)
+        return (
+            sum(connections(pid, port) for pid in processes) == 1
+            and sum(unread(pid, port) for pid in processes) == 0
+        )
 
     async def scenario() -> int:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, pki.client),
-                                                       server_hostname="localhost")
-        writer.write(f"POST /webhook/pix HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n"
-                     "Connection: close\r\n\r\n".encode() + body[:10])
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(pki, pki.client), server_hostname="localhost"
+        )
+        writer.write(
+            f"POST /webhook/pix HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body[:10]
+        )
         await writer.drain()
         await until(all_read)
         server.signal(signal.SIGTERM)  # mid-request
-        await until(lambda: server.count("stopping: finishing requests in flight") >= len(processes),
-                    what=lambda: "".join(server.output))
+        await until(
+            lambda: server.count("stopping: finishing requests in flight") >= len(processes),
+            what=lambda: "".join(server.output),
+        )
         writer.write(body[10:])
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), 10)
@@ -211,22 +250,31 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, pki: Pki, serve:
 
 # --- metrics, health, logs --------------------------------------------------------------------------
 
+
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_metrics_move_with_traffic(receiver: Receiver, pki: Pki) -> None:
     base = f"http://127.0.0.1:{receiver.admin_port}"
     async with aiohttp.ClientSession() as session:
+
         async def get(path: str) -> tuple[int, str]:
             async with session.get(base + path) as response:
                 return response.status, await response.text()
 
         assert (await get("/healthz"))[0] == 200 and (await get("/readyz"))[0] == 200
         before = samples((await get("/metrics"))[1])
-        await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client))
-        await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E2", valor="1")]}, client_context(pki, pki.client))
+        await https_post(
+            receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client)
+        )
+        await https_post(
+            receiver.port(), "/webhook/pix", {"pix": [pix("E2", valor="1")]}, client_context(pki, pki.client)
+        )
         with pytest.raises(REFUSED):
             await https_post(receiver.port(), "/webhook", b"", client_context(pki))
         after: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -243,14 +291,25 @@ async def test_metrics_move_with_traffic(receiver: Receiver, pki: Pki) -> None:
         return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
 
     accepted = dict(route="/webhook", provider="efi", outcome="accepted")
-    assert value(after, "mtls_receiver_requests_total", **accepted) == value(before, "mtls_receiver_requests_total", **accepted) + 1
+    assert (
+        value(after, "mtls_receiver_requests_total", **accepted)
+        == value(before, "mtls_receiver_requests_total", **accepted) + 1
+    )
     assert value(after, "mtls_receiver_refusals_total", route="/webhook", reason="bad request") == 1
     assert value(after, "mtls_receiver_inbox_events") == 1
     assert value(after, "mtls_receiver_request_duration_seconds_count", route="/webhook") == 2
-    failures = [v for (name, labels), v in after.items() if name == "mtls_receiver_tls_handshake_failures_total"]
+    failures = [
+        v for (name, labels), v in after.items() if name == "mtls_receiver_tls_handshake_failures_total"
+    ]
     assert sum(failures) == 1
-    expiry = [(dict(labels), v) for (name, labels), v in after.items() if name == "mtls_receiver_certificate_expiry_days"]
-    assert {labels["kind"] for labels, _ in expiry} == {"server", "client_ca"} and all(v > 21 for _, v in expiry)
+    expiry = [
+        (dict(labels), v)
+        for (name, labels), v in after.items()
+        if name == "mtls_receiver_certificate_expiry_days"
+    ]
+    assert {labels["kind"] for labels, _ in expiry} == {"server", "client_ca"} and all(
+        v > 21 for _, v in expiry
+    )
 
 
 def test_json_logs_and_expiry_warning(tmp_path: Path, pki: Pki, serve: Serve) -> None:
@@ -259,11 +318,18 @@ def test_json_logs_and_expiry_warning(tmp_path: Path, pki: Pki, serve: Serve) ->
     (tmp_path / "soon.pem").write_bytes(b"".join(b.bytes() for b in soon.cert_chain_pems))
     (tmp_path / "soon.key").write_bytes(soon.private_key_pem.bytes())
     config = tmp_path / "config.toml"
-    config.write_text(config_text(pki).replace(str(pki.server_cert), str(tmp_path / "soon.pem"))
-                      .replace(str(pki.server_key), str(tmp_path / "soon.key")), encoding="utf-8")
+    config.write_text(
+        config_text(pki)
+        .replace(str(pki.server_cert), str(tmp_path / "soon.pem"))
+        .replace(str(pki.server_key), str(tmp_path / "soon.key")),
+        encoding="utf-8",
+    )
     checked = run_cli("check-config", "--config", str(config))
     assert checked.returncode == 0
-    assert "WARNING: server certificate of listener 'main'" in checked.stdout and "expires in 9 days" in checked.stdout
+    assert (
+        "WARNING: server certificate of listener 'main'" in checked.stdout
+        and "expires in 9 days" in checked.stdout
+    )
 
     server, _ = serve(config, options=("--log-format", "json"))
     try:

@@ -54,9 +54,16 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def signed_headers(endpoint: str, body: bytes, idempotency_key: str, ts: int | None = None) -> dict[str, str]:
     stamp = str(int(time.time()) if ts is None else ts)
-    digest = hmac.new(base64.b64decode(SECRET), stamp.encode() + endpoint.encode() + body, hashlib.sha256).digest()
-    return {"x-api-key": "pk-1", "x-endpoint": endpoint, "x-timestamp": stamp,
-            "x-signature": "hmac-sha256 " + base64.b64encode(digest).decode(), "x-idempotency-key": idempotency_key}
+    digest = hmac.new(
+        base64.b64decode(SECRET), stamp.encode() + endpoint.encode() + body, hashlib.sha256
+    ).digest()
+    return {
+        "x-api-key": "pk-1",
+        "x-endpoint": endpoint,
+        "x-timestamp": stamp,
+        "x-signature": "hmac-sha256 " + base64.b64encode(digest).decode(),
+        "x-idempotency-key": idempotency_key,
+    }
 
 
 def assert_signed_answer(answer: Answer, endpoint: str) -> None:
@@ -69,10 +76,20 @@ def assert_signed_answer(answer: Answer, endpoint: str) -> None:
     assert headers["x-signature"] == "hmac-sha256 " + base64.b64encode(expected).decode()
 
 
-async def authorize(receiver: Receiver, pki: Pki, key: str, body: bytes = b'{"transaction":{"id":"ctx-1"}}',
-                    ts: int | None = None) -> Answer:
-    return await https_post(receiver.port(), AUTH_PATH, body, client_context(pki),
-                            headers=signed_headers(AUTH_PATH, body, key, ts))
+async def authorize(
+    receiver: Receiver,
+    pki: Pki,
+    key: str,
+    body: bytes = b'{"transaction":{"id":"ctx-1"}}',
+    ts: int | None = None,
+) -> Answer:
+    return await https_post(
+        receiver.port(),
+        AUTH_PATH,
+        body,
+        client_context(pki),
+        headers=signed_headers(AUTH_PATH, body, key, ts),
+    )
 
 
 @pytest.fixture
@@ -90,7 +107,9 @@ async def test_application_answer_is_returned_signed(relay_receiver: Receiver, a
     assert audit.status == 200 and "application answered 200" in audit.reason
 
 
-async def test_repeat_of_finished_request_gets_stored_answer(relay_receiver: Receiver, app: App, pki: Pki) -> None:
+async def test_repeat_of_finished_request_gets_stored_answer(
+    relay_receiver: Receiver, app: App, pki: Pki
+) -> None:
     first = await authorize(relay_receiver, pki, "idem-2")
     app.answer = {"status": "REJECTED"}  # the application would answer differently now
     again = await authorize(relay_receiver, pki, "idem-2")
@@ -108,18 +127,27 @@ async def test_repeat_while_in_progress_gets_425(relay_receiver: Receiver, app: 
     assert (await first).status == 200 and len(app.calls) == 1
 
 
-async def test_late_application_gets_signed_configured_rejection(app: App, write_config, start_receiver, pki: Pki) -> None:  # type: ignore[no-untyped-def]
-    receiver = await start_receiver(write_config(client_certs="none", routes=auth_routes(app.url, deadline=0.3)))
+async def test_late_application_gets_signed_configured_rejection(
+    app: App, write_config, start_receiver, pki: Pki
+) -> None:  # type: ignore[no-untyped-def]
+    receiver = await start_receiver(
+        write_config(client_certs="none", routes=auth_routes(app.url, deadline=0.3))
+    )
     app.delay = 2.0
     started = time.monotonic()
     answer = await authorize(receiver, pki, "idem-4")
     assert time.monotonic() - started < 1.9  # answered at the deadline, not when the application finished
-    assert answer.status == 200 and json.loads(answer.body) == {"status": "REJECTED", "status_detail": "CLIENT_TIMEOUT"}
+    assert answer.status == 200 and json.loads(answer.body) == {
+        "status": "REJECTED",
+        "status_detail": "CLIENT_TIMEOUT",
+    }
     assert_signed_answer(answer, AUTH_PATH)
 
 
 async def test_unreachable_application_gets_signed_rejection(write_config, start_receiver, pki: Pki) -> None:  # type: ignore[no-untyped-def]
-    receiver = await start_receiver(write_config(client_certs="none", routes=auth_routes("http://127.0.0.1:9/x")))
+    receiver = await start_receiver(
+        write_config(client_certs="none", routes=auth_routes("http://127.0.0.1:9/x"))
+    )
     answer = await authorize(receiver, pki, "idem-5")
     assert json.loads(answer.body)["status_detail"] == "CLIENT_TIMEOUT"
     assert_signed_answer(answer, AUTH_PATH)
@@ -139,27 +167,46 @@ async def test_stored_answer_survives_restart(app: App, write_config, pki: Pki) 
     assert len(app.calls) == 1
 
 
-async def test_stale_or_tampered_authorisation_is_refused(relay_receiver: Receiver, app: App, pki: Pki) -> None:
+async def test_stale_or_tampered_authorisation_is_refused(
+    relay_receiver: Receiver, app: App, pki: Pki
+) -> None:
     stale = await authorize(relay_receiver, pki, "idem-7", ts=int(time.time()) - 61)
     assert stale.status == 401 and b"old" in stale.body
     body = b'{"transaction":{"id":"ctx-1"}}'
     headers = signed_headers(AUTH_PATH, body, "idem-8")
-    tampered = await https_post(relay_receiver.port(), AUTH_PATH, body.replace(b"1", b"2"), client_context(pki), headers=headers)
+    tampered = await https_post(
+        relay_receiver.port(), AUTH_PATH, body.replace(b"1", b"2"), client_context(pki), headers=headers
+    )
     assert tampered.status == 401
     assert app.calls == []
 
 
 # --- dedup through the server, per provider -------------------------------------------------------
 
+
 def infi_request() -> tuple[str, bytes, dict[str, str]]:
     ts = str(int(time.time()))
-    return "/infi", INFI_BODY, {"X-Infi-Timestamp": ts, "X-Infi-Event-Id": "evt_1",
-                                "X-Infi-Signature": "sha256=" + hex_hmac(INFI_SECRET, f"{ts}.".encode() + INFI_BODY)}
+    return (
+        "/infi",
+        INFI_BODY,
+        {
+            "X-Infi-Timestamp": ts,
+            "X-Infi-Event-Id": "evt_1",
+            "X-Infi-Signature": "sha256=" + hex_hmac(INFI_SECRET, f"{ts}.".encode() + INFI_BODY),
+        },
+    )
 
 
 def fire_request() -> tuple[str, bytes, dict[str, str]]:
-    return "/fire", FIRE_BODY, {"X-Fire-Event": "pix.received", "X-Fire-Timestamp": str(int(time.time())),
-                                "X-Fire-Signature": "sha256=" + hex_hmac(FIRE_SECRET, FIRE_BODY)}
+    return (
+        "/fire",
+        FIRE_BODY,
+        {
+            "X-Fire-Event": "pix.received",
+            "X-Fire-Timestamp": str(int(time.time())),
+            "X-Fire-Signature": "sha256=" + hex_hmac(FIRE_SECRET, FIRE_BODY),
+        },
+    )
 
 
 def pomelo_request() -> tuple[str, bytes, dict[str, str]]:
@@ -187,8 +234,10 @@ async def test_same_event_twice_is_stored_once(make, write_config, start_receive
 
 
 async def test_pomelo_default_allowlist_refuses_loopback(write_config, start_receiver, pki: Pki) -> None:  # type: ignore[no-untyped-def]
-    routes = ('[[routes]]\npath = "/pomelo/notifications"\nprovider = "pomelo"\n'
-              'api_keys = [{ key = "pk-1", secret = { env = "T_POMELO_SECRET" } }]\n')
+    routes = (
+        '[[routes]]\npath = "/pomelo/notifications"\nprovider = "pomelo"\n'
+        'api_keys = [{ key = "pk-1", secret = { env = "T_POMELO_SECRET" } }]\n'
+    )
     receiver = await start_receiver(write_config(client_certs="none", routes=routes))
     path, body, headers = pomelo_request()
     answer = await https_post(receiver.port(), path, body, client_context(pki), headers=headers)
@@ -199,7 +248,12 @@ def test_the_handling_deadline_never_cuts_the_applications_own_deadline() -> Non
     """limits.handling_timeout bounds a request's handling; on a relaying route the application's
     ``deadline`` (answered with the configured signed rejection) comes on top of it."""
     plain = RouteConfig(path="/n", listener="main", provider="pomelo", mode="notifications")
-    relaying = RouteConfig(path="/a", listener="main", provider="pomelo", mode="authorizations",
-                           options=PomeloOptions(application=RelayConfig(url="http://127.0.0.1:1/", deadline=45.0)))
+    relaying = RouteConfig(
+        path="/a",
+        listener="main",
+        provider="pomelo",
+        mode="authorizations",
+        options=PomeloOptions(application=RelayConfig(url="http://127.0.0.1:1/", deadline=45.0)),
+    )
     assert handling_deadline(30.0, [plain]) == 30.0
     assert handling_deadline(30.0, [plain, relaying]) == 75.0

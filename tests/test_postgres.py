@@ -16,14 +16,29 @@ from pathlib import Path
 
 import pytest
 
-from support import (App, Pki, Serve, client_context, config_text, forward_table, https_post, pix, run_cli,
-                     shared_config, stays, until, wait_until)
+from support import (
+    App,
+    Pki,
+    Serve,
+    client_context,
+    config_text,
+    forward_table,
+    https_post,
+    pix,
+    run_cli,
+    shared_config,
+    stays,
+    until,
+    wait_until,
+)
 
 pytestmark = pytest.mark.usefixtures("forward_secrets")
 
 
 def post_pix(port: int, pki: Pki, e2e: str) -> int:
-    return asyncio.run(https_post(port, "/webhook/pix", {"pix": [pix(e2e)]}, client_context(pki, pki.client))).status
+    return asyncio.run(
+        https_post(port, "/webhook/pix", {"pix": [pix(e2e)]}, client_context(pki, pki.client))
+    ).status
 
 
 def test_db_migrate_command(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
@@ -34,15 +49,20 @@ def test_db_migrate_command(tmp_path: Path, pki: Pki, pg_dsn: str) -> None:
         assert "PostgreSQL postgresql://postgres@127.0.0.1" in result.stdout
 
 
-def test_same_pix_to_two_instances_is_stored_once(tmp_path: Path, pki: Pki, pg_dsn: str,
-                                                  serve: Serve) -> None:
+def test_same_pix_to_two_instances_is_stored_once(
+    tmp_path: Path, pki: Pki, pg_dsn: str, serve: Serve
+) -> None:
     started = [serve(shared_config(tmp_path, pki, pg_dsn, name)) for name in "ab"]
     ports = [port for _, port in started]
     context = client_context(pki, pki.client)
 
     async def both() -> list[int]:
-        posts = [https_post(port, "/webhook/pix", {"pix": [pix(f"E-SHARED-{n}")]}, context)
-                 for n in range(40) for port in ports for _ in range(2)]
+        posts = [
+            https_post(port, "/webhook/pix", {"pix": [pix(f"E-SHARED-{n}")]}, context)
+            for n in range(40)
+            for port in ports
+            for _ in range(2)
+        ]
         return [answer.status for answer in await asyncio.gather(*posts)]
 
     try:
@@ -60,14 +80,21 @@ def test_two_forwarders_deliver_each_event_once(tmp_path: Path, pki: Pki, pg_dsn
 
     async def scenario() -> None:
         async with App() as app:
-            started = [await asyncio.to_thread(serve, shared_config(tmp_path, pki, pg_dsn, name,
-                                                                    forward_table(app.url)))
-                       for name in "ab"]
+            started = [
+                await asyncio.to_thread(
+                    serve, shared_config(tmp_path, pki, pg_dsn, name, forward_table(app.url))
+                )
+                for name in "ab"
+            ]
             ports = [port for _, port in started]
             try:
                 for n in range(30):
-                    answer = await https_post(ports[n % 2], "/webhook/pix", {"pix": [pix(f"E-FWD-{n}")]},
-                                              client_context(pki, pki.client))
+                    answer = await https_post(
+                        ports[n % 2],
+                        "/webhook/pix",
+                        {"pix": [pix(f"E-FWD-{n}")]},
+                        client_context(pki, pki.client),
+                    )
                     assert answer.status == 200
                 await until(lambda: len(app.received) >= 30, timeout=60)
                 await stays(lambda: len(app.received) == 30, 1.5)  # a second delivery would show up by now
@@ -88,8 +115,11 @@ def test_killed_instance_leases_are_taken_over(tmp_path: Path, pki: Pki, pg_dsn:
             extra = forward_table(app.url, timeout=2)
             first, port = await asyncio.to_thread(serve, shared_config(tmp_path, pki, pg_dsn, "a", extra))
             for n in range(4):
-                assert (await https_post(port, "/webhook/pix", {"pix": [pix(f"E-LEASE-{n}")]},
-                                         client_context(pki, pki.client))).status == 200
+                assert (
+                    await https_post(
+                        port, "/webhook/pix", {"pix": [pix(f"E-LEASE-{n}")]}, client_context(pki, pki.client)
+                    )
+                ).status == 200
             await until(lambda: len(app.attempts) >= 4)
             in_flight = set(app.attempts)
             first.kill()
@@ -108,6 +138,7 @@ def test_killed_instance_leases_are_taken_over(tmp_path: Path, pki: Pki, pg_dsn:
 
 
 # --- the database restarting during traffic -------------------------------------------------------
+
 
 def _postgres_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
@@ -137,8 +168,17 @@ def own_cluster() -> Iterator[tuple[str, callable, callable]]:  # type: ignore[v
     options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=on"
 
     def start() -> None:
-        as_user(str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-o", options, "-w", "-l",
-                str(directory / "log"), "start")
+        as_user(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(directory / "data"),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(directory / "log"),
+            "start",
+        )
 
     def stop() -> None:
         as_user(str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-m", "fast", "-w", "stop")
@@ -150,7 +190,8 @@ def own_cluster() -> Iterator[tuple[str, callable, callable]]:  # type: ignore[v
 
 
 def test_database_restart_gives_503_then_recovers(  # type: ignore[no-untyped-def]
-        tmp_path: Path, pki: Pki, own_cluster, serve: Serve) -> None:
+    tmp_path: Path, pki: Pki, own_cluster, serve: Serve
+) -> None:
     dsn, start, stop = own_cluster
     server, port = serve(shared_config(tmp_path, pki, dsn, "a"))
     acked: list[str] = []
@@ -162,8 +203,12 @@ def test_database_restart_gives_503_then_recovers(  # type: ignore[no-untyped-de
         assert down == [503] * 3  # nothing acknowledged while the database is away
         start()
         # the sender's retry, until the pool reconnects
-        wait_until(lambda: post_pix(port, pki, "E-UP-2") == 200, 30, lambda: "no recovery without restart",
-                   interval=0.2)
+        wait_until(
+            lambda: post_pix(port, pki, "E-UP-2") == 200,
+            30,
+            lambda: "no recovery without restart",
+            interval=0.2,
+        )
         acked.append("E-UP-2")
         assert server.proc is not None and server.proc.poll() is None
     finally:
@@ -182,15 +227,17 @@ async def _send_until(port: int, pki: Pki, stop: asyncio.Event, prefix: str, ans
         e2e = f"{prefix}-{n}"
         n += 1
         try:
-            answer = await asyncio.wait_for(https_post(port, "/webhook/pix", {"pix": [pix(e2e)]}, context),
-                                            20)
+            answer = await asyncio.wait_for(
+                https_post(port, "/webhook/pix", {"pix": [pix(e2e)]}, context), 20
+            )
             answers[e2e] = str(answer.status)
         except (OSError, asyncio.TimeoutError) as exc:  # a hang shows here: the client waits 10 s at most
             answers[e2e] = f"no answer: {type(exc).__name__}"
 
 
 def test_fast_shutdowns_under_load_are_answered_and_recovered_without_restart(  # type: ignore[no-untyped-def]
-        tmp_path: Path, pki: Pki, own_cluster, serve: Serve) -> None:
+    tmp_path: Path, pki: Pki, own_cluster, serve: Serve
+) -> None:
     """``pg_ctl stop -m fast`` under load, several times: every request gets 200 or 503, never a hang,
     and once the database is back the same receiver (no restart) stores events again."""
     dsn, start, stop = own_cluster
@@ -204,8 +251,10 @@ def test_fast_shutdowns_under_load_are_answered_and_recovered_without_restart(  
     async def rounds() -> None:
         for round_ in range(8):
             done = asyncio.Event()
-            senders = [asyncio.create_task(_send_until(port, pki, done, f"E-R{round_}-S{s}", answers))
-                       for s in range(24)]
+            senders = [
+                asyncio.create_task(_send_until(port, pki, done, f"E-R{round_}-S{s}", answers))
+                for s in range(24)
+            ]
             await until(lambda: sum(a == "200" for a in answers.values()) >= 20 * (round_ + 1), timeout=60)
             await asyncio.to_thread(stop)  # under load: connections die mid-transaction
             await asyncio.sleep(0.5)  # the outage itself: the database stays away this long under load
@@ -234,6 +283,7 @@ def test_fast_shutdowns_under_load_are_answered_and_recovered_without_restart(  
 
 # --- durable means durable: synchronous_commit on every connection (issue 17, item 11) ------------
 
+
 def test_every_store_connection_commits_synchronously_over_a_database_default_of_off(pg_dsn: str) -> None:
     import asyncpg
 
@@ -254,6 +304,7 @@ def test_every_store_connection_commits_synchronously_over_a_database_default_of
         store = PostgresStore(pg_dsn, pool_size=3)
         await store.open()
         try:
+
             def show(conn: asyncpg.Connection) -> object:
                 return conn.fetchval("SHOW synchronous_commit")
 
@@ -267,15 +318,22 @@ def test_every_store_connection_commits_synchronously_over_a_database_default_of
 
 # --- a request in the handling phase has a deadline (issue 17, item 7) ----------------------------
 
-def test_a_store_that_does_not_answer_gets_503_after_handling_timeout(tmp_path: Path, pki: Pki,
-                                                                      pg_dsn: str, serve: Serve) -> None:
+
+def test_a_store_that_does_not_answer_gets_503_after_handling_timeout(
+    tmp_path: Path, pki: Pki, pg_dsn: str, serve: Serve
+) -> None:
     """The audit table locked by another session: the commit waits; past ``handling_timeout`` the
     sender gets 503 with Retry-After (before: it waited for the database's own timeouts, if any)."""
     import asyncpg
 
     config = tmp_path / "a.toml"
-    config.write_text("workers = 1\n" + config_text(pki, listener_extra="limits = { handling_timeout = 1 }")
-                      .replace('[store]\npath = "inbox.db"', f'[store]\nurl = "{pg_dsn}"'), encoding="utf-8")
+    config.write_text(
+        "workers = 1\n"
+        + config_text(pki, listener_extra="limits = { handling_timeout = 1 }").replace(
+            '[store]\npath = "inbox.db"', f'[store]\nurl = "{pg_dsn}"'
+        ),
+        encoding="utf-8",
+    )
     server, port = serve(config)
 
     async def scenario() -> None:

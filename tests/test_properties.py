@@ -33,20 +33,35 @@ BOUNDED = settings(max_examples=150, deadline=None, suppress_health_check=[Healt
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
     max_leaves=25,
 )
 pix_like = st.fixed_dictionaries(
     {},
     optional={
         "endToEndId": st.one_of(st.text(max_size=40), st.integers(), st.none()),
-        "valor": st.one_of(st.from_regex(r"\d{1,12}\.\d{1,3}", fullmatch=True), st.text(max_size=12), st.floats()),
+        "valor": st.one_of(
+            st.from_regex(r"\d{1,12}\.\d{1,3}", fullmatch=True), st.text(max_size=12), st.floats()
+        ),
         "horario": st.one_of(st.text(max_size=30), st.none()),
         "chave": st.text(max_size=20),
         "tipo": st.sampled_from(["SOLICITACAO", "x"]),
-        "devolucoes": st.one_of(json_values, st.lists(st.fixed_dictionaries(
-            {}, optional={"id": st.text(max_size=8), "status": st.text(max_size=12), "rtrId": st.text(max_size=32)}),
-            max_size=3)),
+        "devolucoes": st.one_of(
+            json_values,
+            st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "id": st.text(max_size=8),
+                        "status": st.text(max_size=12),
+                        "rtrId": st.text(max_size=32),
+                    },
+                ),
+                max_size=3,
+            ),
+        ),
     },
 )
 
@@ -59,9 +74,14 @@ def test_fuzz_targets_on_random_bytes(name: str, data: bytes) -> None:
 
 
 @BOUNDED
-@given(body=st.one_of(json_values, st.fixed_dictionaries({"pix": st.lists(pix_like, max_size=4)}),
-                      st.lists(pix_like, max_size=3)),
-       kind=st.sampled_from(sorted(efi.KINDS)))
+@given(
+    body=st.one_of(
+        json_values,
+        st.fixed_dictionaries({"pix": st.lists(pix_like, max_size=4)}),
+        st.lists(pix_like, max_size=3),
+    ),
+    kind=st.sampled_from(sorted(efi.KINDS)),
+)
 def test_efi_notifications_on_structured_json(body: object, kind: str) -> None:
     try:
         events = efi.parse_notification(kind, json.dumps(body).encode())
@@ -72,9 +92,16 @@ def test_efi_notifications_on_structured_json(body: object, kind: str) -> None:
 
 
 @BOUNDED
-@given(query=st.lists(st.tuples(st.sampled_from(["hmac", "ignorar", "x", "hmac "]),
-                                st.text(alphabet="abc/pixreco%&=+ ", max_size=20)), max_size=4),
-       path=st.sampled_from(["/webhook", "/webhook/", "/webhook/pix", "/webhook//rec", "/webhook/x", "/other"]))
+@given(
+    query=st.lists(
+        st.tuples(
+            st.sampled_from(["hmac", "ignorar", "x", "hmac "]),
+            st.text(alphabet="abc/pixreco%&=+ ", max_size=20),
+        ),
+        max_size=4,
+    ),
+    path=st.sampled_from(["/webhook", "/webhook/", "/webhook/pix", "/webhook//rec", "/webhook/x", "/other"]),
+)
 def test_efi_query_strings(query: list[tuple[str, str]], path: str) -> None:
     query_string = "&".join(f"{k}={v}" for k, v in query)
     request = IncomingRequest("POST", path, query_string, {}, b'{"pix":[]}', Peer("34.193.116.226"))
@@ -86,9 +113,13 @@ def test_efi_query_strings(query: list[tuple[str, str]], path: str) -> None:
 
 
 @BOUNDED
-@given(header=st.sampled_from(["X-Forwarded-For", "Forwarded", "X-Real-IP"]),
-       value=st.lists(st.one_of(st.ip_addresses().map(str), st.text(alphabet='0123456789abcdef:.[]"=;for, _', max_size=30)),
-                      max_size=5).map(", ".join))
+@given(
+    header=st.sampled_from(["X-Forwarded-For", "Forwarded", "X-Real-IP"]),
+    value=st.lists(
+        st.one_of(st.ip_addresses().map(str), st.text(alphabet='0123456789abcdef:.[]"=;for, _', max_size=30)),
+        max_size=5,
+    ).map(", ".join),
+)
 def test_forwarded_headers(header: str, value: str) -> None:
     try:
         address = targets.client_address("10.0.0.1", [(header, value)], targets.PROXIES, header)
@@ -99,11 +130,37 @@ def test_forwarded_headers(header: str, value: str) -> None:
 
 
 @BOUNDED
-@given(document=st.dictionaries(st.sampled_from(["listeners", "routes", "store", "forward", "admin", "x"]),
-                                st.one_of(json_values, st.lists(st.dictionaries(
-                                    st.sampled_from(["name", "address", "cert", "key", "path", "provider", "mode",
-                                                     "client_certs", "secrets", "limits", "url"]),
-                                    json_values, max_size=6), max_size=3)), max_size=5))
+@given(
+    document=st.dictionaries(
+        st.sampled_from(["listeners", "routes", "store", "forward", "admin", "x"]),
+        st.one_of(
+            json_values,
+            st.lists(
+                st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "name",
+                            "address",
+                            "cert",
+                            "key",
+                            "path",
+                            "provider",
+                            "mode",
+                            "client_certs",
+                            "secrets",
+                            "limits",
+                            "url",
+                        ]
+                    ),
+                    json_values,
+                    max_size=6,
+                ),
+                max_size=3,
+            ),
+        ),
+        max_size=5,
+    )
+)
 def test_config_documents(document: dict[str, object]) -> None:
     try:
         targets.parse_config(document, Path("/nonexistent/config.toml"))
@@ -113,10 +170,21 @@ def test_config_documents(document: dict[str, object]) -> None:
 
 header_lines = st.lists(
     st.one_of(
-        st.tuples(st.sampled_from(["Content-Length", "content-length", "Transfer-Encoding", "Connection", "Expect",
-                                   "X-Forwarded-For", "Bad Name", ""]),
-                  st.text(alphabet="0123456789abcdefchunkedlosxp-, \t\r\n:", max_size=12))
-        .map(lambda kv: f"{kv[0]}: {kv[1]}"),
+        st.tuples(
+            st.sampled_from(
+                [
+                    "Content-Length",
+                    "content-length",
+                    "Transfer-Encoding",
+                    "Connection",
+                    "Expect",
+                    "X-Forwarded-For",
+                    "Bad Name",
+                    "",
+                ]
+            ),
+            st.text(alphabet="0123456789abcdefchunkedlosxp-, \t\r\n:", max_size=12),
+        ).map(lambda kv: f"{kv[0]}: {kv[1]}"),
         st.text(max_size=30),
     ),
     max_size=8,
@@ -124,8 +192,12 @@ header_lines = st.lists(
 
 
 @BOUNDED
-@given(method=st.sampled_from(["POST", "GET", "P OST", ""]), target=st.text(max_size=20),
-       version=st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "http/1.1"]), lines=header_lines)
+@given(
+    method=st.sampled_from(["POST", "GET", "P OST", ""]),
+    target=st.text(max_size=20),
+    version=st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "http/1.1"]),
+    lines=header_lines,
+)
 def test_http_heads_that_look_almost_right(method: str, target: str, version: str, lines: list[str]) -> None:
     data = "\r\n".join([f"{method} {target} {version}", *lines, "", ""]).encode("utf-8", "surrogatepass")
     targets.check(targets.http_request, data)
@@ -136,29 +208,73 @@ def test_http_heads_that_look_almost_right(method: str, target: str, version: st
 # what the outside attack tried, and its neighbours: every str.strip() whitespace, repeated and mixed framings
 SPACES = ["", " ", "\t", "\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\r", "\n", "\x00"]
 framing_lines = st.one_of(
-    st.builds(lambda name, before, value, after: f"{name}:{before}{value}{after}",
-              st.sampled_from(["Transfer-Encoding", "transfer-encoding", "Content-Length",
-                               "Transfer-Encoding "]),
-              st.sampled_from(SPACES),
-              st.sampled_from(["chunked", "CHUNKED", "gzip", "gzip, chunked", "chunked, gzip", "identity",
-                               "0", "5", "05", "+5", "5 5", "-1", ""]),
-              st.sampled_from(SPACES)),
-    st.sampled_from(["Host: x", "Connection: close", "Expect: 100-continue", " folded", "\tfolded", "X: a\rb",
-                     "Bad Name: x", "X-Forwarded-For: 1.2.3.4", "Upgrade: websocket", "Connection: upgrade"]),
+    st.builds(
+        lambda name, before, value, after: f"{name}:{before}{value}{after}",
+        st.sampled_from(["Transfer-Encoding", "transfer-encoding", "Content-Length", "Transfer-Encoding "]),
+        st.sampled_from(SPACES),
+        st.sampled_from(
+            [
+                "chunked",
+                "CHUNKED",
+                "gzip",
+                "gzip, chunked",
+                "chunked, gzip",
+                "identity",
+                "0",
+                "5",
+                "05",
+                "+5",
+                "5 5",
+                "-1",
+                "",
+            ]
+        ),
+        st.sampled_from(SPACES),
+    ),
+    st.sampled_from(
+        [
+            "Host: x",
+            "Connection: close",
+            "Expect: 100-continue",
+            " folded",
+            "\tfolded",
+            "X: a\rb",
+            "Bad Name: x",
+            "X-Forwarded-For: 1.2.3.4",
+            "Upgrade: websocket",
+            "Connection: upgrade",
+        ]
+    ),
 )
 bodies = st.one_of(
-    st.sampled_from([b"", b"hello", b"0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n",
-                     b"5\r\nhello\r\n0\r\nT: 1\r\n\r\n", b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
-                     b"5\r\nhelloXX0\r\n\r\n", b"5;x=1\r\nhello\r\n0\r\n\r\n", b"5 \r\nhello\r\n0\r\n\r\n",
-                     b"0x5\r\nhello\r\n0\r\n\r\n", b"5\nhello\n0\n\n"]),
+    st.sampled_from(
+        [
+            b"",
+            b"hello",
+            b"0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5;x=1\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\n0\n\n",
+        ]
+    ),
     st.binary(max_size=40),
 )
 requests = st.builds(
-    lambda method, target, version, lines, body: (f"{method} {target} {version}\r\n" + "".join(
-        line + "\r\n" for line in lines) + "\r\n").encode("latin-1") + body,
+    lambda method, target, version, lines, body: (
+        (f"{method} {target} {version}\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n").encode(
+            "latin-1"
+        )
+        + body
+    ),
     st.sampled_from(["POST", "GET", "PUT", "post", "P OST"]),
     st.sampled_from(["/webhook", "/a b", "*", "/%zz", "/\x7f"]),
-    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1 "]), st.lists(framing_lines, max_size=5),
+    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1 "]),
+    st.lists(framing_lines, max_size=5),
     bodies,
 )
 
@@ -222,7 +338,9 @@ def test_what_h11_and_llhttp_both_refuse_is_refused(data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def live_receiver(tmp_path: Path, pki: Pki) -> Iterator[tuple[asyncio.AbstractEventLoop, Receiver, ssl.SSLContext]]:
+def live_receiver(
+    tmp_path: Path, pki: Pki
+) -> Iterator[tuple[asyncio.AbstractEventLoop, Receiver, ssl.SSLContext]]:
     """A receiver on its own event loop, for hypothesis tests that drive it one example at a time.
 
     Idle and unfinished connections are closed after 2 s, so a client that reads until the close
@@ -247,8 +365,9 @@ def test_server_never_answers_5xx_to_raw_bytes(tmp_path: Path, pki: Pki) -> None
     answered: list[bytes] = []
 
     async def send(receiver: Receiver, context: ssl.SSLContext, data: bytes) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port(), ssl=context,
-                                                       server_hostname="localhost")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", receiver.port(), ssl=context, server_hostname="localhost"
+        )
         writer.write(data)
         await writer.drain()
         try:
@@ -257,9 +376,13 @@ def test_server_never_answers_5xx_to_raw_bytes(tmp_path: Path, pki: Pki) -> None
             writer.close()
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(head=st.one_of(st.binary(max_size=200),
-                          header_lines.map(lambda lines: "\r\n".join(["POST /webhook/pix HTTP/1.1", *lines]).encode())),
-           body=st.binary(max_size=100))
+    @given(
+        head=st.one_of(
+            st.binary(max_size=200),
+            header_lines.map(lambda lines: "\r\n".join(["POST /webhook/pix HTTP/1.1", *lines]).encode()),
+        ),
+        body=st.binary(max_size=100),
+    )
     def one(head: bytes, body: bytes) -> None:
         raw = loop.run_until_complete(send(receiver, context, head + b"\r\n\r\n" + body + b"\r\n\r\n"))
         statuses = [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
@@ -276,15 +399,23 @@ def test_server_never_answers_5xx_to_garbage(tmp_path: Path, pki: Pki) -> None:
     statuses: list[int] = []
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(target=st.sampled_from(["/webhook", "/webhook/pix", "/webhook?ignorar=/pix", "/webhook/rec", "/x"])
-           .flatmap(lambda base: st.text(alphabet="abc%/?=&;", max_size=10).map(lambda tail: base + tail)),
-           body=st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
-           content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
-           method=st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE"]))
+    @given(
+        target=st.sampled_from(
+            ["/webhook", "/webhook/pix", "/webhook?ignorar=/pix", "/webhook/rec", "/x"]
+        ).flatmap(lambda base: st.text(alphabet="abc%/?=&;", max_size=10).map(lambda tail: base + tail)),
+        body=st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+        content_type=st.sampled_from(
+            ["application/json", "text/plain", "application/x-www-form-urlencoded", ""]
+        ),
+        method=st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE"]),
+    )
     def one(target: str, body: bytes, content_type: str, method: str) -> None:
         headers = {"Content-Type": content_type} if content_type else {"X-None": "1"}
-        answer = loop.run_until_complete(https_post(receiver.port(), target.replace(" ", "%20"), body, context,
-                                                    method=method, headers=headers))
+        answer = loop.run_until_complete(
+            https_post(
+                receiver.port(), target.replace(" ", "%20"), body, context, method=method, headers=headers
+            )
+        )
         statuses.append(answer.status)
         assert answer.status < 500, (target, body, answer)
 

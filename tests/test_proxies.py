@@ -106,16 +106,33 @@ async def run_proxy(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             process.wait()
 
 
-async def post(port: int, source: str, pki: Pki, lines: Lines = (), target: str = f"/webhook?hmac={HMAC}/pix",
-               cert: Path | None = None) -> int:
+async def post(
+    port: int,
+    source: str,
+    pki: Pki,
+    lines: Lines = (),
+    target: str = f"/webhook?hmac={HMAC}/pix",
+    cert: Path | None = None,
+) -> int:
     """One POST from ``source`` with the given header lines (repeated names allowed), the status back."""
     body = json.dumps({"pix": [pix("E" + source.replace(".", ""))]}).encode()
     extra = "".join(f"{name}: {value}\r\n" for name, value in lines)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(
-        "127.0.0.1", port, ssl=client_context(pki, cert), server_hostname="localhost", local_addr=(source, 0)), 10)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            ssl=client_context(pki, cert),
+            server_hostname="localhost",
+            local_addr=(source, 0),
+        ),
+        10,
+    )
     try:
-        writer.write(f"POST {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}"
-                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        writer.write(
+            f"POST {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
         raw = await asyncio.wait_for(reader.read(), 20)
     finally:
         writer.close()
@@ -123,14 +140,28 @@ async def post(port: int, source: str, pki: Pki, lines: Lines = (), target: str 
     return int(raw.split()[1])
 
 
-async def check_addresses(receiver: Receiver, port: int, pki: Pki, cert: Path | None = None,
-                          target: str = f"/webhook?hmac={HMAC}/pix") -> None:
+async def check_addresses(
+    receiver: Receiver,
+    port: int,
+    pki: Pki,
+    cert: Path | None = None,
+    target: str = f"/webhook?hmac={HMAC}/pix",
+) -> None:
     """The real client gets in; no forged header lets the forger in; each is audited as itself."""
     assert await post(port, REAL, pki, cert=cert, target=target) == 200
     for lines in FORGERIES:
         assert await post(port, FORGER, pki, lines, cert=cert, target=target) == 403, lines
-    assert await post(port, REAL, pki, [("X-Forwarded-For", FORGER), ("Forwarded", f"for={FORGER}")],
-                      cert=cert, target=target) == 200
+    assert (
+        await post(
+            port,
+            REAL,
+            pki,
+            [("X-Forwarded-For", FORGER), ("Forwarded", f"for={FORGER}")],
+            cert=cert,
+            target=target,
+        )
+        == 200
+    )
     expected = {(200, REAL): 2, (403, FORGER): len(FORGERIES)}  # repeated refusals are one row with a count
     audits: dict[tuple[int, str], int] = {}
 
@@ -152,41 +183,70 @@ async def audited(receiver: Receiver) -> dict[tuple[int, str], int]:
 
 async def proxied_receiver(start_receiver: Callable[..., Any], pki: Pki, tmp_path: Path) -> Receiver:
     """The docs' behind-a-proxy listener (client_certs = "none", X-Forwarded-For from 127.0.0.1)."""
-    config = receiver_config(snippet("toml", "client_address_header"), pki, tmp_path, {'address = "127.0.0.1:8443"': 'address = "127.0.0.1:0"'})
+    config = receiver_config(
+        snippet("toml", "client_address_header"),
+        pki,
+        tmp_path,
+        {'address = "127.0.0.1:8443"': 'address = "127.0.0.1:0"'},
+    )
     receiver: Receiver = await start_receiver(config)
     return receiver
 
 
-async def test_nginx_snippet(start_receiver: Callable[..., Any], run_proxy: Callable[..., Any], pki: Pki,
-                             tmp_path: Path) -> None:
+async def test_nginx_snippet(
+    start_receiver: Callable[..., Any], run_proxy: Callable[..., Any], pki: Pki, tmp_path: Path
+) -> None:
     receiver = await proxied_receiver(start_receiver, pki, tmp_path)
     port = free_port()
-    server = fill(snippet("nginx"), {
-        "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
-        "/etc/letsencrypt/live/pix.example.com.br/fullchain.pem": str(pki.server_cert),
-        "/etc/letsencrypt/live/pix.example.com.br/privkey.pem": str(pki.server_key),
-        "https://127.0.0.1:8443;": f"https://127.0.0.1:{receiver.port()};",
-    })
+    server = fill(
+        snippet("nginx"),
+        {
+            "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+            "/etc/letsencrypt/live/pix.example.com.br/fullchain.pem": str(pki.server_cert),
+            "/etc/letsencrypt/live/pix.example.com.br/privkey.pem": str(pki.server_key),
+            "https://127.0.0.1:8443;": f"https://127.0.0.1:{receiver.port()};",
+        },
+    )
     conf = tmp_path / "nginx.conf"
-    conf.write_text(f"worker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/nginx-error.log;\n"
-                    f"events {{ worker_connections 64; }}\nhttp {{\naccess_log off;\n{server}}}\n")
-    await run_proxy(["nginx", "-p", str(tmp_path), "-e", str(tmp_path / "nginx-error.log"), "-c", str(conf),
-                     "-g", "daemon off;"], port)
+    conf.write_text(
+        f"worker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/nginx-error.log;\n"
+        f"events {{ worker_connections 64; }}\nhttp {{\naccess_log off;\n{server}}}\n"
+    )
+    await run_proxy(
+        [
+            "nginx",
+            "-p",
+            str(tmp_path),
+            "-e",
+            str(tmp_path / "nginx-error.log"),
+            "-c",
+            str(conf),
+            "-g",
+            "daemon off;",
+        ],
+        port,
+    )
     await check_addresses(receiver, port, pki)
 
 
-async def test_caddy_snippet(start_receiver: Callable[..., Any], run_proxy: Callable[..., Any], pki: Pki,
-                             tmp_path: Path) -> None:
+async def test_caddy_snippet(
+    start_receiver: Callable[..., Any], run_proxy: Callable[..., Any], pki: Pki, tmp_path: Path
+) -> None:
     receiver = await proxied_receiver(start_receiver, pki, tmp_path)
     port = free_port()
-    site = fill(snippet("", "# Caddyfile"), {
-        "pix.example.com.br {": f"https://localhost:{port} {{\n    bind 127.0.0.1\n"
-                                f"    tls {pki.server_cert} {pki.server_key}",
-        "https://127.0.0.1:8443 {": f"https://127.0.0.1:{receiver.port()} {{",
-    })
+    site = fill(
+        snippet("", "# Caddyfile"),
+        {
+            "pix.example.com.br {": f"https://localhost:{port} {{\n    bind 127.0.0.1\n"
+            f"    tls {pki.server_cert} {pki.server_key}",
+            "https://127.0.0.1:8443 {": f"https://127.0.0.1:{receiver.port()} {{",
+        },
+    )
     caddyfile = tmp_path / "Caddyfile"
-    caddyfile.write_text(f"{{\n    admin off\n    auto_https disable_redirects\n"
-                         f"    storage file_system {tmp_path / 'caddy'}\n}}\n{site}")
+    caddyfile.write_text(
+        f"{{\n    admin off\n    auto_https disable_redirects\n"
+        f"    storage file_system {tmp_path / 'caddy'}\n}}\n{site}"
+    )
     home = str(tmp_path)
     env = {"HOME": home, "XDG_CONFIG_HOME": home, "XDG_DATA_HOME": home, "PATH": "/usr/bin:/bin"}
     await run_proxy(["caddy", "run", "--config", str(caddyfile), "--adapter", "caddyfile"], port, env)
@@ -196,35 +256,49 @@ async def test_caddy_snippet(start_receiver: Callable[..., Any], run_proxy: Call
 HAPROXY_DEFAULTS = "defaults\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"
 
 
-async def test_haproxy_http_snippet(start_receiver: Callable[..., Any], run_proxy: Callable[..., Any], pki: Pki,
-                                    tmp_path: Path) -> None:
+async def test_haproxy_http_snippet(
+    start_receiver: Callable[..., Any], run_proxy: Callable[..., Any], pki: Pki, tmp_path: Path
+) -> None:
     receiver = await proxied_receiver(start_receiver, pki, tmp_path)
     port = free_port()
     pem = tmp_path / "haproxy.pem"
     pem.write_bytes(pki.server_cert.read_bytes() + pki.server_key.read_bytes())
-    frontend = fill(snippet("", "# haproxy.cfg, mode http"), {
-        "bind :443 ": f"bind 127.0.0.1:{port} ",
-        "/etc/haproxy/certs/pix.example.com.br.pem": str(pem),
-        "127.0.0.1:8443 ": f"127.0.0.1:{receiver.port()} ",
-    })
+    frontend = fill(
+        snippet("", "# haproxy.cfg, mode http"),
+        {
+            "bind :443 ": f"bind 127.0.0.1:{port} ",
+            "/etc/haproxy/certs/pix.example.com.br.pem": str(pem),
+            "127.0.0.1:8443 ": f"127.0.0.1:{receiver.port()} ",
+        },
+    )
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(HAPROXY_DEFAULTS + frontend)
     await run_proxy(["haproxy", "-db", "-f", str(cfg)], port)
     await check_addresses(receiver, port, pki)
 
 
-async def test_haproxy_tcp_snippet_believes_no_header(start_receiver: Callable[..., Any],
-                                                      run_proxy: Callable[..., Any], pki: Pki,
-                                                      tmp_path: Path) -> None:
+async def test_haproxy_tcp_snippet_believes_no_header(
+    start_receiver: Callable[..., Any], run_proxy: Callable[..., Any], pki: Pki, tmp_path: Path
+) -> None:
     """mTLS end to end through a TCP balancer: the PROXY header gives the address, request headers nothing."""
-    config = receiver_config(snippet("toml", "proxy_protocol = true"), pki, tmp_path, {'address = "0.0.0.0:443"': 'address = "127.0.0.1:0"',
-                                                    '["10.0.0.5/32"]': '["127.0.0.1/32"]'})
+    config = receiver_config(
+        snippet("toml", "proxy_protocol = true"),
+        pki,
+        tmp_path,
+        {'address = "0.0.0.0:443"': 'address = "127.0.0.1:0"', '["10.0.0.5/32"]': '["127.0.0.1/32"]'},
+    )
     receiver: Receiver = await start_receiver(config)
     port = free_port()
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(HAPROXY_DEFAULTS + fill(snippet("", "# haproxy.cfg, mode tcp"), {
-        "bind :443\n": f"bind 127.0.0.1:{port}\n",
-        "10.0.0.11:443 ": f"127.0.0.1:{receiver.port()} ",
-    }))
+    cfg.write_text(
+        HAPROXY_DEFAULTS
+        + fill(
+            snippet("", "# haproxy.cfg, mode tcp"),
+            {
+                "bind :443\n": f"bind 127.0.0.1:{port}\n",
+                "10.0.0.11:443 ": f"127.0.0.1:{receiver.port()} ",
+            },
+        )
+    )
     await run_proxy(["haproxy", "-db", "-f", str(cfg)], port)
     await check_addresses(receiver, port, pki, cert=pki.client, target="/webhook")

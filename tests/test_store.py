@@ -93,12 +93,18 @@ async def test_multi_item_notification_is_one_event_per_item(receiver: Receiver,
 
 async def test_refund_progress_is_a_new_event(receiver: Receiver, pki: Pki) -> None:
     def refund(status: str) -> dict[str, object]:
-        return {"pix": [pix("E1", devolucoes=[{"id": "D1", "rtrId": "D" * 32, "valor": "1.00", "status": status}])]}
+        return {
+            "pix": [
+                pix("E1", devolucoes=[{"id": "D1", "rtrId": "D" * 32, "valor": "1.00", "status": status}])
+            ]
+        }
 
     for status in ("EM_PROCESSAMENTO", "EM_PROCESSAMENTO", "DEVOLVIDO"):
         await https_post(receiver.port(), "/webhook/pix", refund(status), client_context(pki, pki.client))
     assert sorted(e.dedup_key for e in await receiver.store.list_events()) == [
-        "E1|D1:DEVOLVIDO", "E1|D1:EM_PROCESSAMENTO"]
+        "E1|D1:DEVOLVIDO",
+        "E1|D1:EM_PROCESSAMENTO",
+    ]
 
 
 async def test_locked_database_answers_503_not_200(write_config, pki: Pki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -109,10 +115,14 @@ async def test_locked_database_answers_503_not_200(write_config, pki: Pki, tmp_p
     blocker = sqlite3.connect(config.store.path, isolation_level=None)
     try:
         blocker.execute("BEGIN EXCLUSIVE")
-        answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client))
+        answer = await https_post(
+            receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client)
+        )
         assert answer.status == 503
         blocker.execute("ROLLBACK")
-        answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client))
+        answer = await https_post(
+            receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client)
+        )
         assert answer.status == 200
         assert [e.dedup_key for e in await receiver.store.list_events()] == ["E1"]
     finally:
@@ -124,8 +134,8 @@ async def test_version_1_inbox_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "inbox.db"
     with sqlite3.connect(path) as db:  # the first release's schema, with one event in it
         db.executescript(
-            MIGRATIONS[1] +  # events and audit
-            "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer)"
+            MIGRATIONS[1]  # events and audit
+            + "INSERT INTO events (id, provider, route, kind, dedup_key, payload, received_at, peer)"
             " VALUES ('evt_old', 'efi', '/webhook', 'pix', 'E0', '{}', 't', 'p');"
             "INSERT INTO audit (at, listener, route, method, path, peer, status, reason)"
             " VALUES ('t', 'main', '/webhook', 'POST', '/webhook', 'p', 200, 'accepted pix');"
@@ -135,14 +145,15 @@ async def test_version_1_inbox_is_upgraded_in_place(tmp_path: Path) -> None:
     await store.open()
     try:
         assert [e.id for e in await store.list_events()] == ["evt_old"]
-        assert [(a.reason, a.count, a.last_at) for a in await store.list_audit()] == [("accepted pix", 1, None)]
+        assert [(a.reason, a.count, a.last_at) for a in await store.list_audit()] == [
+            ("accepted pix", 1, None)
+        ]
         claim = await store.claim_request("/auth", "k", 1000.0, stale_after=30)
         assert claim.state == "new"
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-
 
 
 def test_a_new_inbox_directory_is_fsynced_with_its_parent(tmp_path: Path) -> None:
@@ -153,10 +164,12 @@ def test_a_new_inbox_directory_is_fsynced_with_its_parent(tmp_path: Path) -> Non
             pytest.fail("strace is missing; .ci/run installs it")
         pytest.skip("strace is not installed")
     path = tmp_path / "new" / "deeper" / "inbox.db"
-    script = ("import asyncio, sys; from pathlib import Path\n"
-              "from mtls_receiver.store.sqlite import SQLiteStore\n"
-              "async def main():\n    s = SQLiteStore(Path(sys.argv[1])); await s.open(); await s.close()\n"
-              "asyncio.run(main())")
+    script = (
+        "import asyncio, sys; from pathlib import Path\n"
+        "from mtls_receiver.store.sqlite import SQLiteStore\n"
+        "async def main():\n    s = SQLiteStore(Path(sys.argv[1])); await s.open(); await s.close()\n"
+        "asyncio.run(main())"
+    )
     command = ["strace", "-f", "-qq", "-y", "-e", "trace=fsync", sys.executable, "-c", script, str(path)]
     traced = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert traced.returncode == 0, traced.stderr
@@ -166,8 +179,11 @@ def test_a_new_inbox_directory_is_fsynced_with_its_parent(tmp_path: Path) -> Non
 
 # --- the outbox and synchronous answers, both backends --------------------------------------------
 
+
 async def test_outbox_claims_lease_and_finish(store: Store) -> None:
-    receipt = await store.record("efi", "/webhook", [NewEvent("pix", "E1", {}, order_key="E1")], audit(), queue=True)
+    receipt = await store.record(
+        "efi", "/webhook", [NewEvent("pix", "E1", {}, order_key="E1")], audit(), queue=True
+    )
     (event_id,) = receipt.stored
     (claimed,) = await store.claim_due(now=1000.0, limit=10, lease=30)
     assert claimed.id == event_id and claimed.status == "pending"
@@ -181,14 +197,24 @@ async def test_outbox_claims_lease_and_finish(store: Store) -> None:
     delivered = DeliveryAttempt(2, "t", 5, 204, "")
     await store.finish_attempts([AttemptOutcome(event_id, delivered, "delivered", 2000.0, last.lease_token)])
     found = await store.get_event(event_id)
-    assert found is not None and found[0].status == "delivered" and [a.status_code for a in found[1]] == [503, 204]
+    assert (
+        found is not None
+        and found[0].status == "delivered"
+        and [a.status_code for a in found[1]] == [503, 204]
+    )
     assert (await store.stats())["delivered"] == 1
 
 
 async def test_outbox_keeps_order_per_key(store: Store) -> None:
-    first = (await store.record("efi", "/w", [NewEvent("pix", "E1|a", {}, order_key="E1")], audit(), queue=True)).stored
-    second = (await store.record("efi", "/w", [NewEvent("pix", "E1|b", {}, order_key="E1")], audit(), queue=True)).stored
-    other = (await store.record("efi", "/w", [NewEvent("pix", "E2", {}, order_key="E2")], audit(), queue=True)).stored
+    first = (
+        await store.record("efi", "/w", [NewEvent("pix", "E1|a", {}, order_key="E1")], audit(), queue=True)
+    ).stored
+    second = (
+        await store.record("efi", "/w", [NewEvent("pix", "E1|b", {}, order_key="E1")], audit(), queue=True)
+    ).stored
+    other = (
+        await store.record("efi", "/w", [NewEvent("pix", "E2", {}, order_key="E2")], audit(), queue=True)
+    ).stored
     claimed = await store.claim_due(now=1.0, limit=10, lease=30)
     assert [e.id for e in claimed] == [first[0], other[0]]  # the second E1 waits for the first
     attempt = DeliveryAttempt(1, "t", 1, 200, "")
@@ -197,19 +223,29 @@ async def test_outbox_keeps_order_per_key(store: Store) -> None:
 
 
 async def test_outbox_records_many_attempts_at_once(store: Store) -> None:
-    stored = [(await store.record("efi", "/w", [NewEvent("pix", f"E{i}", {})], audit(), queue=True)).stored[0]
-              for i in range(3)]
+    stored = [
+        (await store.record("efi", "/w", [NewEvent("pix", f"E{i}", {})], audit(), queue=True)).stored[0]
+        for i in range(3)
+    ]
     token = {event.id: event.lease_token for event in await store.claim_due(now=1.0, limit=10, lease=30)}
     assert len(token) == 3
     failed = DeliveryAttempt(1, "t", 1, 500, "HTTP 500")
-    await store.finish_attempts([
-        AttemptOutcome(stored[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0, token[stored[0]]),
-        AttemptOutcome(stored[1], failed, "pending", 5.0, token[stored[1]]),
-        AttemptOutcome(stored[2], DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0, token[stored[2]]),
-    ])
+    await store.finish_attempts(
+        [
+            AttemptOutcome(
+                stored[0], DeliveryAttempt(1, "t", 1, 200, ""), "delivered", 1.0, token[stored[0]]
+            ),
+            AttemptOutcome(stored[1], failed, "pending", 5.0, token[stored[1]]),
+            AttemptOutcome(
+                stored[2], DeliveryAttempt(1, "t", 1, None, "refused"), "dead", 1.0, token[stored[2]]
+            ),
+        ]
+    )
     statuses = {event.id: event.status for event in await store.list_events()}
     assert [statuses[event_id] for event_id in stored] == ["delivered", "pending", "dead"]
-    assert [e.id for e in await store.claim_due(now=6.0, limit=10, lease=30)] == [stored[1]]  # lease released, due
+    assert [e.id for e in await store.claim_due(now=6.0, limit=10, lease=30)] == [
+        stored[1]
+    ]  # lease released, due
 
 
 async def test_dead_events_replay(store: Store) -> None:
@@ -230,7 +266,9 @@ async def test_synchronous_answers_once_per_key(store: Store) -> None:
     await store.finish_request("/auth", "k1", StoredAnswer(200, "application/json", b'{"ok":1}'), now=102.0)
     done = await store.claim_request("/auth", "k1", now=103.0, stale_after=10)
     assert done.state == "done" and done.answer == StoredAnswer(200, "application/json", b'{"ok":1}')
-    assert (await store.claim_request("/auth", "k2", now=200.0, stale_after=10)).state == "new"  # abandoned: taken over
+    assert (
+        await store.claim_request("/auth", "k2", now=200.0, stale_after=10)
+    ).state == "new"  # abandoned: taken over
     assert await store.check_writable()
 
 
@@ -249,24 +287,33 @@ async def test_a_commit_waits_for_the_senders_it_last_answered(store_config: Sto
     try:
         async with asyncio.timeout(10):
             await store.record("efi", "/webhook", [NewEvent("pix", "E-ALONE", {})], audit())
-            assert store.group_commit.commits == 1  # nothing else was arriving: committed at once, without the delay
+            assert (
+                store.group_commit.commits == 1
+            )  # nothing else was arriving: committed at once, without the delay
             await asyncio.gather(*(sender(n, rounds=4) for n in range(5)))
             assert store.group_commit.commits == 1 + 4  # one commit per round of the five senders
-            store.group_commit.commit_delay = 0.2  # one sender stops: the first round without it waits the delay
+            store.group_commit.commit_delay = (
+                0.2  # one sender stops: the first round without it waits the delay
+            )
             await asyncio.gather(*(sender(n, rounds=3) for n in range(4)))
             assert store.group_commit.commits == 5 + 3
     finally:
         await store.close()
 
 
-async def test_claiming_from_a_backlog_reads_pending_rows_in_order_not_all_of_them(sqlite_store: SQLiteStore) -> None:
+async def test_claiming_from_a_backlog_reads_pending_rows_in_order_not_all_of_them(
+    sqlite_store: SQLiteStore,
+) -> None:
     """With thousands pending, a claim must not read and sort every pending row (it did: 20 ms each)."""
     assert sqlite_store._db is not None
-    plan = " | ".join(row[3] for row in sqlite_store._db.execute("EXPLAIN QUERY PLAN " + CLAIM_DUE, (0, 0, 1)))
+    plan = " | ".join(
+        row[3] for row in sqlite_store._db.execute("EXPLAIN QUERY PLAN " + CLAIM_DUE, (0, 0, 1))
+    )
     assert "outbox_pending" in plan and "TEMP B-TREE" not in plan, plan
 
 
 # --- the writer survives anything; readiness is a real commit (issue 17, items 7 and 8) ----------
+
 
 async def test_a_failed_commit_of_any_kind_is_answered_503_and_the_writer_goes_on(store: Store) -> None:
     """A commit that raises something no one foresaw (here: a payload the JSON encoder refuses)
@@ -294,4 +341,3 @@ async def test_check_writable_commits_through_the_writer(store: Store) -> None:
     before = store.group_commit.commits  # type: ignore[attr-defined]
     assert await store.check_writable()
     assert store.group_commit.commits == before + 1  # type: ignore[attr-defined]
-

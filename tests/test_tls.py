@@ -44,8 +44,9 @@ def _legacy_client(pki: Pki, cert: Path) -> ssl.SSLContext:
     return context
 
 
-def _legacy_server_version(pki: Pki, client: ssl.SSLContext,
-                           cert: tuple[Path, Path] | None = None) -> str | None:
+def _legacy_server_version(
+    pki: Pki, client: ssl.SSLContext, cert: tuple[Path, Path] | None = None
+) -> str | None:
     """Control: a permissive blocking server proves the client really speaks TLS 1.0/1.1 (or CBC) here."""
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(*(cert or (pki.server_cert, pki.server_key)))
@@ -56,7 +57,10 @@ def _legacy_server_version(pki: Pki, client: ssl.SSLContext,
     with socket.create_server(("127.0.0.1", 0)) as listener:
         thread = threading.Thread(target=lambda: _accept_once(listener, server), daemon=True)
         thread.start()
-        with socket.create_connection(listener.getsockname()) as raw, client.wrap_socket(raw, server_hostname="localhost") as tls:
+        with (
+            socket.create_connection(listener.getsockname()) as raw,
+            client.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
             version, cipher = tls.version(), tls.cipher()
         thread.join(5)
     return f"{version} {cipher[0]}" if cert and cipher else version
@@ -84,7 +88,9 @@ async def test_tls_1_3_minimum_refuses_1_2(write_config, start_receiver, pki: Pk
 
 
 async def test_client_identity_recorded_with_event(receiver: Receiver, pki: Pki) -> None:
-    answer = await https_post(receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client))
+    answer = await https_post(
+        receiver.port(), "/webhook/pix", {"pix": [pix("E1")]}, client_context(pki, pki.client)
+    )
     assert answer.status == 200
     (event,) = await receiver.store.list_events()
     assert event.client is not None
@@ -93,7 +99,9 @@ async def test_client_identity_recorded_with_event(receiver: Receiver, pki: Pki)
     assert event.client.fingerprint == hashlib.sha256(pki.client_der).hexdigest()
 
 
-async def test_optional_listener_route_refuses_without_certificate(write_config, start_receiver, pki: Pki) -> None:  # type: ignore[no-untyped-def]
+async def test_optional_listener_route_refuses_without_certificate(
+    write_config, start_receiver, pki: Pki
+) -> None:  # type: ignore[no-untyped-def]
     """Like Efí's nginx recipe (verify optional + 403): the handshake passes, the mTLS route does not."""
     receiver = await start_receiver(write_config(client_certs="optional"))
     answer = await https_post(receiver.port(), "/webhook", b"", client_context(pki))
@@ -113,8 +121,7 @@ RsaReceiver = tuple[Receiver, Path, tuple[Path, Path]]  # the receiver, the CA t
 
 
 @pytest.fixture
-async def rsa_receiver(tmp_path: Path, pki: Pki,
-                       start_receiver) -> RsaReceiver:  # type: ignore[no-untyped-def]
+async def rsa_receiver(tmp_path: Path, pki: Pki, start_receiver) -> RsaReceiver:  # type: ignore[no-untyped-def]
     """A receiver with an RSA server certificate, like most production ones: ECDHE-RSA suites need it."""
     ca = trustme.CA(key_type=trustme.KeyType.RSA)
     leaf = ca.issue_cert("localhost", "127.0.0.1", key_type=trustme.KeyType.RSA)
@@ -128,8 +135,12 @@ async def rsa_receiver(tmp_path: Path, pki: Pki,
     return await start_receiver(load_config(tmp_path / "config.toml")), tmp_path / "rsa-ca.pem", cert
 
 
-def _client(ca: Path, client_cert: Path | None, ciphers: str | None = None,
-            version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2) -> ssl.SSLContext:
+def _client(
+    ca: Path,
+    client_cert: Path | None,
+    ciphers: str | None = None,
+    version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(ca))
     context.minimum_version = context.maximum_version = version
     if ciphers:
@@ -143,14 +154,16 @@ def _post_and_see(port: int, context: ssl.SSLContext) -> tuple[str | None, str, 
     """A blocking client: the negotiated version and suite, and the start of the answer to one POST."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
-                        b"Connection: close\r\n\r\n")
+            tls.sendall(
+                b"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
             cipher = tls.cipher()
             return tls.version(), cipher[0] if cipher else "", tls.recv(12)
 
 
-@pytest.mark.parametrize("suite", ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
-                                   "ECDHE-RSA-CHACHA20-POLY1305"])
+@pytest.mark.parametrize(
+    "suite", ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"]
+)
 async def test_efi_like_tls12_clients_connect(rsa_receiver: RsaReceiver, pki: Pki, suite: str) -> None:
     receiver, ca, _ = rsa_receiver
     seen = await asyncio.to_thread(_post_and_see, receiver.port(), _client(ca, pki.client, suite))
@@ -158,19 +171,24 @@ async def test_efi_like_tls12_clients_connect(rsa_receiver: RsaReceiver, pki: Pk
 
 
 async def test_tls12_ecdsa_and_tls13_still_connect(receiver: Receiver, pki: Pki) -> None:
-    seen = await asyncio.to_thread(_post_and_see, receiver.port(),
-                                   _client(pki.server_ca, pki.client, "ECDHE-ECDSA-AES128-GCM-SHA256"))
+    seen = await asyncio.to_thread(
+        _post_and_see, receiver.port(), _client(pki.server_ca, pki.client, "ECDHE-ECDSA-AES128-GCM-SHA256")
+    )
     assert seen == ("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256", b"HTTP/1.1 200")
-    seen = await asyncio.to_thread(_post_and_see, receiver.port(),
-                                   _client(pki.server_ca, pki.client, version=ssl.TLSVersion.TLSv1_3))
+    seen = await asyncio.to_thread(
+        _post_and_see, receiver.port(), _client(pki.server_ca, pki.client, version=ssl.TLSVersion.TLSv1_3)
+    )
     assert seen[0] == "TLSv1.3" and seen[2] == b"HTTP/1.1 200"
 
 
 # the first two: CBC suites Python's defaults still offered (testssl.sh: LUCKY13 "potentially vulnerable")
-@pytest.mark.parametrize("suite", ["ECDHE-RSA-AES128-SHA256", "ECDHE-RSA-AES256-SHA384",
-                                   "ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256"])
-async def test_tls12_without_aead_or_forward_secrecy_is_refused(rsa_receiver: RsaReceiver, pki: Pki,
-                                                                suite: str) -> None:
+@pytest.mark.parametrize(
+    "suite",
+    ["ECDHE-RSA-AES128-SHA256", "ECDHE-RSA-AES256-SHA384", "ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256"],
+)
+async def test_tls12_without_aead_or_forward_secrecy_is_refused(
+    rsa_receiver: RsaReceiver, pki: Pki, suite: str
+) -> None:
     receiver, ca, cert = rsa_receiver
     client = _client(ca, pki.client, suite)
     assert _legacy_server_version(pki, client, cert) == f"TLSv1.2 {suite}"  # the client really offers it

@@ -22,8 +22,18 @@ from mtls_receiver.config import HealthConfig, load_config
 from mtls_receiver.errors import ConfigError
 from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.workers import Heartbeats
-from support import (WAIT, Pki, Serve, ServerProcess, client_context, config_text, http_get, send_all,
-                     statuses, wait_until)
+from support import (
+    WAIT,
+    Pki,
+    Serve,
+    ServerProcess,
+    client_context,
+    config_text,
+    http_get,
+    send_all,
+    statuses,
+    wait_until,
+)
 
 HEALTH = "\n[health]\nheartbeat_interval = 0.25\nhung_after = 3\nunready_after = 3\n"
 
@@ -34,8 +44,9 @@ def start(serve: Serve, tmp_path: Path, pki: Pki) -> tuple[ServerProcess, int, i
     config.write_text("workers = 2\n" + config_text(pki) + HEALTH, encoding="utf-8")
     server, port = serve(config)
     admin = server.admin_port()
-    wait_until(lambda: http_get(admin, "/readyz")[0] == 200, WAIT,
-               lambda: "never ready:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(admin, "/readyz")[0] == 200, WAIT, lambda: "never ready:\n" + "".join(server.output)
+    )
     return server, port, admin
 
 
@@ -55,61 +66,82 @@ def test_a_hung_worker_makes_readyz_503_and_is_replaced(serve: Serve, tmp_path: 
 
     os.kill(victim, signal.SIGSTOP)  # alive, holding its socket, answering nothing
 
-    wait_until(lambda: http_get(admin, "/readyz")[0] == 503, WAIT,
-               lambda: "/readyz still 200 with a stopped worker:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(admin, "/readyz")[0] == 503,
+        WAIT,
+        lambda: "/readyz still 200 with a stopped worker:\n" + "".join(server.output),
+    )
     server.wait_for_output(f"(pid {victim}) answered no heartbeat for", WAIT)
     server.wait_for_output(f"(pid {victim}) exited with signal 9; starting another", WAIT)
-    wait_until(lambda: http_get(admin, "/readyz")[0] == 200, WAIT,
-               lambda: "/readyz never 200 again:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(admin, "/readyz")[0] == 200,
+        WAIT,
+        lambda: "/readyz never 200 again:\n" + "".join(server.output),
+    )
     workers = server.workers()
     assert len(workers) == 2 and victim not in workers and survivor in workers
     results = asyncio.run(send_all(port, client_context(pki, pki.client), [f"E-HUNG-{i}" for i in range(20)]))
     assert statuses(results) == [200] * 20
 
 
-def test_a_worker_that_cannot_commit_makes_readyz_503_and_is_replaced(serve: Serve, tmp_path: Path,
-                                                                      pki: Pki) -> None:
+def test_a_worker_that_cannot_commit_makes_readyz_503_and_is_replaced(
+    serve: Serve, tmp_path: Path, pki: Pki
+) -> None:
     server, port, admin = start(serve, tmp_path, pki)
     victim, survivor = server.workers()
     unlimited = resource.prlimit(victim, resource.RLIMIT_FSIZE)
 
     resource.prlimit(victim, resource.RLIMIT_FSIZE, (1, unlimited[1]))  # its disk is full; the others' is not
 
-    wait_until(lambda: http_get(admin, "/readyz")[0] == 503, WAIT,
-               lambda: "/readyz still 200 while a worker cannot commit:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(admin, "/readyz")[0] == 503,
+        WAIT,
+        lambda: "/readyz still 200 while a worker cannot commit:\n" + "".join(server.output),
+    )
     server.wait_for_output(f"(pid {victim}) is not ready: its write probe cannot commit to the inbox", WAIT)
     server.wait_for_output(f"(pid {victim}) could not commit to the inbox for", WAIT)
     server.wait_for_output(f"(pid {victim}) exited with signal 9; starting another", WAIT)
-    wait_until(lambda: http_get(admin, "/readyz")[0] == 200, WAIT,
-               lambda: "/readyz never 200 again:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(admin, "/readyz")[0] == 200,
+        WAIT,
+        lambda: "/readyz never 200 again:\n" + "".join(server.output),
+    )
     assert survivor in server.workers() and victim not in server.workers()
     results = asyncio.run(send_all(port, client_context(pki, pki.client), [f"E-FULL-{i}" for i in range(20)]))
     assert statuses(results) == [200] * 20
 
 
 def test_when_the_store_itself_cannot_commit_readyz_is_503_and_workers_are_kept(
-        serve: Serve, tmp_path: Path, pki: Pki, write_lock: sqlite3.Connection) -> None:
+    serve: Serve, tmp_path: Path, pki: Pki, write_lock: sqlite3.Connection
+) -> None:
     server, port, admin = start(serve, tmp_path, pki)
     workers = sorted(server.workers())
 
     write_lock.execute("BEGIN IMMEDIATE")  # another process holds the inbox's write lock: nobody commits
 
-    wait_until(lambda: http_get(admin, "/readyz")[0] == 503, WAIT,
-               lambda: "/readyz still 200 while nobody can commit:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(admin, "/readyz")[0] == 503,
+        WAIT,
+        lambda: "/readyz still 200 while nobody can commit:\n" + "".join(server.output),
+    )
     server.wait_for_output("nor can the supervisor: the store itself is failing; the worker is kept", WAIT)
     assert sorted(server.workers()) == workers  # a new worker would not commit either
 
     write_lock.execute("ROLLBACK")
 
-    wait_until(lambda: http_get(admin, "/readyz")[0] == 200, WAIT,
-               lambda: "/readyz never 200 again:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(admin, "/readyz")[0] == 200,
+        WAIT,
+        lambda: "/readyz never 200 again:\n" + "".join(server.output),
+    )
     assert sorted(server.workers()) == workers and "killing it" not in "".join(server.output)
     results = asyncio.run(send_all(port, client_context(pki, pki.client), [f"E-LOCK-{i}" for i in range(10)]))
     assert statuses(results) == [200] * 10
 
 
 async def test_one_process_is_ready_only_while_its_store_commits(
-        receiver: Receiver, write_lock: sqlite3.Connection) -> None:
+    receiver: Receiver, write_lock: sqlite3.Connection
+) -> None:
     assert await receiver.ready()
     write_lock.execute("BEGIN IMMEDIATE")
     assert not await receiver.ready()
@@ -152,7 +184,8 @@ def test_unready_for_unready_after_counts_from_the_first_not_ready_answer() -> N
         beats.heard(False, float(second))
     assert beats.unready(34.9, RULES, store_ok_since=0.0) is None
     assert beats.unready(35.0, RULES, store_ok_since=0.0) == (
-        "could not commit to the inbox for 30.0s while the supervisor could (health.unready_after = 30)")
+        "could not commit to the inbox for 30.0s while the supervisor could (health.unready_after = 30)"
+    )
     beats.heard(True, 36.0)
     assert beats.unready(80.0, RULES, store_ok_since=0.0) is None and beats.hung(36.5, RULES) is None
 
@@ -174,25 +207,37 @@ def test_a_worker_never_ready_since_its_start_counts_as_unready_from_the_start()
 
 # --- configuration -----------------------------------------------------------------------------------
 
+
 def test_health_defaults_are_generous(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "config.toml"
     path.write_text(config_text(pki), encoding="utf-8")
-    assert load_config(path).health == HealthConfig(heartbeat_interval=2.0, hung_after=20.0,
-                                                    unready_after=30.0)
+    assert load_config(path).health == HealthConfig(
+        heartbeat_interval=2.0, hung_after=20.0, unready_after=30.0
+    )
     path.write_text(config_text(pki) + HEALTH, encoding="utf-8")
-    assert load_config(path).health == HealthConfig(heartbeat_interval=0.25, hung_after=3.0,
-                                                    unready_after=3.0)
+    assert load_config(path).health == HealthConfig(
+        heartbeat_interval=0.25, hung_after=3.0, unready_after=3.0
+    )
 
 
-@pytest.mark.parametrize(("table", "key", "problem"), [
-    ("heartbeat_interval = 0", "health.heartbeat_interval", "must be a number >= 0.05, got 0"),
-    ('hung_after = "soon"', "health.hung_after", "must be a number >= 0.1, got 'soon'"),
-    ("heartbeat_interval = 5\nhung_after = 10", "health.hung_after",
-     "must be at least 3 heartbeat intervals (15 s)"),
-    ("unready_after = 1", "health.unready_after", "must be at least one heartbeat interval (2 s), got 1"),
-    ("interval = 1", "health.interval",
-     "unknown key (allowed here: heartbeat_interval, hung_after, unready_after)"),
-])
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        ("heartbeat_interval = 0", "health.heartbeat_interval", "must be a number >= 0.05, got 0"),
+        ('hung_after = "soon"', "health.hung_after", "must be a number >= 0.1, got 'soon'"),
+        (
+            "heartbeat_interval = 5\nhung_after = 10",
+            "health.hung_after",
+            "must be at least 3 heartbeat intervals (15 s)",
+        ),
+        ("unready_after = 1", "health.unready_after", "must be at least one heartbeat interval (2 s), got 1"),
+        (
+            "interval = 1",
+            "health.interval",
+            "unknown key (allowed here: heartbeat_interval, hung_after, unready_after)",
+        ),
+    ],
+)
 def test_health_mistakes_name_the_key(tmp_path: Path, pki: Pki, table: str, key: str, problem: str) -> None:
     path = tmp_path / "config.toml"
     path.write_text(config_text(pki) + f"\n[health]\n{table}\n", encoding="utf-8")

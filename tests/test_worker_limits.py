@@ -84,8 +84,11 @@ def test_per_address_limit_holds_across_two_workers(serve: Serve, pki: Pki, clie
 
     # closing some frees their slots, for whichever worker takes the next connections
     mine.close(5)
-    wait_until(lambda: sum(connections(pid, port) for pid in workers) == 17, WAIT,
-               lambda: f"the workers still hold {[connections(pid, port) for pid in workers]}")
+    wait_until(
+        lambda: sum(connections(pid, port) for pid in workers) == 17,
+        WAIT,
+        lambda: f"the workers still hold {[connections(pid, port) for pid in workers]}",
+    )
     assert mine.connect(8) == 5
     assert server.workers() == workers
 
@@ -115,13 +118,17 @@ def test_a_replaced_workers_connections_are_forgotten(serve: Serve, pki: Pki, cl
 
     os.kill(victim, signal.SIGKILL)
     server.wait_for_output(f"(pid {victim}) exited with signal 9; starting another", WAIT)
-    wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers(), WAIT,
-               lambda: "no replacement:\n" + "".join(server.output))
+    wait_until(
+        lambda: len(server.workers()) == 2 and victim not in server.workers(),
+        WAIT,
+        lambda: "no replacement:\n" + "".join(server.output),
+    )
 
     assert group.connect(lost + 4) == lost  # the dead worker's share is free again, no more
 
 
 # --- the table itself --------------------------------------------------------------------------------
+
 
 def test_each_worker_writes_its_row_and_sees_the_sum() -> None:
     table = ConnectionTable.create(listeners=2, workers=3)

@@ -16,20 +16,40 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import (WAIT, Answer, Pki, Serve, Swappable, alive, client_context, config_text, http_get,
-                     post_pix, run_cli, send_all, served_subject, statuses, wait_until)
+from support import (
+    WAIT,
+    Answer,
+    Pki,
+    Serve,
+    Swappable,
+    alive,
+    client_context,
+    config_text,
+    http_get,
+    post_pix,
+    run_cli,
+    send_all,
+    served_subject,
+    statuses,
+    wait_until,
+)
 
 ACCEPTED = {"route": "/webhook", "provider": "efi", "outcome": "accepted"}
 
 
 # --- helpers -----------------------------------------------------------------------------------------
 
+
 def accepted_requests(port: int) -> float:
     """``mtls_receiver_requests_total`` of accepted Efí requests on /webhook, from an admin port's /metrics."""
     status, text = http_get(port, "/metrics")
     assert status == 200, text
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == "mtls_receiver_requests_total" and sample.labels == ACCEPTED)
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mtls_receiver_requests_total" and sample.labels == ACCEPTED
+    )
 
 
 def stored_keys(config: Path) -> list[str]:
@@ -53,8 +73,10 @@ def port_is_free(port: int) -> bool:
 
 # --- tests -------------------------------------------------------------------------------------------
 
-def test_two_workers_share_one_port_and_the_supervisor_sums_their_metrics(serve: Serve, tmp_path: Path,
-                                                                         pki: Pki) -> None:
+
+def test_two_workers_share_one_port_and_the_supervisor_sums_their_metrics(
+    serve: Serve, tmp_path: Path, pki: Pki
+) -> None:
     server, port = serve(workers=2)
     assert "(main, 2 workers, bound with SO_REUSEPORT)" in "".join(server.output)
     assert len(server.pids()) == 3  # the supervisor and two workers
@@ -79,7 +101,9 @@ def test_the_same_event_on_both_workers_is_stored_once(serve: Serve, tmp_path: P
     context = client_context(pki, pki.client)
 
     async def at_once() -> list[Answer]:
-        return await asyncio.wait_for(asyncio.gather(*(post_pix(port, context, "E-TWICE") for _ in range(20))), WAIT)
+        return await asyncio.wait_for(
+            asyncio.gather(*(post_pix(port, context, "E-TWICE") for _ in range(20))), WAIT
+        )
 
     answers = asyncio.run(at_once())
 
@@ -91,8 +115,9 @@ def test_the_same_event_on_both_workers_is_stored_once(serve: Serve, tmp_path: P
     assert all(share > 0 for share in shares), f"one worker took all 20 connections: {shares}"
 
 
-def test_a_worker_killed_under_load_is_replaced_and_loses_no_acknowledged_event(serve: Serve, tmp_path: Path,
-                                                                               pki: Pki) -> None:
+def test_a_worker_killed_under_load_is_replaced_and_loses_no_acknowledged_event(
+    serve: Serve, tmp_path: Path, pki: Pki
+) -> None:
     server, port = serve(workers=2)
     supervisor, victim, survivor = server.pids()
     context = client_context(pki, pki.client)
@@ -104,14 +129,19 @@ def test_a_worker_killed_under_load_is_replaced_and_loses_no_acknowledged_event(
             if len(acknowledged) == 50:
                 os.kill(victim, signal.SIGKILL)
 
-    results = asyncio.run(send_all(port, context, (f"E-LOAD-{i:03d}" for i in range(300)), on_answer=kill_at_fifty))
+    results = asyncio.run(
+        send_all(port, context, (f"E-LOAD-{i:03d}" for i in range(300)), on_answer=kill_at_fifty)
+    )
 
     assert len(acknowledged) >= 50
     odd = {e2e: r for e2e, r in results.items() if isinstance(r, Answer) and r.status != 200}
     assert not odd, odd  # a request either failed with its connection, or was answered 200
     server.wait_for_output(f"(pid {victim}) exited with signal 9; starting another", WAIT)
-    wait_until(lambda: http_get(server.admin_port(), "/readyz")[0] == 200, 20,
-               lambda: "/readyz never 200 again:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(server.admin_port(), "/readyz")[0] == 200,
+        20,
+        lambda: "/readyz never 200 again:\n" + "".join(server.output),
+    )
     after = asyncio.run(send_all(port, context, [f"E-AFTER-{i}" for i in range(10)]))
     assert statuses(after) == [200] * 10
 
@@ -125,7 +155,9 @@ def test_a_worker_killed_under_load_is_replaced_and_loses_no_acknowledged_event(
     assert {f"E-AFTER-{i}" for i in range(10)} <= stored
 
 
-def test_workers_stop_by_themselves_when_the_supervisor_is_killed(serve: Serve, tmp_path: Path, pki: Pki) -> None:
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(
+    serve: Serve, tmp_path: Path, pki: Pki
+) -> None:
     server, port = serve(workers=2)
     workers = server.workers()
     assert len(workers) == 2
@@ -133,8 +165,11 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed(serve: Serve, 
 
     server.kill()  # SIGKILL: no handler runs, only the lifeline pipe tells the workers
 
-    wait_until(lambda: not any(alive(pid) for pid in workers), WAIT,
-               lambda: f"workers still running: {[pid for pid in workers if alive(pid)]}\n" + "".join(server.output))
+    wait_until(
+        lambda: not any(alive(pid) for pid in workers),
+        WAIT,
+        lambda: f"workers still running: {[pid for pid in workers if alive(pid)]}\n" + "".join(server.output),
+    )
     server.wait_for_count("the supervisor is gone; stopping", 2)
     assert port_is_free(port), "a worker's listening socket outlived it"
     # the same config, now on that fixed port, starts again and still has the inbox
@@ -147,8 +182,9 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed(serve: Serve, 
     assert len(again.pids()) == 3
 
 
-def test_sighup_reloads_supervisor_and_workers_but_not_a_change_of_workers(serve: Serve, tmp_path: Path,
-                                                                           pki: Pki) -> None:
+def test_sighup_reloads_supervisor_and_workers_but_not_a_change_of_workers(
+    serve: Serve, tmp_path: Path, pki: Pki
+) -> None:
     files = Swappable(tmp_path, pki)
     config = tmp_path / "config.toml"
     first = config.read_text(encoding="utf-8")
@@ -191,8 +227,9 @@ def test_sigterm_stops_the_supervisor_and_every_worker(serve: Serve, tmp_path: P
     assert stored_keys(tmp_path / "config.toml") == ["E-TERM"]
 
 
-def test_a_replacement_worker_serves_the_supervisors_config_not_a_rejected_file(serve: Serve, tmp_path: Path,
-                                                                                pki: Pki) -> None:
+def test_a_replacement_worker_serves_the_supervisors_config_not_a_rejected_file(
+    serve: Serve, tmp_path: Path, pki: Pki
+) -> None:
     server, port = serve(workers=2)
     config = tmp_path / "config.toml"
     config.write_text(config.read_text() + "\nbogus = 1\n", encoding="utf-8")  # broken: the reload is refused
@@ -201,10 +238,15 @@ def test_a_replacement_worker_serves_the_supervisors_config_not_a_rejected_file(
     victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
     server.wait_for_output(f"(pid {victim}) exited with signal 9; starting another")
-    wait_until(lambda: http_get(server.admin_port(), "/readyz")[0] == 200, WAIT,
-               lambda: "no replacement serving:\n" + "".join(server.output))
+    wait_until(
+        lambda: http_get(server.admin_port(), "/readyz")[0] == 200,
+        WAIT,
+        lambda: "no replacement serving:\n" + "".join(server.output),
+    )
     assert len(server.workers()) == 2 and victim not in server.workers()
-    results = asyncio.run(send_all(port, client_context(pki, pki.client), [f"E-REPLACED-{i}" for i in range(20)]))
+    results = asyncio.run(
+        send_all(port, client_context(pki, pki.client), [f"E-REPLACED-{i}" for i in range(20)])
+    )
     assert statuses(results) == [200] * 20
 
 
@@ -220,5 +262,7 @@ def test_summed_counters_never_go_down_when_a_worker_exits(serve: Serve, pki: Pk
     server.wait_for_output(f"(pid {victim}) exited with signal 9; starting another")
     assert accepted_requests(admin) == 40  # its counts are kept, not lost (Prometheus would see a reset)
     wait_until(lambda: http_get(admin, "/readyz")[0] == 200, WAIT, lambda: "".join(server.output))
-    assert statuses(asyncio.run(send_all(port, context, [f"E-COUNT-MORE-{i}" for i in range(10)]))) == [200] * 10
+    assert (
+        statuses(asyncio.run(send_all(port, context, [f"E-COUNT-MORE-{i}" for i in range(10)]))) == [200] * 10
+    )
     assert accepted_requests(admin) == 50

@@ -32,8 +32,14 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased names
 
 
-async def https_post(port: int, path: str, body: bytes | str | dict[str, object], context: ssl.SSLContext,
-                     method: str = "POST", headers: dict[str, str] | None = None) -> Answer:
+async def https_post(
+    port: int,
+    path: str,
+    body: bytes | str | dict[str, object],
+    context: ssl.SSLContext,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> Answer:
     """One request on a fresh TLS connection, written by hand so nothing hides what was sent.
 
     Raises whatever the TLS layer raises when the server refuses the handshake.
@@ -50,7 +56,8 @@ async def https_post(port: int, path: str, body: bytes | str | dict[str, object]
     try:
         writer.write(
             f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}"
-            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+            + data
         )
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), 10)
@@ -61,8 +68,9 @@ async def https_post(port: int, path: str, body: bytes | str | dict[str, object]
     head, _, payload = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-    return Answer(status=int(lines[0].split()[1]), body=payload,
-                  headers={k.lower(): v for k, v in fields.items()})
+    return Answer(
+        status=int(lines[0].split()[1]), body=payload, headers={k.lower(): v for k, v in fields.items()}
+    )
 
 
 def pix(e2e: str, valor: str = "10.00", **extra: object) -> dict[str, object]:

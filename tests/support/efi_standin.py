@@ -63,13 +63,24 @@ class EfiStandIn:
     async def token(self, request: web.Request) -> web.Response:
         expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
         body = await request.json()
-        if request.headers.get("Authorization") != f"Basic {expected}" or body.get("grant_type") != "client_credentials":
-            return web.json_response({"error": "invalid_client", "error_description": "Invalid or inactive credentials"},
-                                     status=401)
+        if (
+            request.headers.get("Authorization") != f"Basic {expected}"
+            or body.get("grant_type") != "client_credentials"
+        ):
+            return web.json_response(
+                {"error": "invalid_client", "error_description": "Invalid or inactive credentials"},
+                status=401,
+            )
         token = secrets.token_hex(16)
         self.tokens.add(token)
-        return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": 3600,
-                                  "scope": "webhook.write webhook.read"})
+        return web.json_response(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "scope": "webhook.write webhook.read",
+            }
+        )
 
     def authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization", "").removeprefix("Bearer ") in self.tokens
@@ -83,8 +94,11 @@ class EfiStandIn:
         if problem:
             return self.error(400, "webhook_invalido", problem)
         chave = request.match_info["chave"]
-        self.webhooks[chave] = {"webhookUrl": url, "chave": chave,
-                                "criacao": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        self.webhooks[chave] = {
+            "webhookUrl": url,
+            "chave": chave,
+            "criacao": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        }
         return web.json_response({"webhookUrl": url})
 
     async def registration_probe(self, url: str, skip_mtls: bool) -> str | None:
@@ -108,7 +122,9 @@ class EfiStandIn:
         self.probes.append("test notification")
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.post(url, json={"evento": "teste_webhook"}, ssl=with_certificate) as response:
+                async with session.post(
+                    url, json={"evento": "teste_webhook"}, ssl=with_certificate
+                ) as response:
                     if not 200 <= response.status < 300:
                         return ERRORS["status"].format(status=response.status)
         except (aiohttp.ClientError, TimeoutError):
@@ -138,13 +154,22 @@ class EfiStandIn:
         page = int(request.query.get("paginacao.paginaAtual", "0"))
         items = sorted(self.webhooks.values(), key=lambda w: w["chave"])
         pages = max(1, -(-len(items) // self.page_size))
-        chunk = items[page * self.page_size:(page + 1) * self.page_size]
-        return web.json_response({
-            "parametros": {"inicio": request.query["inicio"], "fim": request.query["fim"],
-                           "paginacao": {"paginaAtual": page, "itensPorPagina": self.page_size,
-                                         "quantidadeDePaginas": pages, "quantidadeTotalDeItens": len(items)}},
-            "webhooks": chunk,
-        })
+        chunk = items[page * self.page_size : (page + 1) * self.page_size]
+        return web.json_response(
+            {
+                "parametros": {
+                    "inicio": request.query["inicio"],
+                    "fim": request.query["fim"],
+                    "paginacao": {
+                        "paginaAtual": page,
+                        "itensPorPagina": self.page_size,
+                        "quantidadeDePaginas": pages,
+                        "quantidadeTotalDeItens": len(items),
+                    },
+                },
+                "webhooks": chunk,
+            }
+        )
 
     async def resend(self, request: web.Request) -> web.Response:
         if not self.authorized(request):

@@ -17,9 +17,13 @@ async def post_pix(port: int, context: ssl.SSLContext, e2e: str) -> Answer:
     return await https_post(port, "/webhook/pix", {"pix": [pix(e2e)]}, context)
 
 
-async def send_all(port: int, context: ssl.SSLContext, e2es: Iterable[str], senders: int = 4,
-                   on_answer: Callable[[str, Answer], None] = lambda e2e, answer: None
-                   ) -> dict[str, Answer | OSError]:
+async def send_all(
+    port: int,
+    context: ssl.SSLContext,
+    e2es: Iterable[str],
+    senders: int = 4,
+    on_answer: Callable[[str, Answer], None] = lambda e2e, answer: None,
+) -> dict[str, Answer | OSError]:
     """Each endToEndId once, by ``senders`` concurrent senders; a connection that fails gives its OSError."""
     results: dict[str, Answer | OSError] = {}
     queue = iter(e2es)

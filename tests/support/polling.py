@@ -23,8 +23,12 @@ def _failure(timeout: float, what: Describe | None) -> AssertionError:
     return AssertionError(f"not within {timeout:g}s: {what() if what else 'condition not reached'}")
 
 
-async def until(condition: Callable[[], object | Awaitable[object]], timeout: float = 20.0,
-                what: Describe | None = None, interval: float = 0.02) -> None:
+async def until(
+    condition: Callable[[], object | Awaitable[object]],
+    timeout: float = 20.0,
+    what: Describe | None = None,
+    interval: float = 0.02,
+) -> None:
     """Wait (in the event loop) until ``condition()`` is true; it may be a coroutine function."""
     deadline = time.monotonic() + timeout
     while True:
@@ -36,8 +40,9 @@ async def until(condition: Callable[[], object | Awaitable[object]], timeout: fl
         await asyncio.sleep(interval)
 
 
-def wait_until(condition: Condition, timeout: float = 20.0, what: Describe | None = None,
-               interval: float = 0.05) -> None:
+def wait_until(
+    condition: Condition, timeout: float = 20.0, what: Describe | None = None, interval: float = 0.05
+) -> None:
     """Wait (blocking: a test or thread without an event loop) until ``condition()`` is true."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -46,8 +51,9 @@ def wait_until(condition: Condition, timeout: float = 20.0, what: Describe | Non
         time.sleep(interval)
 
 
-async def stays(condition: Condition, seconds: float, what: Describe | None = None,
-                interval: float = 0.02) -> None:
+async def stays(
+    condition: Condition, seconds: float, what: Describe | None = None, interval: float = 0.02
+) -> None:
     """Check (in the event loop) that ``condition()`` holds throughout ``seconds``: what must not happen
     (a second delivery) would have happened by then. Fails as soon as it does not hold."""
     deadline = time.monotonic() + seconds

@@ -22,8 +22,9 @@ PYTHON = sys.executable
 
 def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """``mtls-receiver ARGS...`` to completion, its output captured."""
-    return subprocess.run([PYTHON, "-m", "mtls_receiver", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [PYTHON, "-m", "mtls_receiver", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 class ServerProcess:
@@ -39,8 +40,9 @@ class ServerProcess:
         self.seen: set[int] = set()
 
     def start(self, timeout: float = WAIT) -> int:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     **self.popen)  # type: ignore[call-overload]
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **self.popen
+        )  # type: ignore[call-overload]
         ready: queue.Queue[int] = queue.Queue()
         threading.Thread(target=self._read, args=(ready,), daemon=True).start()
         try:
@@ -118,12 +120,19 @@ class ServerProcess:
         return "".join(self.output).count(text)
 
     def wait_for_output(self, text: str, timeout: float = 20.0) -> None:
-        wait_until(lambda: text in "".join(self.output), timeout,
-                   lambda: f"{text!r} not in output:\n" + "".join(self.output), interval=0.02)
+        wait_until(
+            lambda: text in "".join(self.output),
+            timeout,
+            lambda: f"{text!r} not in output:\n" + "".join(self.output),
+            interval=0.02,
+        )
 
     def wait_for_count(self, text: str, times: int, timeout: float = WAIT) -> None:
-        wait_until(lambda: self.count(text) >= times, timeout,
-                   lambda: f"{text!r} {times} times in output:\n" + "".join(self.output))
+        wait_until(
+            lambda: self.count(text) >= times,
+            timeout,
+            lambda: f"{text!r} {times} times in output:\n" + "".join(self.output),
+        )
 
 
 Serve = Callable[..., tuple[ServerProcess, int]]  # the ``serve`` fixture: (config, ...) -> (server, port)

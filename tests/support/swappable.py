@@ -37,8 +37,12 @@ class Swappable:
         self.efi_chain = pki.client_ca.read_bytes()
         self.install_server_cert("first")
         write_atomically(directory / "clients.pem", self.efi_chain + self.second_root.cert_pem.bytes())
-        text = config_text(pki).replace(f'"{pki.server_cert}"', '"server.pem"').replace(
-            f'"{pki.server_key}"', '"server.key"').replace(f'"{pki.client_ca}"', '"clients.pem"')
+        text = (
+            config_text(pki)
+            .replace(f'"{pki.server_cert}"', '"server.pem"')
+            .replace(f'"{pki.server_key}"', '"server.key"')
+            .replace(f'"{pki.client_ca}"', '"clients.pem"')
+        )
         (directory / "config.toml").write_text(text, encoding="utf-8")
 
     def install_server_cert(self, name: str) -> None:
@@ -58,8 +62,9 @@ class Swappable:
         return context
 
 
-def blocking_connect(port: int, context: ssl.SSLContext,
-                     session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
+def blocking_connect(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> ssl.SSLSocket:
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     return context.wrap_socket(raw, server_hostname="localhost", session=session)
 
