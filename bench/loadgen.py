@@ -538,7 +538,7 @@ def _process(
     args: argparse.Namespace,
     index: int,
     barrier: multiprocessing.synchronize.Barrier,
-    results: "multiprocessing.Queue[dict]",
+    results: multiprocessing.Queue[dict],
 ) -> None:
     ids = _ids(args, index)
     stats: dict = {

@@ -34,11 +34,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import trustme
 
@@ -228,7 +228,10 @@ address = "127.0.0.1:{admin}"
     if forward:
         sink = free_port()
         helpers.append(subprocess.Popen([sys.executable, str(HERE / "sink.py"), str(sink)]))
-        text += f'\n[forward]\nurl = "http://127.0.0.1:{sink}/events"\nsecrets = [{{ env = "BENCH_FORWARD_SECRET" }}]\n'
+        text += (
+            f'\n[forward]\nurl = "http://127.0.0.1:{sink}/events"\n'
+            'secrets = [{ env = "BENCH_FORWARD_SECRET" }]\n'
+        )
     config.write_text(text, encoding="utf-8")
     env = {**os.environ, "BENCH_FORWARD_SECRET": "whsec_" + "YmVuY2htYXJrLWZvcndhcmRpbmctc2VjcmV0LTMyYg=="}
     level = "info" if logged else "warning"
@@ -700,7 +703,7 @@ def report_run(name: str, workload: str, result: dict) -> None:
 
 
 def median_run(runs: list[dict]) -> dict:
-    """The run with the median req per server CPU-s, with every run's req/s and req/CPU-s kept for the range."""
+    """The run with the median req per server CPU-s; every run's req/s and req/CPU-s kept for the range."""
     ordered = sorted(runs, key=lambda run: run["per_cpu"])
     median = dict(ordered[len(ordered) // 2])
     median["per_cpu_runs"] = [run["per_cpu"] for run in runs]
@@ -775,7 +778,8 @@ def floors(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> list[
     if two is not None and one:
         out.append(
             (
-                f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s, {at_saturation} (>= {SCALING_FLOOR}x)",
+                f"keep-alive: {RECEIVER_WORKERS} workers vs 1 worker req/s, {at_saturation}"
+                f" (>= {SCALING_FLOOR}x)",
                 two / one,
                 SCALING_FLOOR,
             )
@@ -788,7 +792,7 @@ def saturating(args: argparse.Namespace) -> str:
 
 
 def cpu_budget(args: argparse.Namespace, rows: list[tuple[str, str, dict]]) -> list[str]:
-    """Where the 2-worker receiver's throughput goes on this machine: its cores, the load generator's, the ceiling.
+    """Where the 2-worker receiver's throughput goes here: its cores, the load generator's, the ceiling.
 
     With both cores full, req/s can be at most cores ÷ (server + load-generator CPU per request):
     over the 1-worker req/s, that is the best ratio this machine allows with this load generator.
@@ -865,21 +869,28 @@ def report_head(args: argparse.Namespace, receiver: str) -> list[str]:
     return [
         "# Benchmarks",
         "",
-        f"Run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}.",
+        f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions(receiver).items()) + ".",
         "",
-        f"Command: `{command_line()}` ({args.requests} requests per fresh-connection row, {args.keepalive_requests} "
+        f"Command: `{command_line()}` ({args.requests} requests per fresh-connection row, "
+        f"{args.keepalive_requests} "
         f"per keep-alive row but {args.requests} for Flask app.run, {args.loadgen_processes} load-generator "
-        f"processes × {args.connections} connections ({args.scaling_connections} in the saturating rows), loopback "
+        f"processes × {args.connections} connections ({args.scaling_connections} in the saturating "
+        "rows), loopback "
         "only; every request a new Pix `endToEndId`; "
-        f"mtls-receiver stores each one durably before answering, with {RECEIVER_WORKERS} worker processes unless "
-        "the row says otherwise; server CPU = user+sys of the server's process tree; loadgen CPU = user+sys of "
-        "the load generator's processes while measuring, on the same cores: where server + loadgen CPU s come "
-        f"close to {os.cpu_count()} cores × the row's seconds (requests ÷ req/s), the cores were saturated and the "
+        f"mtls-receiver stores each one durably before answering, with {RECEIVER_WORKERS} worker "
+        "processes unless "
+        "the row says otherwise; server CPU = user+sys of the server's process tree; loadgen CPU = "
+        "user+sys of "
+        "the load generator's processes while measuring, on the same cores: where server + loadgen "
+        "CPU s come "
+        f"close to {os.cpu_count()} cores × the row's seconds (requests ÷ req/s), the cores were "
+        "saturated and the "
         "load generator's share is CPU the server did not get).",
         "",
-        f"Each row is the median of {args.repeat} runs by req per server CPU-s (the range of all runs in brackets): "
+        f"Each row is the median of {args.repeat} runs by req per server CPU-s (the range of all runs "
+        "in brackets): "
         "on this shared 2-core virtual machine one run's CPU-seconds vary by 10–20 %.",
     ]
 
@@ -901,7 +912,8 @@ def table(rows: list[Row], ratios: dict[str, Ratio] | None = None) -> list[str]:
         )
         line = (
             f"| {name} | {workload} | {result['rps']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |"
-            f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} | {result['per_cpu']:.0f}{spread} |"
+            f" {result['errors'] + result['non2xx']} | {result['cpu']:.2f} |"
+            f" {result['per_cpu']:.0f}{spread} |"
             f" {result['client_cpu_s']:.2f} |"
         )
         lines.append(line + "".join(f" {cell(ratio(name, workload))} |" for ratio in (ratios or {}).values()))

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from pathlib import Path
 
 import pytest
+from support import OLD_SECRET, SECRET, App, Pki, Serve, ServerProcess, config_text, make_pki
 
 from mtls_receiver.config import Config, StoreConfig, load_config
 from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.store import Store, open_store
-from support import OLD_SECRET, SECRET, App, Pki, Serve, ServerProcess, config_text, make_pki
 
 PG_ADMIN_DSN = os.environ.get("MTLS_RECEIVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -134,7 +134,7 @@ def pg_dsn() -> Iterator[str]:
 
     try:
         asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({exc}); CI must run these tests")
         pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN_DSN}: {exc}")

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_config import base_doc, config_error, write_config
 
 from mtls_receiver.addresses import client_address, in_networks, parse_networks
 from mtls_receiver.config import Limits, load_config
 from mtls_receiver.devcerts import DevCerts, make_dev_certs
 from mtls_receiver.errors import Refusal
 from mtls_receiver.http11 import RequestParser
-from test_config import base_doc, config_error, write_config
 from mtls_receiver.proxy_protocol import V2_SIGNATURE, ProxyProtocolError, bytes_needed, parse_header
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"])

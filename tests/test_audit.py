@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from support import Pki, client_context, config_text, https_post, pix, run_cli, until
+
 from mtls_receiver.config import Config, StoreConfig, load_config
 from mtls_receiver.dispatch import utc_now
-from mtls_receiver.errors import ConfigError
+from mtls_receiver.errors import ConfigError, StoreUnavailable
 from mtls_receiver.events import AuditRecord, NewEvent
 from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.store import Store, open_store
@@ -28,7 +28,7 @@ OLD = "2020-01-02T03:04:05.678+00:00"  # far older than any retention
 async def receiver(
     store_config: StoreConfig,
     write_config: Callable[..., Config],
-    start_receiver: Callable[[Config], "asyncio.Future[Receiver]"],
+    start_receiver: Callable[[Config], asyncio.Future[Receiver]],
 ) -> Receiver:
     return await start_receiver(dataclasses.replace(write_config(), store=store_config))
 
@@ -170,7 +170,7 @@ async def test_a_failed_flush_keeps_the_counts(tmp_path: Path) -> None:
     coalescer = RefusalCoalescer(store, every=3600)
     coalescer.written(audit())
     assert coalescer.repeat(audit())
-    with pytest.raises(Exception):
+    with pytest.raises(StoreUnavailable):
         await coalescer.flush()  # the store is not open
     await store.open()
     try:
@@ -196,7 +196,7 @@ async def test_retention_purges_old_rows_and_keeps_new_ones_and_events(store: St
 async def test_retention_runs_in_the_background(
     store_config: StoreConfig,
     write_config: Callable[..., Config],
-    start_receiver: Callable[[Config], "asyncio.Future[Receiver]"],
+    start_receiver: Callable[[Config], asyncio.Future[Receiver]],
 ) -> None:
     store = open_store(store_config)
     await store.open()

@@ -15,14 +15,13 @@ import ssl
 import subprocess
 import sys
 import threading
-from importlib import metadata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 from support import Pki
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import trustme
 from aiohttp import web
-
-from mtls_receiver.providers.efi.certs import fetch_efi_chain
 from support import PYTHON, Pki, Serve, ServerProcess, config_text, run_cli, wait_until
+
 from mtls_receiver.errors import ReceiverError
+from mtls_receiver.providers.efi.certs import fetch_efi_chain
 
 
 @pytest.fixture

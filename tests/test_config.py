@@ -441,7 +441,7 @@ def test_check_config_prints_summary(dev: DevCerts, capsys: pytest.CaptureFixtur
     ca_lines = [line.strip() for line in out if line.strip().startswith("client CA")]
     assert len(ca_lines) == len(chain) == 2  # root + intermediate
     root = chain[0].subject.rfc4514_string()
-    for line, cert in zip(ca_lines, chain):
+    for line, cert in zip(ca_lines, chain, strict=True):
         assert line.startswith(f"client CA    {cert.subject.rfc4514_string()} (issuer {root}; ")
         assert line.endswith(
             f"valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})"

@@ -13,9 +13,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+from support import Pki
 
 from mtls_receiver.cli import _parser
-from support import Pki
 from mtls_receiver.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from support import Pki, client_context, https_post, pix
+
 from mtls_receiver.config import RouteConfig
 from mtls_receiver.errors import Refusal
 from mtls_receiver.events import ClientIdentity, IncomingRequest, Peer
-from mtls_receiver.providers import efi, verifier_for
 from mtls_receiver.lifecycle import Receiver
+from mtls_receiver.providers import efi, verifier_for
 
 ROUTE = RouteConfig(path="/webhook", listener="main", provider="efi", mode="mtls", options=efi.EfiOptions())
 EFI = Peer("198.51.100.7", ClientIdentity("CN=efi", "CN=efi ca", "ab" * 32))

@@ -16,10 +16,10 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-
-from mtls_receiver.lifecycle import Receiver
 from support import PYTHON, Pki
 from support.efi_standin import ERRORS, EfiStandIn
+
+from mtls_receiver.lifecycle import Receiver
 
 CLIENT_ID, CLIENT_SECRET, P12_PASSWORD = "Client_Id_test", "Client_Secret_test_0123", "p12-password"
 

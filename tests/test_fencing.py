@@ -17,11 +17,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-
-from mtls_receiver import store as store_module
-from mtls_receiver.config import StoreConfig
-from mtls_receiver.events import AttemptOutcome, DeliveryAttempt, NewEvent
-from mtls_receiver.store import Store, open_store
 from support import (
     PYTHON,
     App,
@@ -37,6 +32,11 @@ from support import (
     shared_config,
     until,
 )
+
+from mtls_receiver import store as store_module
+from mtls_receiver.config import StoreConfig
+from mtls_receiver.events import AttemptOutcome, DeliveryAttempt, NewEvent
+from mtls_receiver.store import Store, open_store
 
 pytestmark = pytest.mark.usefixtures("forward_secrets")
 

@@ -12,10 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from standardwebhooks.webhooks import Webhook
-
-from mtls_receiver.config import Config
-from mtls_receiver.lifecycle import Receiver
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from support import (
     OLD_SECRET,
     SECRET,
@@ -30,6 +27,9 @@ from support import (
     run_cli,
     until,
 )
+
+from mtls_receiver.config import Config
+from mtls_receiver.lifecycle import Receiver
 
 pytestmark = pytest.mark.usefixtures("forward_secrets")
 
@@ -68,7 +68,7 @@ async def test_delivery_is_signed_and_verifies_with_standardwebhooks(
     for secret in (SECRET, OLD_SECRET):  # both rotation secrets sign
         delivered = Webhook(secret).verify(body, headers)
         assert delivered["payload"] == pix("E1", chave="k1")
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()).verify(body, headers)
     envelope = json.loads(body)
     await until_recorded(receiver)

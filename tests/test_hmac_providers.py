@@ -64,7 +64,10 @@ INFI_ROUTE = RouteConfig(
     mode="hmac",
     options=infi.InfiOptions(secrets=(INFI_SECRET, INFI_OLD)),
 )
-INFI_BODY = b'{"event":"transaction.paid","eventId":"evt_1715000000000_abcdef12","transactionId":"tx1","status":"paid"}'
+INFI_BODY = (
+    b'{"event":"transaction.paid","eventId":"evt_1715000000000_abcdef12",'
+    b'"transactionId":"tx1","status":"paid"}'
+)
 
 
 def infi_headers(body: bytes = INFI_BODY, ts: str = TS, secret: str = INFI_SECRET) -> dict[str, str]:
@@ -151,7 +154,10 @@ FIRE_ROUTE = RouteConfig(
     mode="hmac",
     options=firebanking.FireBankingOptions(secrets=(FIRE_SECRET,), families=("pix",)),
 )
-FIRE_BODY = b'{"event":"pix.received","timestamp":"2024-01-15T10:30:45.123Z","data":{"id":"tx_123456789","amount":100.50,"status":"completed"}}'
+FIRE_BODY = (
+    b'{"event":"pix.received","timestamp":"2024-01-15T10:30:45.123Z",'
+    b'"data":{"id":"tx_123456789","amount":100.50,"status":"completed"}}'
+)
 
 
 def fire_headers(body: bytes = FIRE_BODY, event: str = "pix.received", ts: str | None = TS) -> dict[str, str]:

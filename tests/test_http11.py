@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import pytest
-
 from support import Pki, client_context, pix
+
 from mtls_receiver.config import Limits
 from mtls_receiver.errors import Refusal
 from mtls_receiver.http11 import Parsed, RequestHead, RequestParser, Response, keep_alive_hint
@@ -312,7 +313,8 @@ async def exchange(receiver: Receiver, pki: Pki, *writes: bytes, pause: float = 
 
 
 def request(e2e: str, close: bool = False, extra: str = "") -> bytes:
-    body = ('{"pix":[{"endToEndId":"%s","valor":"1.00","horario":"2026-11-23T10:00:00Z"}]}' % e2e).encode()
+    item = {"endToEndId": e2e, "valor": "1.00", "horario": "2026-11-23T10:00:00Z"}
+    body = json.dumps({"pix": [item]}, separators=(",", ":")).encode()
     connection = "close" if close else "keep-alive"
     return (
         f"POST /webhook/pix HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"

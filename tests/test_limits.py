@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 
 import pytest
+from support import CLOSE_WAIT, ESTABLISHED, Pki, client_context, connections, https_post, pix, until
 
 from mtls_receiver.config import Config
 from mtls_receiver.lifecycle import Receiver
-from support import CLOSE_WAIT, ESTABLISHED, Pki, client_context, connections, https_post, pix, until
 
 
 def limits(**values: float) -> str:
@@ -203,7 +203,7 @@ async def test_connection_limits_refuse_early_and_keep_serving(limited, pki: Pki
         b"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
-    for reader, writer in open_ones:
+    for _reader, writer in open_ones:
         writer.close()
     for sock in extra + beyond:
         sock.close()

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import trustme
-
 from support import REFUSED, Pki, Serve, client_context, config_text, https_post, pix
+
 from mtls_receiver.config import Config, load_config
-from mtls_receiver.logs import JsonFormatter, TextFormatter, escape, log_fields, render_fields
 from mtls_receiver.lifecycle import Receiver
+from mtls_receiver.logs import JsonFormatter, TextFormatter, escape, log_fields, render_fields
 
 #: a path that, written raw, ends the line and forges one of its own (CR, LF) and colours the terminal (ESC)
 FORGED = (
@@ -179,7 +179,7 @@ async def test_certificate_subject_is_escaped(
     tmp_path: Path,
     pki: Pki,
     captured: io.StringIO,
-    start_receiver: Callable[[Config], "asyncio.Future[Receiver]"],
+    start_receiver: Callable[[Config], asyncio.Future[Receiver]],
 ) -> None:
     ca = trustme.CA(organization_name="Evil\nCA")
     client = ca.issue_cert(common_name="x\r\n2026-01-01 INFO accepted \x1b[31m")

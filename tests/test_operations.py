@@ -8,15 +8,13 @@ import os
 import signal
 import socket
 import ssl
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
-
-from mtls_receiver.lifecycle import Receiver
 from support import (
     REFUSED,
     Pki,
@@ -36,6 +34,7 @@ from support import (
     write_atomically,
 )
 
+from mtls_receiver.lifecycle import Receiver
 
 # --- sd_notify -------------------------------------------------------------------------------------
 
@@ -111,7 +110,8 @@ def test_socket_activation_serves_on_fd_3(tmp_path: Path, pki: Pki) -> None:
 def blocking_post(tls: ssl.SSLSocket, keep_alive: bool = False) -> int:
     connection = "keep-alive" if keep_alive else "close"
     tls.sendall(
-        f"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: {connection}\r\n\r\n".encode()
+        b"POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+        + f"Connection: {connection}\r\n\r\n".encode()
     )
     head = tls.recv(4096)
     if not head:
@@ -314,7 +314,7 @@ async def test_metrics_move_with_traffic(receiver: Receiver, pki: Pki) -> None:
 
 def test_json_logs_and_expiry_warning(tmp_path: Path, pki: Pki, serve: Serve) -> None:
     ca = trustme.CA()
-    soon = ca.issue_cert("localhost", "127.0.0.1", not_after=datetime.now(timezone.utc) + timedelta(days=10))
+    soon = ca.issue_cert("localhost", "127.0.0.1", not_after=datetime.now(UTC) + timedelta(days=10))
     (tmp_path / "soon.pem").write_bytes(b"".join(b.bytes() for b in soon.cert_chain_pems))
     (tmp_path / "soon.key").write_bytes(soon.private_key_pem.bytes())
     config = tmp_path / "config.toml"

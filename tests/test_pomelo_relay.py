@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 
 import pytest
+from support import Answer, App, Pki, client_context, https_post, until
+from test_hmac_providers import FIRE_BODY, FIRE_SECRET, INFI_BODY, INFI_SECRET, hex_hmac
 
 from mtls_receiver.config import Config, RelayConfig, RouteConfig
 from mtls_receiver.dispatch import handling_deadline
 from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.providers.pomelo import PomeloOptions
-from support import Answer, App, Pki, client_context, https_post, until
-from test_hmac_providers import FIRE_BODY, FIRE_SECRET, INFI_BODY, INFI_SECRET, hex_hmac
 
 SECRET = base64.b64encode(b"relay-test-secret-0123456789").decode()
 AUTH_PATH = "/pomelo/transactions/authorizations"
@@ -155,7 +155,7 @@ async def test_unreachable_application_gets_signed_rejection(write_config, start
 
 async def test_stored_answer_survives_restart(app: App, write_config, pki: Pki) -> None:  # type: ignore[no-untyped-def]
     config = write_config(client_certs="none", routes=auth_routes(app.url))
-    for attempt in range(2):
+    for _attempt in range(2):
         receiver = Receiver(config)
         await receiver.start()
         try:
@@ -216,7 +216,8 @@ def pomelo_request() -> tuple[str, bytes, dict[str, str]]:
 
 SIGNED_ROUTES = (
     '[[routes]]\npath = "/infi"\nprovider = "infi"\nsecrets = [{ env = "T_INFI_SECRET" }]\n'
-    '[[routes]]\npath = "/fire"\nprovider = "firebanking"\nsecrets = [{ env = "T_FIRE_SECRET" }]\nfamilies = ["pix"]\n'
+    '[[routes]]\npath = "/fire"\nprovider = "firebanking"\nsecrets = [{ env = "T_FIRE_SECRET" '
+    '}]\nfamilies = ["pix"]\n'
     '[[routes]]\npath = "/pomelo/notifications"\nprovider = "pomelo"\nallow_ips = ["127.0.0.1/32"]\n'
     'api_keys = [{ key = "pk-1", secret = { env = "T_POMELO_SECRET" } }]\n'
 )

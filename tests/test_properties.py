@@ -18,13 +18,13 @@ import httptools
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from support import Pki, client_context, config_text, https_post
+
 from mtls_receiver.config import load_config
 from mtls_receiver.errors import ConfigError, Refusal
 from mtls_receiver.events import IncomingRequest, Peer
-from mtls_receiver.providers import efi
 from mtls_receiver.lifecycle import Receiver
+from mtls_receiver.providers import efi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import targets  # noqa: E402

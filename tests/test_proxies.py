@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support import Pki, client_context, pix, until
+from test_docs import PAGES, _with_local_files
+
 from mtls_receiver.config import Config, load_config
 from mtls_receiver.lifecycle import Receiver
-from test_docs import PAGES, _with_local_files
 
 SECTION = PAGES["docs/proxies.md"]
 BLOCKS: list[tuple[str, str]] = re.findall(r"```(\w*)\n(.*?)```", SECTION, re.S)

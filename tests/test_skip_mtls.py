@@ -7,15 +7,15 @@ import socket
 from collections.abc import Callable
 
 import pytest
-
 from support import REFUSED, Answer, Pki, client_context, https_post, pix, run_cli
+from test_addresses import v2
+
 from mtls_receiver.addresses import parse_networks
 from mtls_receiver.config import Config, RouteConfig
 from mtls_receiver.errors import Refusal
 from mtls_receiver.events import IncomingRequest, Peer
-from mtls_receiver.providers import efi
 from mtls_receiver.lifecycle import Receiver
-from test_addresses import v2
+from mtls_receiver.providers import efi
 
 SECRET, OLD_SECRET = "s3cr3t-abcdefghij-KLMNOP", "old-secret-0123456789"
 WRONG = "x" * len(SECRET)  # right length, wrong value

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import Pki, audit, client_context, https_post, pix
+
 from mtls_receiver.config import StoreConfig
 from mtls_receiver.errors import StoreUnavailable
 from mtls_receiver.events import AttemptOutcome, DeliveryAttempt, NewEvent, StoredAnswer

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-
 from support import REFUSED, Pki, client_context, config_text, https_post, pix
+
 from mtls_receiver.config import load_config
 from mtls_receiver.lifecycle import Receiver
 

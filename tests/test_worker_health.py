@@ -17,11 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from mtls_receiver.config import HealthConfig, load_config
-from mtls_receiver.errors import ConfigError
-from mtls_receiver.lifecycle import Receiver
-from mtls_receiver.workers import Heartbeats
 from support import (
     WAIT,
     Pki,
@@ -34,6 +29,11 @@ from support import (
     statuses,
     wait_until,
 )
+
+from mtls_receiver.config import HealthConfig, load_config
+from mtls_receiver.errors import ConfigError
+from mtls_receiver.lifecycle import Receiver
+from mtls_receiver.workers import Heartbeats
 
 HEALTH = "\n[health]\nheartbeat_interval = 0.25\nhung_after = 3\nunready_after = 3\n"
 

@@ -15,9 +15,9 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
+from support import WAIT, Pki, Serve, client_context, connections, wait_until
 
 from mtls_receiver.admission import BUCKETS, ConnectionCounts, ConnectionTable
-from support import WAIT, Pki, Serve, client_context, connections, wait_until
 
 
 def limits(**values: int) -> str:

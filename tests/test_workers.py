@@ -15,7 +15,6 @@ import socket
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-
 from support import (
     WAIT,
     Answer,
@@ -41,7 +40,7 @@ ACCEPTED = {"route": "/webhook", "provider": "efi", "outcome": "accepted"}
 
 
 def accepted_requests(port: int) -> float:
-    """``mtls_receiver_requests_total`` of accepted Efí requests on /webhook, from an admin port's /metrics."""
+    """``mtls_receiver_requests_total`` of accepted Efí requests on /webhook, from an admin's /metrics."""
     status, text = http_get(port, "/metrics")
     assert status == 200, text
     return sum(
@@ -256,7 +255,8 @@ def test_summed_counters_never_go_down_when_a_worker_exits(serve: Serve, pki: Pk
     assert statuses(asyncio.run(send_all(port, context, [f"E-COUNT-{i}" for i in range(40)]))) == [200] * 40
     admin = server.admin_port()
     assert accepted_requests(admin) == 40
-    shares = dict(zip(server.workers(), (accepted_requests(p) for p in server.worker_admin_ports(port))))
+    counts = [accepted_requests(p) for p in server.worker_admin_ports(port)]
+    shares = dict(zip(server.workers(), counts, strict=True))
     victim = next(pid for pid, share in shares.items() if share > 0)  # a worker whose counts would vanish
     os.kill(victim, signal.SIGKILL)
     server.wait_for_output(f"(pid {victim}) exited with signal 9; starting another")

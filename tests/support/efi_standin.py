@@ -11,7 +11,7 @@ import base64
 import secrets
 import ssl
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -97,7 +97,7 @@ class EfiStandIn:
         self.webhooks[chave] = {
             "webhookUrl": url,
             "chave": chave,
-            "criacao": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "criacao": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         return web.json_response({"webhookUrl": url})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import trustme
@@ -30,7 +30,7 @@ class Pki:
 
 def make_pki(directory: Path) -> Pki:
     """Issue every certificate the tests use and write it under ``directory``."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     server_ca = trustme.CA()
     server = server_ca.issue_cert("localhost", "127.0.0.1")
     root = trustme.CA(organization_name="Efi-like root")
