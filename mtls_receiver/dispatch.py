@@ -227,47 +227,31 @@ class Dispatcher:
 
     def _unavailable(self, route: RouteConfig, peer: Peer, exc: StoreUnavailable) -> Response:
         """Nothing is acknowledged unless stored: the sender is told to retry."""
-        self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        log_fields(
-            log,
-            logging.ERROR,
-            "unavailable",
-            {
-                "listener": self.listener,
-                "route": route.path,
-                "status": 503,
-                "reason": f"store unavailable: {exc}",
-                "peer": peer.address,
-                **client_fields(peer.identity),
-            },
-        )
-        return Response.text(503, "store unavailable, retry later", headers={"Retry-After": "5"})
+        sender = {"peer": peer.address, **client_fields(peer.identity)}
+        return self._retry_later(route, f"store unavailable: {exc}", sender, "store unavailable, retry later")
 
     def late(self, request: Request) -> Response:
         """The handling deadline passed (a store that does not answer): 503, and the sender retries.
 
         The listener enforces the deadline (its one timer for every connection's phase, not a timer
-        per request) and cancels the handling. Logged, not audited: the audit row would wait for the
-        same store. Whatever was queued may still be committed later; the retry is then dropped as a
-        duplicate and answered 2xx."""
+        per request) and cancels the handling. Whatever was queued may still be committed later; the
+        retry is then dropped as a duplicate and answered 2xx."""
         head = request.head
-        route = (
-            self.receiver.routes.find(self.listener, head.path) if head is not None else _NO_ROUTE
-        ).config
-        self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
-        log_fields(
-            log,
-            logging.ERROR,
-            "unavailable",
-            {
-                "listener": self.listener,
-                "route": route.path,
-                "status": 503,
-                "reason": f"no answer within {self.tls.handling_timeout:g}s (limits.handling_timeout)",
-                "peer": request.peer,
-            },
+        found = self.receiver.routes.find(self.listener, head.path) if head is not None else _NO_ROUTE
+        reason = f"no answer within {self.tls.handling_timeout:g}s (limits.handling_timeout)"
+        return self._retry_later(
+            found.config, reason, {"peer": request.peer}, "not handled in time, retry later"
         )
-        return Response.text(503, "not handled in time, retry later", headers={"Retry-After": "5"})
+
+    def _retry_later(
+        self, route: RouteConfig, reason: str, sender: dict[str, object], answer: str
+    ) -> Response:
+        """503 with ``Retry-After``: counted and logged, not audited (the audit row would wait for the
+        same store that failed)."""
+        self.receiver.metrics.requests.labels(route.path, route.provider, "unavailable").inc()
+        fields = {"listener": self.listener, "route": route.path, "status": 503, "reason": reason, **sender}
+        log_fields(log, logging.ERROR, "unavailable", fields)
+        return Response.text(503, answer, headers={"Retry-After": "5"})
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:
