@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -244,7 +244,7 @@ class Dispatcher:
         )
 
     def _retry_later(
-        self, route: RouteConfig, reason: str, sender: dict[str, object], answer: str
+        self, route: RouteConfig, reason: str, sender: Mapping[str, object], answer: str
     ) -> Response:
         """503 with ``Retry-After``: counted and logged, not audited (the audit row would wait for the
         same store that failed)."""
