@@ -62,7 +62,7 @@ __all__ = [
     "values",
 ]
 
-ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (Pomelo asks >= 3 min)
+ANSWER_RETENTION = 3600.0  # seconds a synchronous answer is kept for repeats (senders repeat for minutes)
 
 EVENT_INSERT_COLUMNS = (
     "id, provider, route, kind, dedup_key, payload, received_at, peer, client_subject,"
