@@ -14,8 +14,11 @@ Adding a sender:
    request) -> Verdict`` (``common.options_of`` gives it its options; ``common.verified_json``
    does method, allowlist, HMAC signature and JSON body), and ``PROVIDER = Provider(...)``.
 2. One line in ``_MODULES`` below.
-3. ``tests/test_<name>.py``: its verifier on built requests, its config errors, one request
-   through a real server; and its row in the README's table of senders.
+3. ``tests/test_<name>.py``: signatures built from the provider's documented algorithm (never
+   from the verifier) and its published example vectors, its config errors, one request through
+   a real server.
+4. Docs: its row in the README's table of senders, and its section (or page) under ``docs/``
+   with its config and where its dashboard takes the URL and secret.
 """
 
 from __future__ import annotations
