@@ -327,6 +327,16 @@ async def test_a_failed_commit_of_any_kind_is_answered_503_and_the_writer_goes_o
     assert await store.check_writable()
 
 
+async def test_check_writable_is_false_after_requests_failed_to_commit(store: Store) -> None:
+    """Requests answered 503 since the last probe make the next probe say "not ready", even though
+    the probe's own small commit succeeds (on a full disk it may fit where events no longer do);
+    the probe after that, with nothing failed in between, says ready again."""
+    with pytest.raises(StoreUnavailable, match="commit failed"):
+        await store.record("efi", "/webhook", [NewEvent("pix", "E-BAD", {"x": object()})], audit())
+    assert not await store.check_writable()
+    assert await store.check_writable()
+
+
 async def test_check_writable_is_false_once_the_writer_is_gone(store: Store) -> None:
     """Readiness asks the writer for a real commit: a dead writer is not ready (the old probe,
     CREATE TEMP TABLE on the side, said ready)."""

@@ -62,6 +62,7 @@ class GroupCommit:
         self.commit_delay = commit_delay
         self.commits = 0  # transactions committed: shows group commit at work
         self.failed_commits = 0  # batches answered 503 because their commit failed
+        self._requests_failed = False  # a batch with requests' rows failed since the last probe
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="group-commit")
@@ -100,14 +101,18 @@ class GroupCommit:
 
     async def probe(self, timeout: float = PROBE_TIMEOUT) -> bool:
         """Can this process commit to the inbox now? A real commit (the health row) through the writer,
-        so a dead or stuck writer, a full disk or a lost database all answer False within ``timeout``."""
+        so a dead or stuck writer, a full disk or a lost database all answer False within ``timeout``.
+
+        False too when requests' commits failed since the last probe and none succeeded after them:
+        the probe's few pages may still fit where events no longer do (a full disk's last blocks)."""
+        requests_failed, self._requests_failed = self._requests_failed, False
         try:
             done = self.enqueue("-", "-", (), None, "", False)
             async with asyncio.timeout(timeout):
                 await asyncio.shield(done)  # a late commit still answers the future; nobody waits for it
         except (StoreUnavailable, TimeoutError):
             return False
-        return True
+        return not requests_failed
 
     async def _write_loop(self) -> None:
         """Commit what is queued until the store closes (cancelled); no failure ends it."""
@@ -124,6 +129,7 @@ class GroupCommit:
                 raise
             except Exception as exc:  # any failure: answer 503, repair, go on
                 self.failed_commits += 1
+                self._requests_failed |= any(write.audit is not None for write in batch)
                 _fail(batch, StoreUnavailable(f"commit failed: {_describe(exc)}"))
                 if not isinstance(exc, (StoreUnavailable, OSError)):
                     log.error(
@@ -136,6 +142,8 @@ class GroupCommit:
                     await _guarded("repair", self._repair(exc))
                 continue
             self.commits += 1
+            if self._requests_failed and any(write.audit is not None for write in batch):
+                self._requests_failed = False  # requests commit again: the failure is over
             self._expected = len(batch) + len(self._queue)  # who was answered, and who came meanwhile
             for write, receipt in zip(batch, receipts, strict=True):
                 if not write.done.done():
