@@ -207,6 +207,9 @@ def _check_config(args: argparse.Namespace) -> int:
         )  # proves cert, key and CA bundle load together
     resolve_handlers(config)  # forward handlers import
     _print_summary(config)
+    for route in config.routes:
+        for warning in route.options.warnings():
+            print(f"WARNING: route {route.path}: {warning}")
     for warning in expiry_warnings(config):
         print(f"WARNING: {warning}")
     return 0

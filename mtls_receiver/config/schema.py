@@ -93,6 +93,10 @@ class ProviderOptions:
         """What ``check-config`` adds to the route's line (never a secret)."""
         return ""
 
+    def warnings(self) -> tuple[str, ...]:
+        """What ``check-config`` warns about on this route: a weak or test-only setting it accepts."""
+        return ()
+
 
 @dataclass(frozen=True)
 class RouteConfig:

@@ -23,6 +23,8 @@ __all__ = [
     "DevRoute",
     "Provider",
     "RouteContext",
+    "Sample",
+    "SampleRequest",
     "SubCommands",
     "Verifier",
     "signature_verified",
@@ -54,6 +56,21 @@ class DevRoute:
     try_it: Callable[[str, Path], str]  # (the route's URL, the state directory) -> what to run
 
 
+@dataclass(frozen=True)
+class SampleRequest:
+    """A request as the sender would make it, for ``send-test``: signed, or sent with a client certificate."""
+
+    path: str  # appended to the route's path: "" or "/pix", and any query ("?data.id=123")
+    headers: Mapping[str, str]
+    body: bytes
+    client_certificate: bool = False  # present the dev client certificate (mutual-TLS senders)
+
+
+#: (route, event type or None for the provider's default, now in unix seconds) -> the request to send;
+#: asymmetric senders sign with the route's local dev signing key, never a provider's private key
+Sample: TypeAlias = "Callable[[RouteConfig, str | None, float], SampleRequest]"
+
+
 def signature_verified(route: RouteConfig, client: ClientIdentity | None) -> str:
     """The ``verified_by`` of a sender that signs its requests."""
     return "hmac-signature"
@@ -71,3 +88,4 @@ class Provider:
     verified_by: Callable[[RouteConfig, ClientIdentity | None], str] = signature_verified  # recorded, sent on
     add_commands: Commands | None = None  # its ``mtls-receiver`` subcommands, if any
     dev: DevRoute | None = None  # what ``serve --dev`` shows, for the one sender it shows
+    sample: Sample | None = None  # what ``send-test`` sends to one of its routes
