@@ -28,7 +28,7 @@ def _read(paths: list[Path]) -> dict[str, str]:
 
 
 # The front page and the reference pages.
-PAGES = _read([ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+PAGES = _read([ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))])
 # Every Markdown file of the project: a reader may follow its links and copy its commands and configs.
 MARKDOWN = PAGES | _read([ROOT / "BENCHMARKS.md", *sorted(ROOT.glob("[!.]*/README.md"))])
 
