@@ -3,13 +3,13 @@
 The outbox row is written with the event, so an acknowledged event is delivered even
 after a crash. Deliveries are bounded in number, retried with exponential backoff and
 jitter, and marked dead past the attempt or age limit (``events replay`` re-queues).
+Where an attempt goes — HTTP, a Python handler, a message broker — is a :class:`Sink`
+(``destinations/``): this module knows the outbox, not the destinations.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 import random
 import time
@@ -19,8 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from . import __version__, jsoncodec
+from . import jsoncodec
 from .config import Config, Destination, ForwardConfig
+from .destinations import Message, Sink, load_handler, open_sink
 from .errors import ConfigError, StoreUnavailable
 from .events import AttemptOutcome, DeliveryAttempt, StoredEvent
 from .logs import log_fields
@@ -47,14 +48,12 @@ def resolve_handlers(config: Config) -> dict[str, Callable[..., Any]]:
     for key, destination in named:
         if destination is None or destination.handler is None:
             continue
-        module_name, _, function_name = destination.handler.partition(":")
         try:
-            function = getattr(importlib.import_module(module_name), function_name)
+            handlers[destination.handler] = load_handler(destination.handler)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(str(config.source), key, f"cannot load {destination.handler}: {exc}") from None
-        if not callable(function):
-            raise ConfigError(str(config.source), key, f"{destination.handler} is not callable")
-        handlers[destination.handler] = function
+        except TypeError as exc:
+            raise ConfigError(str(config.source), key, str(exc)) from None
     return handlers
 
 
@@ -91,7 +90,8 @@ class Forwarder:
         self, config: Config, store: Store, session: aiohttp.ClientSession, metrics: Metrics | None = None
     ) -> None:
         self.config, self.store, self.session, self.metrics = config, store, session, metrics
-        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._sinks: dict[Destination, Sink] = {}  # opened on first use, kept while configured
+        self._sinks_for: Config | None = None  # the config whose destinations _sinks was pruned to
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[_Finished]] = set()
@@ -106,7 +106,7 @@ class Forwarder:
         return self.policy.default is not None or any(route.forward for route in self.config.routes)
 
     async def start(self) -> None:
-        self._handlers = resolve_handlers(self.config)
+        resolve_handlers(self.config)
         if self.enabled:
             self._loop_task = asyncio.create_task(self._run(), name="forwarder")
 
@@ -124,6 +124,21 @@ class Forwarder:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._record_finished()
+        sinks, self._sinks = list(self._sinks.values()), {}
+        await asyncio.gather(*(sink.close() for sink in sinks), return_exceptions=True)
+
+    def _sink(self, destination: Destination) -> Sink:
+        """The open sink of ``destination``; after a reload, those no longer configured are closed."""
+        if self._sinks_for is not self.config:
+            self._sinks_for = self.config
+            configured = {self.config.forward.default} | {route.forward for route in self.config.routes}
+            for stale in [known for known in self._sinks if known not in configured]:
+                task = asyncio.create_task(self._sinks.pop(stale).close())
+                task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        sink = self._sinks.get(destination)
+        if sink is None:
+            sink = self._sinks[destination] = open_sink(destination, self.session)
+        return sink
 
     async def _run(self) -> None:
         while True:
@@ -177,6 +192,8 @@ class Forwarder:
                 label = "retry" if outcome.status == "pending" else outcome.status
             if self.metrics is not None:
                 self.metrics.deliveries.labels(label).inc()
+                where = destination.label if destination else "nowhere"
+                self.metrics.destination_deliveries.labels(where, label).inc()
 
     async def _deliver(self, event: StoredEvent) -> _Finished:
         number = event.attempts + 1
@@ -194,39 +211,27 @@ class Forwarder:
             return None, "no forward destination configured for this route"
         try:
             async with asyncio.timeout(self.policy.timeout):
-                if destination.url is not None:
-                    return await self._post(destination.url, event)
-                await self._call(self._handlers[destination.handler or ""], event)
-                return None, ""
+                outcome = await self._sink(destination).deliver(self._message(event, destination))
+                return outcome.status_code, outcome.error
         except TimeoutError:
             return None, f"no answer within {self.policy.timeout:g}s"
-        except aiohttp.ClientError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:500]
-        except Exception as exc:  # a handler's own failure is a failed attempt, retried like any other
+        except Exception as exc:  # a refusal, a lost connection, a handler's own failure: retried alike
             return None, f"{type(exc).__name__}: {exc}"[:500]
 
-    async def _post(self, url: str, event: StoredEvent) -> tuple[int, str]:
-        body = envelope_bytes(event)
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"mtls-receiver/{__version__}",
-            "webhook-id": event.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": standard_webhook_signature(self.policy.secrets, event.id, timestamp, body),
-        }
-        async with self.session.post(url, data=body, headers=headers) as response:
-            await response.read()
-            if 200 <= response.status < 300:
-                return response.status, ""
-            return response.status, f"HTTP {response.status}"
-
-    @staticmethod
-    async def _call(function: Callable[..., Any], event: StoredEvent) -> None:
-        if inspect.iscoroutinefunction(function):
-            await function(envelope(event))
-        else:
-            await asyncio.to_thread(function, envelope(event))
+    def _message(self, event: StoredEvent, destination: Destination) -> Message:
+        """The envelope, its bytes and (for a signed destination) the Standard Webhooks headers."""
+        content = envelope(event)
+        body = jsoncodec.dumps(content).encode()
+        headers: dict[str, str] = {}
+        if destination.signed:
+            timestamp = int(time.time())
+            signature = standard_webhook_signature(self.policy.secrets, event.id, timestamp, body)
+            headers = {
+                "webhook-id": event.id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": signature,
+            }
+        return Message(event.id, content, body, headers)
 
     def _outcome(self, event: StoredEvent, attempt: DeliveryAttempt) -> tuple[str, float]:
         """delivered; dead past the limits; else pending with exponential backoff and jitter."""

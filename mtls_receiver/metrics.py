@@ -74,6 +74,12 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.destination_deliveries = Counter(
+            "mtls_receiver_destination_deliveries",
+            "Forwarding attempts, by destination (broker name, URL or handler) and outcome.",
+            ["destination", "outcome"],
+            registry=registry,
+        )
         self.events = Gauge("mtls_receiver_inbox_events", "Events in the inbox.", registry=registry)
         self.outbox = Gauge(
             "mtls_receiver_outbox_events", "Events by delivery status.", ["status"], registry=registry

@@ -6,8 +6,10 @@ registry (``providers/``), whose ``parse_options`` reads them through the same :
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import string
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,9 +21,12 @@ from ..providers.base import RouteContext
 from ..signatures import decode_secret
 from .reader import Reader, Table
 from .schema import (
+    BROKER_KINDS,
     CLIENT_CERT_POLICIES,
+    TEMPLATE_FIELDS,
     TLS_VERSIONS,
     AdminConfig,
+    BrokerConfig,
     Config,
     Destination,
     ForwardConfig,
@@ -30,14 +35,37 @@ from .schema import (
     ListenerConfig,
     RouteConfig,
     StoreConfig,
+    redact_dsn,
 )
 
 __all__ = ["load_config", "parse_config"]
 
-_TOP_LEVEL_KEYS = {"workers", "listeners", "routes", "store", "forward", "admin", "health"}
+_TOP_LEVEL_KEYS = {"workers", "listeners", "routes", "store", "forward", "admin", "health", "destinations"}
 _COMMON_ROUTE_KEYS = frozenset(
-    {"path", "listener", "provider", "mode", "allow_ips", "tolerance", "forward_url", "forward_handler"}
+    {
+        "path",
+        "listener",
+        "provider",
+        "mode",
+        "allow_ips",
+        "tolerance",
+        "forward_url",
+        "forward_handler",
+        "forward_destination",
+    }
 )
+_BROKER_SCHEMES = {
+    "rabbitmq": ("amqp://", "amqps://"),
+    "nats": ("nats://", "tls://"),
+    "redis": ("redis://", "rediss://", "unix://"),
+}
+_BROKER_KEYS = {
+    "rabbitmq": {"exchange", "exchange_type", "routing_key", "declare", "queue", "binding_key"},
+    "nats": {"subject", "declare", "stream", "stream_subjects"},
+    "redis": {"stream", "maxlen"},
+}
+_BROKER_MODULES = {"rabbitmq": "aio_pika", "nats": "nats", "redis": "redis"}  # each its own extra
+_EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
 _NEW_SECRET = "make one: mtls-receiver forward new-secret"
 
 
@@ -65,13 +93,14 @@ def parse_config(raw: Table, source: Path) -> Config:
         for i, item in enumerate(reader.table_list(raw, "listeners", required=True))
     )
     _unique(reader, [lst.name for lst in listeners], "listeners", "name")
+    brokers = _brokers(reader, raw)
     routes = tuple(
-        _route(reader, item, f"routes[{i}]", {lst.name: lst for lst in listeners})
+        _route(reader, item, f"routes[{i}]", {lst.name: lst for lst in listeners}, brokers)
         for i, item in enumerate(reader.table_list(raw, "routes", required=True))
     )
     _unique(reader, [f"{r.listener} {r.path}" for r in routes], "routes", "path (per listener)")
     store = _store(reader, reader.table(raw, "store"))
-    forward = _forward(reader, reader.table(raw, "forward"), routes)
+    forward = _forward(reader, reader.table(raw, "forward"), routes, brokers)
     return Config(
         source=source,
         listeners=listeners,
@@ -142,13 +171,16 @@ def _health(reader: Reader, raw: Table) -> HealthConfig:
     return HealthConfig(heartbeat_interval=interval, hung_after=hung_after, unready_after=unready_after)
 
 
-def _forward(reader: Reader, raw: Table, routes: tuple[RouteConfig, ...]) -> ForwardConfig:
+def _forward(
+    reader: Reader, raw: Table, routes: tuple[RouteConfig, ...], brokers: Mapping[str, BrokerConfig]
+) -> ForwardConfig:
     reader.only_keys(
         raw,
         "forward",
         {
             "url",
             "handler",
+            "destination",
             "secrets",
             "concurrency",
             "timeout",
@@ -159,10 +191,10 @@ def _forward(reader: Reader, raw: Table, routes: tuple[RouteConfig, ...]) -> For
         },
     )
     secrets = reader.secret_list(raw, "forward", "secrets", check=_whsec_problem)
-    default = _destination(reader, raw, "forward", "url", "handler")
-    uses_url = (default and default.url) or any(r.forward and r.forward.url for r in routes)
-    if uses_url and not secrets:
-        reader.fail("forward.secrets", f"needed to sign deliveries to a URL ({_NEW_SECRET})")
+    default = _destination(reader, raw, "forward", ("url", "handler", "destination"), brokers)
+    signed = (default and default.signed) or any(r.forward and r.forward.signed for r in routes)
+    if signed and not secrets:
+        reader.fail("forward.secrets", f"needed to sign deliveries to a URL or a broker ({_NEW_SECRET})")
     defaults = ForwardConfig()
     return ForwardConfig(
         default=default,
@@ -188,16 +220,125 @@ def _whsec_problem(secret: str) -> str | None:
     return f"must be 'whsec_' + base64 of at least 16 random bytes ({_NEW_SECRET})"
 
 
-def _destination(reader: Reader, raw: Table, key: str, url_key: str, handler_key: str) -> Destination | None:
+def _destination(
+    reader: Reader, raw: Table, key: str, keys: tuple[str, str, str], brokers: Mapping[str, BrokerConfig]
+) -> Destination | None:
+    """One of a URL, a handler or a ``[[destinations]]`` name (``keys`` spells the three here)."""
+    url_key, handler_key, broker_key = keys
+    given = [name for name in keys if name in raw]
+    if len(given) > 1:
+        reader.fail(f"{key}.{given[1]}", f"give one of {', '.join(keys)}, not several")
     url = reader.optional_string(raw, key, url_key)
     handler = reader.optional_string(raw, key, handler_key)
-    if url is not None and handler is not None:
-        reader.fail(f"{key}.{handler_key}", f"give either {url_key} or {handler_key}, not both")
+    named = reader.optional_string(raw, key, broker_key)
     if url is not None and not url.startswith(("http://", "https://")):
-        reader.fail(f"{key}.{url_key}", f"must be an http:// or https:// URL, got {url!r}")
+        hint = f" (a broker is a [[destinations]] entry named by {broker_key})" if "://" in url else ""
+        reader.fail(f"{key}.{url_key}", f"must be an http:// or https:// URL, got {url!r}{hint}")
     if handler is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", handler):
         reader.fail(f"{key}.{handler_key}", f"must be 'module:function', got {handler!r}")
-    return Destination(url=url, handler=handler) if url or handler else None
+    if named is not None and named not in brokers:
+        have = ", ".join(map(repr, brokers)) or "none"
+        reader.fail(f"{key}.{broker_key}", f"no [[destinations]] entry named {named!r} (have: {have})")
+    broker = brokers[named] if named is not None else None
+    return Destination(url=url, handler=handler, broker=broker) if url or handler or broker else None
+
+
+def _brokers(reader: Reader, raw: Table) -> dict[str, BrokerConfig]:
+    """The ``[[destinations]]`` entries by name: message brokers that routes and [forward] name."""
+    brokers: dict[str, BrokerConfig] = {}
+    for i, item in enumerate(reader.table_list(raw, "destinations")):
+        broker = _broker(reader, item, f"destinations[{i}]")
+        if broker.name in brokers:
+            reader.fail(f"destinations[{i}].name", f"duplicate name: {broker.name!r}")
+        brokers[broker.name] = broker
+    return brokers
+
+
+def _broker(reader: Reader, raw: Table, key: str) -> BrokerConfig:
+    kind = reader.choice(raw, key, "type", BROKER_KINDS)
+    reader.only_keys(raw, key, {"name", "type", "url"} | _BROKER_KEYS[kind])
+    if importlib.util.find_spec(_BROKER_MODULES[kind]) is None:
+        reader.fail(f"{key}.type", f"{kind} needs its client library: pip install 'mtls-receiver[{kind}]'")
+    name = reader.string(raw, key, "name")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        reader.fail(f"{key}.name", f"letters, digits, '_', '.', '-' only, got {name!r}")
+    url = _broker_url(reader, raw, key, kind)
+    if kind == "rabbitmq":
+        return _rabbitmq(reader, raw, key, name, url)
+    if kind == "nats":
+        return _nats(reader, raw, key, name, url)
+    maxlen = reader.optional_integer(raw, key, "maxlen", minimum=1)
+    return BrokerConfig(name, kind, url, stream=_template(reader, raw, key, "stream"), maxlen=maxlen)
+
+
+def _rabbitmq(reader: Reader, raw: Table, key: str, name: str, url: str) -> BrokerConfig:
+    declare = reader.boolean(raw, key, "declare", default=False)
+    queue = reader.optional_string(raw, key, "queue")
+    if queue is not None and not declare:
+        reader.fail(f"{key}.queue", "is declared and bound only with declare = true")
+    return BrokerConfig(
+        name,
+        "rabbitmq",
+        url,
+        declare=declare,
+        exchange=reader.string(raw, key, "exchange", default=""),
+        exchange_type=reader.choice(raw, key, "exchange_type", _EXCHANGE_TYPES, default="topic"),
+        routing_key=_template(reader, raw, key, "routing_key"),
+        queue=queue,
+        binding_key=reader.string(raw, key, "binding_key", default="#"),
+    )
+
+
+def _nats(reader: Reader, raw: Table, key: str, name: str, url: str) -> BrokerConfig:
+    subject = _template(reader, raw, key, "subject")
+    declare = reader.boolean(raw, key, "declare", default=False)
+    stream = reader.string(raw, key, "stream", default="")
+    subjects = reader.string_list(raw, key, "stream_subjects")
+    if declare and not stream:
+        reader.fail(f"{key}.stream", "needed with declare = true: the JetStream stream to create")
+    if declare and not subjects:
+        prefix = subject.partition("{")[0]
+        if "{" in subject and not prefix.endswith("."):
+            reader.fail(f"{key}.stream_subjects", "needed: the subjects the declared stream keeps")
+        subjects = (prefix + ">",) if "{" in subject else (subject,)
+    return BrokerConfig(
+        name, "nats", url, declare=declare, subject=subject, stream=stream, stream_subjects=subjects
+    )
+
+
+def _broker_url(reader: Reader, raw: Table, key: str, kind: str) -> str:
+    """The broker URL: a plain string, or { env = "VAR" } / { file = ... } when it has a password."""
+    value = raw.get("url")
+    if value is None:
+        reader.fail(f"{key}.url", f"required: where the {kind} server is ({_BROKER_SCHEMES[kind][0]}...)")
+    url = (
+        reader.resolve_secret(value, f"{key}.url")
+        if isinstance(value, dict)
+        else reader.string(raw, key, "url")
+    )
+    if isinstance(value, str) and redact_dsn(url) != url:
+        reader.fail(f"{key}.url", 'holds a password: give it as { env = "VAR" } or { file = "/path" }')
+    if not url.startswith(_BROKER_SCHEMES[kind]):
+        reader.fail(
+            f"{key}.url", f"must start with {' or '.join(_BROKER_SCHEMES[kind])}, got {redact_dsn(url)!r}"
+        )
+    return url
+
+
+def _template(reader: Reader, raw: Table, key: str, name: str) -> str:
+    """A routing key, subject or stream name, with ``{type}``, ``{provider}`` or ``{kind}`` in it."""
+    text = reader.string(raw, key, name)
+    problem = f"may contain only {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}, got {text!r}"
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError:
+        reader.fail(f"{key}.{name}", problem)
+    for _, field_name, spec, conversion in parts:
+        if field_name is not None and (field_name not in TEMPLATE_FIELDS or spec or conversion):
+            reader.fail(f"{key}.{name}", problem)
+    if not text:
+        reader.fail(f"{key}.{name}", "must not be empty")
+    return text
 
 
 def _listener(reader: Reader, raw: Table, key: str) -> ListenerConfig:
@@ -312,7 +453,13 @@ def _limits(reader: Reader, listener: Table, key: str) -> Limits:
     )
 
 
-def _route(reader: Reader, raw: Table, key: str, listeners: Mapping[str, ListenerConfig]) -> RouteConfig:
+def _route(
+    reader: Reader,
+    raw: Table,
+    key: str,
+    listeners: Mapping[str, ListenerConfig],
+    brokers: Mapping[str, BrokerConfig],
+) -> RouteConfig:
     """The keys every route has; its provider reads the rest into the route's ``options``."""
     sender = provider(reader.choice(raw, key, "provider", PROVIDER_NAMES))
     reader.only_keys(raw, key, _COMMON_ROUTE_KEYS | sender.keys)
@@ -325,7 +472,9 @@ def _route(reader: Reader, raw: Table, key: str, listeners: Mapping[str, Listene
         reader.fail(f"{key}.listener", f"no listener named {listener!r} (have: {', '.join(listeners)})")
     mode = reader.choice(raw, key, "mode", sender.modes, default=sender.modes[0])
     tolerance = reader.optional_integer(raw, key, "tolerance", minimum=1)
-    forward = _destination(reader, raw, key, "forward_url", "forward_handler")
+    forward = _destination(
+        reader, raw, key, ("forward_url", "forward_handler", "forward_destination"), brokers
+    )
     context = RouteContext(key=key, mode=mode, tolerance=tolerance, listener=listeners[listener])
     options = sender.parse_options(reader, raw, context)
     return RouteConfig(

@@ -15,7 +15,10 @@ from ..addresses import Network
 __all__ = [
     "CLIENT_CERT_POLICIES",
     "TLS_VERSIONS",
+    "BROKER_KINDS",
+    "TEMPLATE_FIELDS",
     "AdminConfig",
+    "BrokerConfig",
     "Config",
     "Destination",
     "ForwardConfig",
@@ -126,15 +129,71 @@ class RelayConfig:
     timeout_body: str = ""  # the provider's parser supplies its sender's rejection
 
 
+BROKER_KINDS = ("rabbitmq", "nats", "redis")
+TEMPLATE_FIELDS = ("type", "provider", "kind")  # what a routing key, subject or stream name may contain
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """A message broker named in ``[[destinations]]``: where on it each event is published.
+
+    ``routing_key`` (RabbitMQ), ``subject`` (NATS) and ``stream`` (Redis) are templates over
+    :data:`TEMPLATE_FIELDS` (``"payments.{type}"``); the other fields are the broker's own.
+    """
+
+    name: str
+    kind: str  # one of BROKER_KINDS
+    url: str = field(repr=False)  # may carry a password
+    declare: bool = False  # create what is published to (durable), if missing
+    exchange: str = ""  # RabbitMQ: "" is the default exchange (routing key = queue name)
+    exchange_type: str = "topic"  # RabbitMQ, when declared
+    routing_key: str = ""  # RabbitMQ
+    queue: str | None = None  # RabbitMQ: a durable queue declared and bound with binding_key
+    binding_key: str = "#"  # RabbitMQ
+    subject: str = ""  # NATS
+    stream: str = ""  # NATS: the JetStream stream declared (optional); Redis: the stream written to
+    stream_subjects: tuple[str, ...] = ()  # NATS, when the stream is declared
+    maxlen: int | None = None  # Redis: XADD MAXLEN ~ cap
+
+    def target(self, fields: dict[str, str]) -> str:
+        """Where one event goes: the routing key, subject or stream with its fields filled in."""
+        template = {"rabbitmq": self.routing_key, "nats": self.subject, "redis": self.stream}[self.kind]
+        return template.format_map(fields)
+
+    def describe(self) -> str:
+        where = {
+            "rabbitmq": f"exchange {self.exchange!r} routing key {self.routing_key!r}",
+            "nats": f"subject {self.subject!r}",
+            "redis": f"stream {self.stream!r}",
+        }[self.kind]
+        return f"{self.kind} {self.name!r} at {redact_dsn(self.url)}, {where}"
+
+
 @dataclass(frozen=True)
 class Destination:
-    """Where accepted events go: an HTTP URL (signed deliveries) or a Python ``module:function``."""
+    """Where accepted events go: an HTTP URL (signed deliveries), a Python ``module:function``,
+    or a message broker (signed messages)."""
 
     url: str | None = None
     handler: str | None = None
+    broker: BrokerConfig | None = None
 
     def describe(self) -> str:
+        if self.broker is not None:
+            return self.broker.describe()
         return self.url or f"handler {self.handler}"
+
+    @property
+    def label(self) -> str:
+        """The destination's name in metrics: the broker's name, the URL (no password) or the handler."""
+        if self.broker is not None:
+            return self.broker.name
+        return redact_dsn(self.url) if self.url else f"handler {self.handler}"
+
+    @property
+    def signed(self) -> bool:
+        """Deliveries carry the Standard Webhooks headers (a handler gets the envelope alone)."""
+        return self.handler is None
 
 
 @dataclass(frozen=True)
