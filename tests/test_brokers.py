@@ -1,0 +1,239 @@
+"""Forwarding into the merchant's message broker: RabbitMQ, NATS JetStream, Redis Streams, for real.
+
+Each test publishes to names of its own (see ``support.brokers``) on the machine's brokers and
+removes them; "the broker goes away" is a TCP proxy the test closes (the brokers themselves are
+shared and never stopped). A test skips only when its broker is not reachable, saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+from support import (
+    OLD_SECRET,
+    PYTHON,
+    SECRET,
+    Pki,
+    Serve,
+    client_context,
+    config_text,
+    https_post,
+    pix,
+    run_cli,
+    until,
+)
+from support.brokers import BrokerKit, Received, reachable
+from support.tcp_proxy import TcpProxy
+
+from mtls_receiver.config import Config, load_config
+from mtls_receiver.lifecycle import Receiver
+
+pytestmark = pytest.mark.usefixtures("forward_secrets")
+
+KINDS = ["rabbitmq", "nats", "redis"]
+
+
+@pytest.fixture(params=KINDS)
+async def kit(request: pytest.FixtureRequest) -> AsyncIterator[BrokerKit]:
+    if not reachable(request.param):
+        pytest.skip(f"no {request.param} server on 127.0.0.1 (CI starts one: .ci/run)")
+    broker = BrokerKit(request.param)
+    yield broker
+    await broker.cleanup()
+
+
+@pytest.fixture
+async def proxy(kit: BrokerKit) -> AsyncIterator[TcpProxy]:
+    from support.brokers import PORTS
+
+    forwarding = await TcpProxy(PORTS[kit.kind]).open()
+    yield forwarding
+    await forwarding.close()
+
+
+def forward_to(destination: str = "bus", **policy: object) -> str:
+    settings = {"max_attempts": 200, "backoff_base": 0.05, "backoff_max": 0.2, "timeout": 2, **policy}
+    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+    secrets = '[{ env = "T_FORWARD_SECRET" }, { env = "T_FORWARD_OLD" }]'
+    return f'\n[forward]\ndestination = "{destination}"\nsecrets = {secrets}\n{lines}'
+
+
+async def start_with(write_config: Callable[..., Config], start_receiver, extra: str) -> Receiver:  # type: ignore[no-untyped-def]
+    config = write_config()
+    config.source.write_text(config.source.read_text() + extra, encoding="utf-8")
+    return await start_receiver(load_config(config.source))  # type: ignore[no-any-return]
+
+
+async def send(port: int, pki: Pki, *items: dict[str, object]) -> None:
+    answer = await https_post(port, "/webhook/pix", {"pix": list(items)}, client_context(pki, pki.client))
+    assert answer.status == 200
+
+
+async def failed_attempts(receiver: Receiver, dedup_key: str, at_least: int) -> bool:
+    """The event ``dedup_key`` has at least that many attempts recorded (failed: it is not delivered)."""
+    events = [e for e in await receiver.store.list_events() if e.dedup_key == dedup_key]
+    found = await receiver.store.get_event(events[0].id) if events else None
+    return found is not None and len(found[1]) >= at_least and found[0].status != "delivered"
+
+
+def envelopes(received: list[Received]) -> list[dict[str, object]]:
+    return [json.loads(message.body) for message in received]
+
+
+async def test_event_reaches_the_broker_signed_and_read_by_a_consumer(
+    kit: BrokerKit, write_config, start_receiver, pki: Pki
+) -> None:  # type: ignore[no-untyped-def]
+    receiver = await start_with(write_config, start_receiver, kit.table() + forward_to())
+    await send(receiver.port(), pki, pix("E1", chave="k1"))
+    await until(kit.read)
+    (message,) = kit.received
+    (event,) = await receiver.store.list_events()
+    for secret in (SECRET, OLD_SECRET):  # both rotation secrets sign, as over HTTP
+        assert Webhook(secret).verify(message.body, message.headers)["payload"] == pix("E1", chave="k1")
+    envelope = json.loads(message.body)
+    assert message.headers["webhook-id"] == envelope["id"] == event.id
+    assert (envelope["type"], envelope["dedup_key"], envelope["route"]) == ("efi.pix", "E1", "/webhook")
+
+    async def delivered() -> bool:
+        return len(await receiver.store.list_events(status="delivered")) == 1
+
+    await until(delivered)
+    assert (
+        receiver.metrics.registry.get_sample_value(
+            "mtls_receiver_destination_deliveries_total", {"destination": "bus", "outcome": "delivered"}
+        )
+        == 1
+    )
+
+
+async def test_broker_unreachable_then_back_delivers_without_a_restart(
+    kit: BrokerKit, proxy: TcpProxy, write_config, start_receiver, pki: Pki
+) -> None:  # type: ignore[no-untyped-def]
+    """A connection that worked, then broke (the proxy cuts it), is opened again by itself."""
+    receiver = await start_with(write_config, start_receiver, kit.table(proxy.port) + forward_to())
+    await send(receiver.port(), pki, pix("E1"))
+    await until(kit.read)
+    await proxy.close()
+    await send(receiver.port(), pki, pix("E2"))
+    await until(lambda: failed_attempts(receiver, "E2", 2), timeout=30)
+    assert [e["dedup_key"] for e in envelopes(await kit.read())] == ["E1"]
+    await proxy.open()
+    await until(lambda: _count(kit, 2), timeout=30)
+    assert [e["dedup_key"] for e in envelopes(kit.received)] == ["E1", "E2"]
+    (second,) = [e for e in await receiver.store.list_events() if e.dedup_key == "E2"]
+    found = await receiver.store.get_event(second.id)
+    assert found is not None and found[1][0].error and found[1][0].status_code is None
+
+
+async def _count(kit: BrokerKit, expected: int) -> bool:
+    return len(await kit.read()) >= expected
+
+
+async def test_order_per_key_with_several_events_per_key(
+    kit: BrokerKit, proxy: TcpProxy, write_config, start_receiver, pki: Pki
+) -> None:  # type: ignore[no-untyped-def]
+    """Everything queues while the broker is away; four deliveries at a time then, never out of
+    order within a key (one Pix and its refunds share the endToEndId)."""
+    await proxy.close()
+    receiver = await start_with(
+        write_config, start_receiver, kit.table(proxy.port) + forward_to(concurrency=4)
+    )
+    sent: dict[str, list[str]] = {}
+    for refund in range(4):
+        for key in ("E-A", "E-B", "E-C"):
+            item = pix(
+                key,
+                devolucoes=[{"id": f"D{refund}", "rtrId": "D" * 32, "valor": "1.00", "status": "DEVOLVIDO"}],
+            )
+            await send(receiver.port(), pki, item)
+            sent.setdefault(key, []).append(f"{key}|D{refund}:DEVOLVIDO")
+    await proxy.open()
+    await until(lambda: _count(kit, 12), timeout=60)
+    seen: dict[str, list[str]] = {}
+    for envelope in envelopes(kit.received):
+        key = str(envelope["dedup_key"])
+        if key not in seen.get(key.split("|")[0], []):  # at least once: a repeat is not a reorder
+            seen.setdefault(key.split("|")[0], []).append(key)
+    assert seen == sent
+
+
+def test_kill_9_with_deliveries_pending_every_event_reaches_the_broker(
+    tmp_path: Path, pki: Pki, serve: Serve
+) -> None:
+    for kind in KINDS:
+        if not reachable(kind):
+            continue  # reported by the other tests' skips
+        asyncio.run(_kill_9_scenario(BrokerKit(kind), tmp_path / kind, pki, serve))
+
+
+async def _kill_9_scenario(kit: BrokerKit, directory: Path, pki: Pki, serve: Serve) -> None:
+    directory.mkdir()
+    config = directory / "config.toml"
+    config.write_text(
+        config_text(pki) + kit.table() + forward_to(concurrency=4),
+        encoding="utf-8",
+    )
+    try:
+        server, port = await asyncio.to_thread(serve, config)
+        sent = [f"E{n:03d}" for n in range(30)]
+        await asyncio.gather(*(send(port, pki, pix(e2e)) for e2e in sent))
+        await until(lambda: _count(kit, 3), timeout=30)
+        server.kill()  # SIGKILL with deliveries in flight and most still pending
+        restarted, _ = await asyncio.to_thread(serve, config)
+        try:
+
+            async def all_there() -> bool:
+                return {e["dedup_key"] for e in envelopes(await kit.read())} == set(sent)
+
+            await until(all_there, timeout=60)
+        finally:
+            restarted.terminate()
+    finally:
+        await kit.cleanup()
+
+
+def test_config_naming_a_broker_whose_extra_is_missing_fails_check_config(tmp_path: Path, pki: Pki) -> None:
+    config = tmp_path / "config.toml"
+    for kind, module in (("rabbitmq", "aio_pika"), ("nats", "nats"), ("redis", "redis")):
+        config.write_text(config_text(pki) + BrokerKit(kind).table() + forward_to(), encoding="utf-8")
+        hidden = f"import sys; sys.modules[{module!r}] = None"  # as if the extra were not installed
+        code = f"{hidden}; from mtls_receiver.cli import main; sys.exit(main())"
+        result = subprocess.run(
+            [PYTHON, "-c", code, "check-config", "--config", str(config)], capture_output=True, text=True
+        )
+        assert result.returncode == 2, result.stderr
+        assert (
+            f"destinations[0].type: {kind} needs its client library: pip install 'mtls-receiver[{kind}]'"
+            in result.stderr
+        )
+        assert run_cli("check-config", "--config", str(config)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('destination = "nope"', "forward.destination: no [[destinations]] entry named 'nope'"),
+        ('url = "amqp://127.0.0.1/"', "forward.url: must be an http:// or https:// URL"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, pki: Pki, extra: str, message: str) -> None:
+    config = tmp_path / "config.toml"
+    text = config_text(pki) + BrokerKit("redis").table() + forward_to().replace('destination = "bus"', extra)
+    config.write_text(text, encoding="utf-8")
+    result = run_cli("check-config", "--config", str(config))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_a_broker_url_with_a_password_must_come_from_the_environment(tmp_path: Path, pki: Pki) -> None:
+    config = tmp_path / "config.toml"
+    table = BrokerKit("rabbitmq").table().replace("amqp://127.0.0.1", "amqp://guest:guest@127.0.0.1")
+    config.write_text(config_text(pki) + table + forward_to(), encoding="utf-8")
+    result = run_cli("check-config", "--config", str(config))
+    assert result.returncode == 2 and "destinations[0].url: holds a password" in result.stderr
+    assert "guest:guest" not in result.stderr
