@@ -237,3 +237,48 @@ def test_a_broker_url_with_a_password_must_come_from_the_environment(tmp_path: P
     result = run_cli("check-config", "--config", str(config))
     assert result.returncode == 2 and "destinations[0].url: holds a password" in result.stderr
     assert "guest:guest" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["rabbitmq", "nats"])
+async def test_a_message_the_broker_cannot_keep_is_a_failed_attempt_not_a_drop(
+    kind: str, write_config, start_receiver, pki: Pki
+) -> None:  # type: ignore[no-untyped-def]
+    """RabbitMQ: no queue bound (mandatory publishing gets it back); NATS: no stream for the subject."""
+    if not reachable(kind):
+        pytest.skip(f"no {kind} server on 127.0.0.1 (CI starts one: .ci/run)")
+    kit = BrokerKit(kind)
+    try:
+        table = kit.table()
+        table = table.replace(f'queue = "{kit.name}"\n', "").replace("declare = true\n", "declare = false\n")
+        if kind == "rabbitmq":  # the exchange exists, nothing is bound to it
+            table = table.replace("declare = false\n", "declare = true\n")
+        receiver = await start_with(write_config, start_receiver, table + forward_to())
+        await send(receiver.port(), pki, pix("E1"))
+        await until(lambda: failed_attempts(receiver, "E1", 2), timeout=30)
+        (event,) = await receiver.store.list_events()
+        found = await receiver.store.get_event(event.id)
+        assert found is not None and found[0].status == "pending"
+        assert ("PublishError" if kind == "rabbitmq" else "NoStreamResponseError") in found[1][0].error
+        await _make_room(kit)
+        await until(kit.read, timeout=30)
+        assert [e["dedup_key"] for e in envelopes(kit.received)] == ["E1"]
+    finally:
+        await kit.cleanup()
+
+
+async def _make_room(kit: BrokerKit) -> None:
+    """What the operator does: bind a queue (RabbitMQ) or create the stream (NATS)."""
+    if kit.kind == "rabbitmq":
+        import aio_pika
+
+        connection = await aio_pika.connect("amqp://127.0.0.1:5672/")
+        channel = await connection.channel()
+        queue = await channel.declare_queue(kit.name, durable=True)
+        await queue.bind(kit.name, f"{kit.name}.#")
+        await connection.close()
+    else:
+        import nats
+
+        client = await nats.connect("nats://127.0.0.1:4222")
+        await client.jetstream().add_stream(name=kit.name, subjects=[f"{kit.name}.>"])
+        await client.close()

@@ -107,7 +107,7 @@ class BrokerKit:
         while True:
             try:
                 messages = await self._state["subscription"].fetch(100, timeout=0.2)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):
                 return
             for message in messages:
                 self.received.append(Received(dict(message.headers or {}), message.data))
