@@ -7,6 +7,8 @@ acknowledgement was lost — never reaches consumers.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 
 from nats.aio.client import Client
@@ -14,6 +16,7 @@ from nats.js.api import StorageType
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from ..config import BrokerConfig
 from .base import BrokerSink, Message
 
 __all__ = ["NatsSink"]
@@ -27,6 +30,10 @@ class NatsSink(BrokerSink[tuple[Client, JetStreamContext]]):
     """One client that reconnects by itself for ever once it has connected (the forwarder's
     time-out bounds each attempt meanwhile); discarded only when it closed."""
 
+    def __init__(self, config: BrokerConfig) -> None:
+        super().__init__(config)
+        self._closing_clients: set[int] = set()  # ids of clients we are closing: no warning for those
+
     async def _connect(self) -> tuple[Client, JetStreamContext]:
         client = Client()
         try:
@@ -38,13 +45,14 @@ class NatsSink(BrokerSink[tuple[Client, JetStreamContext]]):
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
                 error_cb=self._error,
-                disconnected_cb=self._disconnected,
+                disconnected_cb=functools.partial(self._disconnected, client),  # an async callable
             )
             jetstream = client.jetstream()
             if self.config.declare:
                 await self._declare(jetstream)
         except BaseException:
-            await client.close()
+            with contextlib.suppress(Exception):  # never connected: nothing to close, and no new error
+                await client.close()
             raise
         return client, jetstream
 
@@ -60,11 +68,16 @@ class NatsSink(BrokerSink[tuple[Client, JetStreamContext]]):
     async def _error(self, exc: Exception) -> None:
         log.debug("nats %s: %s", self.config.name, exc)
 
-    async def _disconnected(self) -> None:
-        log.warning("nats %s: disconnected, reconnecting", self.config.name)
+    async def _disconnected(self, client: Client) -> None:
+        if id(client) not in self._closing_clients:  # not a close of ours
+            log.warning("nats %s: disconnected, reconnecting", self.config.name)
 
     async def _disconnect(self, client: tuple[Client, JetStreamContext]) -> None:
-        await client[0].close()
+        self._closing_clients.add(id(client[0]))
+        try:
+            await client[0].close()
+        finally:
+            self._closing_clients.discard(id(client[0]))
 
     def _usable(self, client: tuple[Client, JetStreamContext]) -> bool:
         return not client[0].is_closed

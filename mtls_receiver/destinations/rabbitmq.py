@@ -8,6 +8,7 @@ attempts, retried like an HTTP 503, never a silent drop.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import aio_pika
@@ -34,7 +35,8 @@ class RabbitMQSink(BrokerSink[_Client]):
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             return _Client(connection, channel, await self._exchange(channel))
         except BaseException:
-            await connection.close()
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                await connection.close()
             raise
 
     async def _exchange(self, channel: AbstractChannel) -> AbstractExchange:

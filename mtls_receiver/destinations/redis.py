@@ -8,6 +8,7 @@ connection warns in the log when AOF is off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import redis.asyncio as aioredis
@@ -31,7 +32,8 @@ class RedisSink(BrokerSink["aioredis.Redis"]):
             await client.ping()
             await self._warn_without_aof(client)
         except BaseException:
-            await client.aclose()
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                await client.aclose()
             raise
         return client
 
