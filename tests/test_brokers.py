@@ -282,3 +282,18 @@ async def _make_room(kit: BrokerKit) -> None:
         client = await nats.connect("nats://127.0.0.1:4222")
         await client.jetstream().add_stream(name=kit.name, subjects=[f"{kit.name}.>"])
         await client.close()
+
+
+def test_a_route_may_forward_to_another_destination(tmp_path: Path, pki: Pki) -> None:
+    routes = (
+        '[[routes]]\npath = "/webhook"\nprovider = "efi"\nmode = "mtls"\nforward_destination = "events"\n'
+        '[[routes]]\npath = "/other"\nprovider = "efi"\nmode = "mtls"\n'
+    )
+    config = tmp_path / "config.toml"
+    tables = BrokerKit("redis").table(destination="events") + BrokerKit("nats").table()
+    config.write_text(config_text(pki, routes=routes) + tables + forward_to(), encoding="utf-8")
+    loaded = load_config(config)
+    webhook, other = loaded.destination("/webhook"), loaded.destination("/other")
+    assert webhook is not None and webhook.broker is not None and webhook.broker.kind == "redis"
+    assert other is not None and other.broker is not None and other.broker.name == "bus"
+    assert webhook.broker.target({"type": "efi.pix", "provider": "efi", "kind": "pix"}).startswith("mtlsr-")

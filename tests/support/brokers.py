@@ -142,6 +142,8 @@ class BrokerKit:
             self._state["last"] = entry_id.decode()
 
     async def _cleanup_redis(self) -> None:
-        client = self._state["client"]
+        import redis.asyncio as aioredis
+
+        client = self._state.get("client") or aioredis.from_url("redis://127.0.0.1:6379/0")
         await client.delete(self.name)
         await client.aclose()
