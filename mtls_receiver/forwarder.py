@@ -92,6 +92,7 @@ class Forwarder:
         self.config, self.store, self.session, self.metrics = config, store, session, metrics
         self._sinks: dict[Destination, Sink] = {}  # opened on first use, kept while configured
         self._sinks_for: Config | None = None  # the config whose destinations _sinks was pruned to
+        self._closing: set[asyncio.Task[None]] = set()  # sinks a reload dropped, being closed
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[_Finished]] = set()
@@ -125,7 +126,7 @@ class Forwarder:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._record_finished()
         sinks, self._sinks = list(self._sinks.values()), {}
-        await asyncio.gather(*(sink.close() for sink in sinks), return_exceptions=True)
+        await asyncio.gather(*(sink.close() for sink in sinks), *self._closing, return_exceptions=True)
 
     def _sink(self, destination: Destination) -> Sink:
         """The open sink of ``destination``; after a reload, those no longer configured are closed."""
@@ -134,7 +135,8 @@ class Forwarder:
             configured = {self.config.forward.default} | {route.forward for route in self.config.routes}
             for stale in [known for known in self._sinks if known not in configured]:
                 task = asyncio.create_task(self._sinks.pop(stale).close())
-                task.add_done_callback(lambda done: done.cancelled() or done.exception())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         sink = self._sinks.get(destination)
         if sink is None:
             sink = self._sinks[destination] = open_sink(destination, self.session)

@@ -110,14 +110,13 @@ class BrokerKit:
             except Exception:
                 return  # not declared yet: nothing delivered yet
             self._state["subscription"] = await jetstream.pull_subscribe(f"{self.name}.>", stream=self.name)
-        while True:
-            try:
-                messages = await self._state["subscription"].fetch(100, timeout=0.2)
-            except (NatsTimeout, TimeoutError):
-                return
-            for message in messages:
-                self.received.append(Received(dict(message.headers or {}), message.data))
-                await message.ack()
+        try:  # one fetch a call: what arrived within 0.2 s (a caller polls again for more)
+            messages = await self._state["subscription"].fetch(1000, timeout=0.2)
+        except (NatsTimeout, TimeoutError):
+            return
+        for message in messages:
+            self.received.append(Received(dict(message.headers or {}), message.data))
+            await message.ack()
 
     async def _cleanup_nats(self) -> None:
         import nats

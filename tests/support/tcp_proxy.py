@@ -12,8 +12,9 @@ import contextlib
 
 
 class TcpProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", delay: float = 0.0) -> None:
         self.target = (target_host, target_port)
+        self.delay = delay  # seconds each chunk waits before it is passed on: a slow network
         self.port = 0  # chosen by the first open()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -43,10 +44,11 @@ class TcpProxy:
         finally:
             self._writers -= {writer, up_writer}
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
