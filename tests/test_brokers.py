@@ -303,3 +303,26 @@ def test_a_route_may_forward_to_another_destination(tmp_path: Path, pki: Pki) ->
     assert webhook is not None and webhook.broker is not None and webhook.broker.kind == "redis"
     assert other is not None and other.broker is not None and other.broker.name == "bus"
     assert webhook.broker.target({"type": "efi.pix", "provider": "efi", "kind": "pix"}).startswith("mtlsr-")
+
+
+async def test_replay_publishes_again_and_jetstream_drops_the_duplicate(
+    kit: BrokerKit, write_config, start_receiver, pki: Pki
+) -> None:  # type: ignore[no-untyped-def]
+    """``events replay`` publishes the event again with the same webhook-id: RabbitMQ and Redis keep
+    both copies (consumers deduplicate), JetStream drops the second by its Nats-Msg-Id."""
+    receiver = await start_with(write_config, start_receiver, kit.table() + forward_to())
+    await send(receiver.port(), pki, pix("E1"))
+    await until(kit.read)
+    (event,) = await receiver.store.list_events()
+    replayed = run_cli("events", "replay", event.id, "--config", str(receiver.config.source))
+    assert replayed.returncode == 0, replayed.stderr
+    receiver.forwarder.wake()  # type: ignore[union-attr]
+
+    async def delivered_twice() -> bool:
+        found = await receiver.store.get_event(event.id)
+        return found is not None and found[0].status == "delivered" and len(found[1]) == 2
+
+    await until(delivered_twice)
+    copies = 1 if kit.kind == "nats" else 2
+    await until(lambda: _count(kit, copies))
+    assert [m.headers["webhook-id"] for m in await kit.read()] == [event.id] * copies

@@ -81,8 +81,8 @@ class BrokerSink(Sink, Generic[ClientT]):
         client = await self._connected()
         try:
             await self._publish(client, message)
-        except BaseException as exc:  # a time-out cancels the publish: its connection is suspect too
-            if not isinstance(exc, Exception) or self._breaks_connection(exc):
+        except BaseException as exc:  # a time-out cancels the publish: its connection may be suspect too
+            if self._breaks_connection(exc):
                 self._discard(client)
             raise
         return Outcome()
@@ -131,6 +131,7 @@ class BrokerSink(Sink, Generic[ClientT]):
         """Still worth publishing on (a client that reconnects by itself stays usable while it does)."""
         return True
 
-    def _breaks_connection(self, exc: Exception) -> bool:
-        """Whether ``exc`` may have left the connection unusable (default: any failure may)."""
+    def _breaks_connection(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (or a cancellation: the forwarder's time-out) may have left the connection
+        unusable (default: any failure may)."""
         return True

@@ -24,6 +24,7 @@ __all__ = ["NatsSink"]
 log = logging.getLogger("mtls_receiver")
 
 CONNECT_TIMEOUT = 5  # seconds (nats-py takes whole seconds)
+NO_CLIENT_TIMEOUT = 24 * 3600.0
 
 
 class NatsSink(BrokerSink[tuple[Client, JetStreamContext]]):
@@ -82,9 +83,11 @@ class NatsSink(BrokerSink[tuple[Client, JetStreamContext]]):
     def _usable(self, client: tuple[Client, JetStreamContext]) -> bool:
         return not client[0].is_closed
 
-    def _breaks_connection(self, exc: Exception) -> bool:
-        return False  # the client heals itself; a closed one is replaced by _usable
+    def _breaks_connection(self, exc: BaseException) -> bool:
+        return False  # the client reconnects by itself, even after a time-out; a closed one _usable replaces
 
     async def _publish(self, client: tuple[Client, JetStreamContext], message: Message) -> None:
         headers = {**message.headers, "Nats-Msg-Id": message.event_id, "Content-Type": "application/json"}
-        await client[1].publish(self.config.target(message.fields), message.body, headers=headers)
+        subject = self.config.target(message.fields)
+        # no time-out of the client's own (5 s): the forwarder's `timeout` bounds the attempt and says so
+        await client[1].publish(subject, message.body, headers=headers, timeout=NO_CLIENT_TIMEOUT)

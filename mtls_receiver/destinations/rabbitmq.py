@@ -61,7 +61,7 @@ class RabbitMQSink(BrokerSink[_Client]):
     def _usable(self, client: _Client) -> bool:
         return not client.connection.is_closed and not client.channel.is_closed
 
-    def _breaks_connection(self, exc: Exception) -> bool:
+    def _breaks_connection(self, exc: BaseException) -> bool:
         # unroutable or nacked: the broker is fine and the channel stays open
         return not isinstance(exc, aio_pika.exceptions.PublishError | aio_pika.exceptions.DeliveryError)
 

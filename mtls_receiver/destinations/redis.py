@@ -53,7 +53,7 @@ class RedisSink(BrokerSink["aioredis.Redis"]):
     async def _disconnect(self, client: aioredis.Redis) -> None:
         await client.aclose()
 
-    def _breaks_connection(self, exc: Exception) -> bool:
+    def _breaks_connection(self, exc: BaseException) -> bool:
         return not isinstance(exc, ResponseError)
 
     async def _publish(self, client: aioredis.Redis, message: Message) -> None:
