@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -236,13 +237,32 @@ def test_config_errors_name_the_key(tmp_path: Path, pki: Pki, extra: str, messag
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
-def test_a_broker_url_with_a_password_must_come_from_the_environment(tmp_path: Path, pki: Pki) -> None:
+@pytest.mark.parametrize(
+    ("kind", "plain", "with_credentials"),
+    [
+        ("rabbitmq", "amqp://127.0.0.1", "amqp://guest:s3cret@127.0.0.1"),
+        ("redis", "redis://127.0.0.1", "redis://:s3cret@127.0.0.1"),
+        ("nats", "nats://127.0.0.1", "nats://s3cret@127.0.0.1"),  # a token
+    ],
+)
+def test_a_broker_url_with_credentials_must_come_from_the_environment(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch, kind: str, plain: str, with_credentials: str
+) -> None:
     config = tmp_path / "config.toml"
-    table = BrokerKit("rabbitmq").table().replace("amqp://127.0.0.1", "amqp://guest:guest@127.0.0.1")
-    config.write_text(config_text(pki) + table + forward_to(), encoding="utf-8")
+    table = BrokerKit(kind).table()
+    url = re.search(r'url = "([^"]+)"', table)
+    assert url is not None
+    inline = table.replace(plain, with_credentials)
+    config.write_text(config_text(pki) + inline + forward_to(), encoding="utf-8")
     result = run_cli("check-config", "--config", str(config))
-    assert result.returncode == 2 and "destinations[0].url: holds a password" in result.stderr
-    assert "guest:guest" not in result.stderr
+    assert result.returncode == 2 and "destinations[0].url: holds credentials" in result.stderr
+    assert "s3cret" not in result.stderr
+    monkeypatch.setenv("T_BROKER_URL", url.group(1).replace(plain, with_credentials))
+    from_env = table.replace(f'"{url.group(1)}"', '{ env = "T_BROKER_URL" }')
+    config.write_text(config_text(pki) + from_env + forward_to(), encoding="utf-8")
+    checked = run_cli("check-config", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "***@127.0.0.1" in checked.stdout and "s3cret" not in checked.stdout
 
 
 @pytest.mark.parametrize("kind", ["rabbitmq", "nats"])

@@ -35,7 +35,7 @@ from .schema import (
     ListenerConfig,
     RouteConfig,
     StoreConfig,
-    redact_dsn,
+    redact_userinfo,
 )
 
 __all__ = ["load_config", "parse_config"]
@@ -316,11 +316,14 @@ def _broker_url(reader: Reader, raw: Table, key: str, kind: str) -> str:
         if isinstance(value, dict)
         else reader.string(raw, key, "url")
     )
-    if isinstance(value, str) and redact_dsn(url) != url:
-        reader.fail(f"{key}.url", 'holds a password: give it as { env = "VAR" } or { file = "/path" }')
+    if isinstance(value, str) and redact_userinfo(url) != url:
+        reader.fail(
+            f"{key}.url", 'holds credentials (before "@"): give it as { env = "VAR" } or { file = "/path" }'
+        )
     if not url.startswith(_BROKER_SCHEMES[kind]):
         reader.fail(
-            f"{key}.url", f"must start with {' or '.join(_BROKER_SCHEMES[kind])}, got {redact_dsn(url)!r}"
+            f"{key}.url",
+            f"must start with {' or '.join(_BROKER_SCHEMES[kind])}, got {redact_userinfo(url)!r}",
         )
     return url
 

@@ -30,6 +30,7 @@ __all__ = [
     "RouteConfig",
     "StoreConfig",
     "redact_dsn",
+    "redact_userinfo",
 ]
 
 CLIENT_CERT_POLICIES = ("required", "optional", "none")
@@ -166,7 +167,7 @@ class BrokerConfig:
             "nats": f"subject {self.subject!r}",
             "redis": f"stream {self.stream!r}",
         }[self.kind]
-        return f"{self.kind} {self.name!r} at {redact_dsn(self.url)}, {where}"
+        return f"{self.kind} {self.name!r} at {redact_userinfo(self.url)}, {where}"
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,11 @@ class StoreConfig:
     @property
     def description(self) -> str:
         return f"SQLite {self.path}" if self.url is None else f"PostgreSQL {redact_dsn(self.url)}"
+
+
+def redact_userinfo(url: str) -> str:
+    """A broker URL without what comes before its ``@``: a password, or a NATS token in the user place."""
+    return re.sub(r"^([a-z]+://)[^/@]*@", r"\1***@", url)
 
 
 def redact_dsn(dsn: str) -> str:
