@@ -346,3 +346,29 @@ async def test_replay_publishes_again_and_jetstream_drops_the_duplicate(
     copies = 1 if kit.kind == "nats" else 2
     await until(lambda: _count(kit, copies))
     assert [m.headers["webhook-id"] for m in await kit.read()] == [event.id] * copies
+
+
+async def test_a_reload_that_changes_the_destination_closes_the_old_one(
+    write_config, start_receiver, pki: Pki
+) -> None:  # type: ignore[no-untyped-def]
+    if not reachable("redis"):
+        pytest.skip("no redis server on 127.0.0.1 (CI starts one: .ci/run)")
+    first, second = BrokerKit("redis"), BrokerKit("redis")
+    try:
+        receiver = await start_with(write_config, start_receiver, first.table() + forward_to())
+        await send(receiver.port(), pki, pix("E1"))
+        await until(first.read)
+        forwarder = receiver.forwarder
+        assert forwarder is not None and len(forwarder._sinks) == 1
+        (old_sink,) = forwarder._sinks.values()
+        text = receiver.config.source.read_text(encoding="utf-8")
+        receiver.config.source.write_text(text.replace(first.name, second.name), encoding="utf-8")
+        assert await receiver.reload()
+        await send(receiver.port(), pki, pix("E2"))
+        await until(second.read)
+        assert [e["dedup_key"] for e in envelopes(second.received)] == ["E2"]
+        assert [e["dedup_key"] for e in envelopes(await first.read())] == ["E1"]
+        assert old_sink not in forwarder._sinks.values() and old_sink._client is None  # type: ignore[attr-defined]
+    finally:
+        await first.cleanup()
+        await second.cleanup()
