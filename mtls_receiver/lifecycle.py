@@ -48,6 +48,7 @@ __all__ = [
     "Role",
     "Workers",
     "bind_errors",
+    "load_public_keys",
     "check_reloadable",
     "expiry_warnings",
     "match_sockets",
@@ -131,6 +132,8 @@ class Receiver:
             if self.role.forward:
                 self.forwarder = Forwarder(self.config, self.store, self._session, self.metrics)
                 await self.forwarder.start()
+            if self.role.listen:
+                await load_public_keys(self.config)
             sockets = match_sockets(self.config, inherited or {})
             for listener in self.config.listeners if self.role.listen else ():
                 key = f"{self.config.listener_key(listener.name)}.address"
@@ -293,6 +296,8 @@ class Receiver:
         except ReceiverError as exc:
             log.error("reload rejected, still serving the previous configuration: %s", exc)
             return False
+        if self.role.listen:
+            await load_public_keys(config)
         for listener in config.listeners:
             if listener.name in self._listeners:
                 self._listeners[listener.name].swap(
@@ -342,6 +347,20 @@ class Receiver:
             await self.retention.stop()
         await _bounded(self.coalescer.stop(), 5, "writing the counts of repeated refusals")
         await self.store.close()
+
+
+async def load_public_keys(config: Config) -> None:
+    """Fetch every route's public keys from its sender, all at once (each fetch has its own timeout).
+
+    A failure is a one-line warning, not a stop: the route keeps whatever keys it holds (none: its
+    requests are answered 503 until a later fetch succeeds), and nothing is let in unverified."""
+    sources = [(route, source) for route in config.routes for source in route.options.key_sources()]
+    results = await asyncio.gather(*(source.load() for _, source in sources), return_exceptions=True)
+    for (route, source), result in zip(sources, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning(
+                "route %s: public keys from %s not fetched: %s", route.path, source.description, result
+            )
 
 
 async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ..addresses import Network
 
@@ -23,6 +24,7 @@ __all__ = [
     "Limits",
     "ListenerConfig",
     "ProviderOptions",
+    "RefreshableKeys",
     "RelayConfig",
     "RouteConfig",
     "StoreConfig",
@@ -73,6 +75,21 @@ class ListenerConfig:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+class RefreshableKeys(Protocol):
+    """Public keys a route fetches from its sender (``keysource.KeySource``): generic code only loads
+    them at start and refreshes them when a signature matches none."""
+
+    @property
+    def description(self) -> str:
+        """Where the keys come from (a URL or a file), for logs."""
+
+    async def load(self) -> None:
+        """Fetch them now; raises an exception naming the problem, keeping the keys already held."""
+
+    async def refresh(self) -> bool:
+        """Fetch them again if the rate limit allows; True when new keys arrived."""
+
+
 @dataclass(frozen=True)
 class ProviderOptions:
     """A route's sender-specific settings; each provider subclasses it as a frozen dataclass.
@@ -95,6 +112,10 @@ class ProviderOptions:
 
     def warnings(self) -> tuple[str, ...]:
         """What ``check-config`` warns about on this route: a weak or test-only setting it accepts."""
+        return ()
+
+    def key_sources(self) -> tuple[RefreshableKeys, ...]:
+        """Public keys fetched from the sender, loaded by each worker before it listens."""
         return ()
 
 
