@@ -78,6 +78,20 @@ class NamedKey:
     kid: str | None = None
     origin: str = ""  # where it came from, for messages: a file, a URL, "dev signing key"
 
+    def __reduce__(self) -> tuple[object, tuple[bytes, str | None, str]]:
+        """Pickled as DER: a supervisor hands its workers the configuration pickled, and
+        ``cryptography``'s key objects do not pickle."""
+        der = self.key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return _unpickle_key, (der, self.kid, self.origin)
+
+
+def _unpickle_key(der: bytes, kid: str | None, origin: str) -> NamedKey:
+    key = serialization.load_der_public_key(der)
+    assert isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey))
+    return NamedKey(key, kid, origin)
+
 
 def suits(algorithm: str, key: object) -> bool:
     """Whether ``key`` can check signatures of ``algorithm`` (an RSA key never verifies ECDSA)."""

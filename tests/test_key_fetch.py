@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from support import Pki, client_context, config_text, https_post
+from support import Pki, Serve, client_context, config_text, https_post
 from support.asymmetric import (
     KeyStandIn,
     b64,
@@ -340,3 +340,45 @@ def test_stale_keys_is_a_refusal_carrying_its_source() -> None:
     refusal = StaleKeys(401, "signature: matches no trusted public key", keys)
     assert refusal.source is keys and refusal.status == 401 and not refusal.headers
     assert StaleKeys(503, "no keys yet", keys).headers == {"Retry-After": "30"}
+
+
+async def test_a_reload_fetches_the_new_configurations_keys(
+    tmp_path: Path, pki: Pki, start_receiver: StartReceiver
+) -> None:
+    key = ecdsa_key()
+    body = json.dumps(STARK_EVENT).encode()
+    async with key_stand_in(stark_document(key)) as standin:
+        route = f'[[routes]]\npath = "/stark"\nprovider = "starkbank"\npublic_key_url = "{standin.url}"\n'
+        receiver = await start_receiver(write(tmp_path, pki, route))
+        write(tmp_path, pki, route + "refetch_interval = 300\n")
+        assert await receiver.reload() and standin.hits == 2  # fetched before the new routes apply
+        assert (
+            await post(receiver, pki, "/stark", body, {"Digital-Signature": b64(sign_ecdsa(key, body))})
+            == 200
+        )
+
+
+def test_workers_receive_the_keys_in_their_pickled_configuration(
+    serve: Serve, tmp_path: Path, pki: Pki
+) -> None:
+    """A supervisor hands each worker its configuration pickled: the public keys travel with it."""
+    key = rsa_key()
+    (tmp_path / "woovi.pem").write_text(pem(key))
+    routes = '[[routes]]\npath = "/woovi"\nprovider = "woovi"\npublic_key_file = "woovi.pem"\n'
+    _, port = serve(workers=2, client_certs="none", routes=routes)
+    body = json.dumps(WOOVI_CHARGE).encode()
+
+    async def send_all() -> list[int]:
+        sends = (
+            https_post(
+                port,
+                "/woovi",
+                body,
+                client_context(pki),
+                headers={"x-webhook-signature": b64(sign_rsa(key, body))},
+            )
+            for _ in range(6)
+        )
+        return [answer.status for answer in await asyncio.gather(*sends)]
+
+    assert asyncio.run(send_all()) == [200] * 6
