@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -54,6 +54,7 @@ class KeySource:
     timeout: float = 10.0  # seconds a fetch may take
     _last_refetch: float = field(default=float("-inf"), repr=False)
     _inflight: asyncio.Future[bool] | None = field(default=None, repr=False)
+    _on_fetch: Callable[[bool], None] | None = field(default=None, repr=False)
 
     @property
     def description(self) -> str:
@@ -62,6 +63,9 @@ class KeySource:
     @property
     def refreshable(self) -> bool:
         return self.url is not None
+
+    def observe(self, on_fetch: Callable[[bool], None]) -> None:
+        self._on_fetch = on_fetch
 
     def matching(self, kid: str | None) -> tuple[NamedKey, ...]:
         """The keys a signature naming ``kid`` may come from (all of them when it names none)."""
@@ -108,6 +112,20 @@ class KeySource:
         return added
 
     async def _fetch(self, url: str) -> tuple[NamedKey, ...]:
+        """The usable keys of the document at ``url``; each attempt is reported to the observer."""
+        try:
+            keys = await self._fetch_once(url)
+        except KeyFetchError:
+            self._report(False)
+            raise
+        self._report(True)
+        return keys
+
+    def _report(self, ok: bool) -> None:
+        if self._on_fetch is not None:
+            self._on_fetch(ok)
+
+    async def _fetch_once(self, url: str) -> tuple[NamedKey, ...]:
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session,

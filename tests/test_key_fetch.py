@@ -167,6 +167,18 @@ async def stored(receiver: Receiver, route: str) -> int:
     return len(await receiver.store.list_events(route=route))
 
 
+def fetches(receiver: Receiver, route: str) -> dict[str, float]:
+    """``mtls_receiver_public_key_fetches`` of a route, by outcome."""
+    registry = receiver.metrics.registry
+    return {
+        outcome: registry.get_sample_value(
+            "mtls_receiver_public_key_fetches_total", {"route": route, "outcome": outcome}
+        )
+        or 0.0
+        for outcome in ("ok", "failed")
+    }
+
+
 async def test_starkbank_key_rotation_through_the_receiver(
     tmp_path: Path, pki: Pki, start_receiver: StartReceiver
 ) -> None:
@@ -191,6 +203,7 @@ async def test_starkbank_key_rotation_through_the_receiver(
         bad = {"Digital-Signature": b64(sign_ecdsa(stranger, body))}
         statuses = [await post(receiver, pki, "/stark", body, bad) for _ in range(10)]
         assert statuses == [401] * 10 and standin.hits == 2  # no fetch per request
+        assert fetches(receiver, "/stark") == {"ok": 2.0, "failed": 0.0}
 
 
 async def test_no_key_fetched_refuses_with_503(
@@ -222,6 +235,7 @@ async def test_no_key_fetched_refuses_with_503(
             == 503
         )
         assert await stored(receiver, "/stark") == 0
+        assert fetches(receiver, "/stark") == {"ok": 0.0, "failed": 2.0}
 
 
 async def test_woovi_and_public_key_through_the_receiver(

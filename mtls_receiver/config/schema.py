@@ -7,6 +7,7 @@ A route's sender-specific settings are a :class:`ProviderOptions` that its provi
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -88,6 +89,9 @@ class RefreshableKeys(Protocol):
 
     async def refresh(self) -> bool:
         """Fetch them again if the rate limit allows; True when new keys arrived."""
+
+    def observe(self, on_fetch: Callable[[bool], None]) -> None:
+        """Call ``on_fetch`` after every fetch with whether it succeeded (the metrics count them)."""
 
 
 @dataclass(frozen=True)
