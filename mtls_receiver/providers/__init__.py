@@ -54,6 +54,16 @@ _MODULES = {
     "hmac": "generic",
     "token": "token",
     "allowlist": "allowlist",
+    "mercadopago": "mercadopago",
+    "asaas": "asaas",
+    "pagbank": "pagbank",
+    "pagarme": "pagarme",
+    "kiwify": "kiwify",
+    "iugu": "iugu",
+    "celcoin": "celcoin",
+    "bs2": "bs2",
+    "stripe": "stripe",
+    "standard-webhooks": "standard_webhooks",
 }
 PROVIDER_NAMES = tuple(_MODULES)
 _DEV_PROVIDER = "efi"  # the sender ``serve --dev`` demonstrates

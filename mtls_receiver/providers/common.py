@@ -14,7 +14,7 @@ from ..addresses import in_networks
 from ..config.reader import Reader, Table
 from ..config.schema import ProviderOptions, RouteConfig
 from ..errors import Refusal
-from ..events import IncomingRequest
+from ..events import IncomingRequest, NewEvent, Verdict
 from ..signatures import (
     SignatureScheme,
     basic_credentials,
@@ -32,7 +32,9 @@ __all__ = [
     "check_allowlist",
     "content_digest",
     "form_object",
+    "first_text",
     "json_object",
+    "one_event",
     "request_fields",
     "require_token",
     "require_unsigned_opt_in",
@@ -193,17 +195,31 @@ def static_auth_headers(mode: str, header: str, secret: str) -> dict[str, str]:
 
 
 def require_unsigned_opt_in(reader: Reader, raw: Table, key: str, default_ips: bool = False) -> None:
-    """An unsigned route loads only with ``unsigned_allowlist_only = true`` and, unless its sender
-    publishes addresses (``default_ips``), a non-empty ``allow_ips``: without a signature the
-    client address is all that vouches for a request."""
+    """An unsigned route loads only with ``unsigned_allowlist_only = true`` and a non-empty
+    allowlist (its ``allow_ips``, or the sender's published addresses when ``default_ips``):
+    without a signature the client address is all that vouches for a request."""
     if not reader.boolean(raw, key, UNSIGNED_OPT_IN, default=False):
         reader.fail(
             f"{key}.{UNSIGNED_OPT_IN}",
             "this route has no signature or token: set unsigned_allowlist_only = true to accept "
             "requests on the client address alone (and list allow_ips)",
         )
-    if not default_ips and not reader.networks(raw, key, "allow_ips", default=()):
+    listed = reader.networks(raw, key, "allow_ips", default=())
+    if not listed and ("allow_ips" in raw or not default_ips):
         reader.fail(f"{key}.allow_ips", "an unsigned route needs the sender's addresses (allow_ips)")
+
+
+def one_event(kind: str, dedup: str, body: Any, order_key: str = "") -> Verdict:
+    """The verdict of a request that carries one event, answered at once."""
+    return Verdict(kind=kind, events=(NewEvent(kind, dedup, body, order_key=order_key),), body=b"")
+
+
+def first_text(*values: object) -> str | None:
+    """The first of ``values`` that is a non-empty string or a number, as text."""
+    for value in values:
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return None
 
 
 def check_unsigned_allowlist(route: RouteConfig, request: IncomingRequest) -> None:
