@@ -57,7 +57,8 @@ def test_sha512_base64_and_the_old_secret_while_rotating(tmp_path: Path, pki: Pk
     hook = route(
         tmp_path,
         pki,
-        f'secrets = {SECRETS}\n[routes.signature]\nheader = "X-Sig"\nencoding = "base64"\nalgorithm = "sha512"\n',
+        f'secrets = {SECRETS}\n[routes.signature]\nheader = "X-Sig"\n'
+        'encoding = "base64"\nalgorithm = "sha512"\n',
     )
     for secret in (SECRET, OLD):
         signed = {"X-Sig": base64.b64encode(mac("sha512", secret, BODY)).decode()}
@@ -118,7 +119,8 @@ def test_a_template_of_literal_query_header_and_lower_cased_parts(tmp_path: Path
         tmp_path,
         pki,
         f'secrets = {SECRETS}\n[routes.signature]\nheader = "X-Sig"\n'
-        'signed = ["literal:id:", "lower:query:data.id", "literal:;rid:", "header:x-request-id", "literal:;"]\n',
+        'signed = ["literal:id:", "lower:query:data.id", "literal:;rid:", "header:x-request-id",'
+        ' "literal:;"]\n',
     )
     message = b"id:abc123;rid:req-9;"  # written from the template, with data.id lower-cased
     headers = {"X-Sig": mac("sha256", SECRET, message).hex(), "x-request-id": "req-9"}
@@ -171,7 +173,8 @@ def test_dedup_and_event_from_the_body_or_a_form(tmp_path: Path, pki: Pki) -> No
 def test_signature_config_errors_name_the_key(
     tmp_path: Path, pki: Pki, signature: str, key: str, problem: str
 ) -> None:
-    text = f'[[routes]]\npath = "/hooks"\nprovider = "hmac"\nsecrets = {SECRETS}\n[routes.signature]\n{signature}\n'
+    text = f'[[routes]]\npath = "/hooks"\nprovider = "hmac"\nsecrets = {SECRETS}\n'
+    text += f"[routes.signature]\n{signature}\n"
     error = config_error(tmp_path, pki, text, secret=SECRET, old=OLD)
     assert error.key == f"routes[0].{key}" and problem in error.problem
 
