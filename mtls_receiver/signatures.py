@@ -212,7 +212,7 @@ def verify_signature(scheme: SignatureScheme, keys: tuple[bytes, ...], request: 
     """Refusal(401) unless the request's signature matches one of ``keys`` (rotation)."""
     carried = _carried(scheme, request)
     timestamp = _timestamp(scheme, carried, request)
-    presented = tuple(_presented_digest(scheme, text) for text in _signature_texts(scheme, carried))
+    presented = _presented_digests(scheme, _signature_texts(scheme, carried))
     if not matches_any_of(presented, (signed_message(scheme, timestamp, request),), keys, scheme.algorithm):
         raise Refusal(401, f"signature: {_where(scheme)} does not match")
 
@@ -252,6 +252,19 @@ def _signature_texts(scheme: SignatureScheme, carried: str) -> tuple[str, ...]:
     if not texts:
         raise Refusal(401, f"signature: {scheme.header} has no {scheme.signature_field!r} field")
     return texts[:8]  # a sender rotating keys sends two or three; more is not a signature
+
+
+def _presented_digests(scheme: SignatureScheme, texts: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The digests of the presented signatures. Of several (a rotation), a malformed one is skipped
+    as a sender's SDK would; the request is refused only when none is well-formed."""
+    digests: list[bytes] = []
+    for index, text in enumerate(texts, start=1):
+        try:
+            digests.append(_presented_digest(scheme, text))
+        except Refusal:
+            if not digests and index == len(texts):
+                raise
+    return tuple(digests)
 
 
 def _presented_digest(scheme: SignatureScheme, value: str) -> bytes:

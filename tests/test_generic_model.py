@@ -278,3 +278,10 @@ def test_check_config_warns_about_an_unsigned_route(
 def test_plain_digest_of_the_hash_function_itself() -> None:
     """A self-check of the digest the PagBank preset compares (sha256 of token-body)."""
     assert hashlib.sha256(b"t-" + BODY).hexdigest() == hashlib.sha256(b"t" + b"-" + BODY).hexdigest()
+
+
+def test_a_malformed_entry_beside_a_good_one_is_skipped(tmp_path: Path, pki: Pki) -> None:
+    hook = route(tmp_path, pki, MULTI)
+    good = multi_header(TS, SECRET)["X-Signature"]
+    accepted(hook, request({"X-Signature": good.replace("t=", "v1=zz,t=")}, BODY))
+    assert "is not hex" in refused(hook, request({"X-Signature": f"t={TS},v1=zz,v1=yy"}, BODY)).reason
