@@ -190,6 +190,15 @@ secrets = {SECRETS}
 dedup = ["/id"]
 """
 
+VERIFIED_BY = {
+    "asaas": "static-token",
+    "pagbank": "digest-signature",
+    "iugu": "ip-allowlist-only",
+    "celcoin": "basic-auth",
+    "bs2": "bearer-token",
+    "firebanking": "static-token",
+    "token": "static-token",
+}
 SENDERS = [stripe, standard, mercadopago, asaas, pagbank, pagarme, kiwify, iugu, celcoin, bs2, firebanking]
 
 
@@ -219,3 +228,4 @@ async def test_each_sender_end_to_end(
     assert 400 <= answer.status < 500 and answer.body.strip() and b"\n" not in answer.body.strip(), answer
     (event,) = await receiver.store.list_events()
     assert event.route == path.partition("?")[0] or make is iugu
+    assert event.verified_by == VERIFIED_BY.get(make.__name__, "hmac-signature")
