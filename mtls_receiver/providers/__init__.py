@@ -46,7 +46,14 @@ __all__ = [
 ]
 
 #: ``provider = "..."`` -> the module under providers/ that defines it (imported when first asked for)
-_MODULES = {"efi": "efi", "infi": "infi", "pomelo": "pomelo", "firebanking": "firebanking", "hmac": "generic"}
+_MODULES = {
+    "efi": "efi",
+    "pix": "pix",
+    "infi": "infi",
+    "pomelo": "pomelo",
+    "firebanking": "firebanking",
+    "hmac": "generic",
+}
 PROVIDER_NAMES = tuple(_MODULES)
 _DEV_PROVIDER = "efi"  # the sender ``serve --dev`` demonstrates
 
