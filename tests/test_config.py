@@ -197,7 +197,7 @@ def _duplicate_route(doc: dict[str, Any]) -> None:
         pytest.param(
             _set("routes", "provider", "stripe"),
             "routes[0].provider",
-            "must be one of 'efi', 'infi', 'pomelo', 'firebanking', 'hmac', got 'stripe'",
+            "must be one of 'efi', 'pix', 'infi', 'pomelo', 'firebanking', 'hmac', got 'stripe'",
             id="unknown-provider",
         ),
         pytest.param(
