@@ -54,6 +54,7 @@ def _with_local_files(text: str, pki: Pki, tmp_path: Path) -> str:
         r'"/etc/mtls-receiver/tls/fullchain\.pem"': f'"{pki.server_cert}"',
         r'"/etc/mtls-receiver/tls/privkey\.pem"': f'"{pki.server_key}"',
         r'"/etc/mtls-receiver/efi-chain-prod\.crt"': f'"{pki.client_ca}"',
+        r'"/etc/mtls-receiver/psp-client-ca\.pem"': f'"{pki.client_ca}"',
         r'"/etc/mtls-receiver/efi-hmac"': f'"{tmp_path / "efi-hmac"}"',
         r'"/etc/mtls-receiver/firebanking-secret"': f'"{tmp_path / "efi-hmac"}"',
         r'"/var/lib/mtls-receiver/inbox\.db"': f'"{tmp_path / "inbox.db"}"',
@@ -116,7 +117,7 @@ def test_the_docs_have_the_config_examples_they_promise() -> None:
     modes = [re.findall(r'mode = "([a-z-]+)"', block) for block in blocks]
     assert ["mtls"] in modes and ["skip-mtls"] in modes and ["notifications", "authorizations"] in modes
     providers = {p for block in blocks for p in re.findall(r'provider = "([a-z]+)"', block)}
-    assert providers == {"efi", "infi", "pomelo", "firebanking", "hmac"}
+    assert providers == {"efi", "pix", "infi", "pomelo", "firebanking", "hmac"}
     assert any("proxy_protocol = true" in block for block in blocks)
     assert any(block.startswith("[forward]") for block in blocks)
 
