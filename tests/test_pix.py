@@ -19,8 +19,8 @@ from mtls_receiver.config import Config, RouteConfig
 from mtls_receiver.errors import ConfigError, Refusal
 from mtls_receiver.events import ClientIdentity, IncomingRequest, Peer
 from mtls_receiver.lifecycle import Receiver
+from mtls_receiver.providers import efi, provider
 from mtls_receiver.providers import pix as pix_provider
-from mtls_receiver.providers import provider
 
 ROUTE = RouteConfig(
     path="/bank", listener="main", provider="pix", mode="mtls", options=pix_provider.PixOptions()
@@ -272,3 +272,54 @@ async def test_the_sample_as_sent_is_accepted(bank: Receiver, pki: Pki) -> None:
     assert answer.status == 200
     (event,) = await bank.store.list_events()
     assert event.payload["chave"] == MINE and "PROBE" in event.dedup_key
+
+
+# --- the efi preset's sample (send-test) ---------------------------------------------------------
+
+EFI_SECRET = "s3cr3t-abcdefghij-KLMNOP"
+
+
+def efi_route(mode: str, pix_keys: tuple[str, ...] = (), hmac_secrets: tuple[str, ...] = ()) -> RouteConfig:
+    options = efi.EfiOptions(pix_keys=pix_keys, hmac_secrets=hmac_secrets)
+    return RouteConfig(path="/webhook", listener="main", provider="efi", mode=mode, options=options)
+
+
+def test_efi_sample_mtls_is_a_pix_with_a_certificate() -> None:
+    sample = efi.sample(efi_route("mtls", pix_keys=(MINE,)), None, 1_800_000_000.0)
+    assert (sample.path, sample.client_certificate) == ("/pix", True)
+    assert json.loads(sample.body)["pix"][0]["chave"] == MINE
+    assert provider("efi").sample is efi.sample
+
+
+def test_efi_sample_skip_mtls_is_the_registered_url_without_a_certificate() -> None:
+    """Efí appends /pix to the registered ``?hmac=S&ignorar=`` string (the PROVIDERS.md example)."""
+    route = efi_route("skip-mtls", hmac_secrets=(EFI_SECRET, "old-secret-0123456789"))
+    sample = efi.sample(route, None, 1_800_000_000.0)
+    assert (sample.path, sample.client_certificate) == (f"?hmac={EFI_SECRET}&ignorar=/pix", False)
+    test = efi.sample(route, "test", 1_800_000_000.0)
+    assert (test.path, test.body) == (f"?hmac={EFI_SECRET}&ignorar=", b"")
+    with_secret = efi.sample(efi_route("mtls", hmac_secrets=(EFI_SECRET,)), None, 1_800_000_000.0)
+    assert (with_secret.path, with_secret.client_certificate) == (f"?hmac={EFI_SECRET}&ignorar=/pix", True)
+
+
+async def test_efi_skip_mtls_sample_as_sent_is_accepted(
+    write_config: Callable[..., Config],
+    start_receiver: Callable[[Config], Awaitable[Receiver]],
+    pki: Pki,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("T_EFI_HMAC", EFI_SECRET)
+    routes = (
+        '[[routes]]\npath = "/webhook"\nprovider = "efi"\nmode = "skip-mtls"\n'
+        'allow_ips = ["127.0.0.1/32"]\nhmac_secrets = [{ env = "T_EFI_HMAC" }]\n'
+    )
+    receiver = await start_receiver(write_config(routes=routes, client_certs="optional"))
+    route = receiver.config.routes[0]
+    for event in ("test", "pix"):
+        sample = efi.sample(route, event, 1_800_000_000.0)
+        context = client_context(pki, pki.client if sample.client_certificate else None)
+        target = route.path + sample.path
+        answer = await https_post(receiver.port(), target, sample.body, context, headers=dict(sample.headers))
+        assert answer.status == 200
+    (stored,) = await receiver.store.list_events()
+    assert stored.verified_by == "ip-allowlist+url-hmac" and stored.client is None

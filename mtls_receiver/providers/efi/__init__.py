@@ -32,6 +32,7 @@ __all__ = [
     "check_sender",
     "parse_notification",
     "registration_url",
+    "sample",
     "target",
     "verify",
 ]
