@@ -88,7 +88,9 @@ def test_batches_and_refunds_dedup_like_efi() -> None:
     ]
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b'{"evento": "teste_webhook"}', b"{}"])
+@pytest.mark.parametrize(
+    "body", [b"", b"not json", b'{"evento": "teste_webhook"}', b"{}", b"[]", b'{"pix": []}', b'{"pix": "x"}']
+)
 def test_base_path_without_a_pix_is_the_registration_test(body: bytes) -> None:
     verdict = pix_provider.verify(ROUTE, request("/bank", body))
     assert verdict.kind == "test" and verdict.events == () and verdict.body == b"200"

@@ -143,12 +143,15 @@ def parse_items(body: bytes, list_key: str, shapes: Collection[str]) -> list[dic
 
 
 def looks_like_pix(body: bytes) -> bool:
-    """Whether a body on the base path is a notification (a PSP that does not append ``/pix``)."""
+    """Whether a body on the base path is a notification (a PSP that does not append ``/pix``): a
+    non-empty array, or an object whose ``pix`` is a non-empty list or an object. Anything else there
+    (empty, not JSON, ``{"pix": []}``) is the registration test, whose body nobody documents."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return False
-    return isinstance(document, list) or (isinstance(document, dict) and "pix" in document)
+    items = document.get("pix") if isinstance(document, dict) else document
+    return bool(items) and isinstance(items, (list, dict))
 
 
 def pix_events(items: list[dict[str, Any]]) -> tuple[NewEvent, ...]:
