@@ -366,6 +366,13 @@ def _client_pin(reader: Reader, raw: Table, key: str, listener: ListenerConfig) 
             problem = problem_of(value)
             if problem is not None:
                 reader.fail(f"{key}.{name}[{i}]", problem)
+    return ClientPin(
+        subjects=subjects, cn_patterns=patterns, fingerprints=_fingerprints(reader, key, written)
+    )
+
+
+def _fingerprints(reader: Reader, key: str, written: tuple[str, ...]) -> tuple[str, ...]:
+    """``client_fingerprints`` as lowercase hex without colons (OpenSSL prints them upper case, with)."""
     fingerprints = []
     for i, text in enumerate(written):
         fingerprint = normalize_fingerprint(text)
@@ -375,7 +382,7 @@ def _client_pin(reader: Reader, raw: Table, key: str, listener: ListenerConfig) 
                 f"{text[:100]!r} is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
             )
         fingerprints.append(fingerprint)
-    return ClientPin(subjects=subjects, cn_patterns=patterns, fingerprints=tuple(fingerprints))
+    return tuple(fingerprints)
 
 
 def _default_listener(listeners: Mapping[str, ListenerConfig]) -> str | None:

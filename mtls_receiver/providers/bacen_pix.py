@@ -36,6 +36,7 @@ __all__ = [
     "ROOT_ARRAY",
     "Located",
     "check_pix_keys",
+    "content_events",
     "locate",
     "looks_like_pix",
     "parse_items",
