@@ -197,7 +197,7 @@ def _duplicate_route(doc: dict[str, Any]) -> None:
         pytest.param(
             _set("routes", "provider", "paypal"),
             "routes[0].provider",
-            "must be one of 'efi', 'infi', 'pomelo', 'firebanking', 'hmac', 'token', 'allowlist', "
+            "must be one of 'efi', 'pix', 'infi', 'pomelo', 'firebanking', 'hmac', 'token', 'allowlist', "
             "'mercadopago', 'asaas', 'pagbank', 'pagarme', 'kiwify', 'iugu', 'celcoin', 'bs2', 'stripe', "
             "'standard-webhooks', got 'paypal'",
             id="unknown-provider",

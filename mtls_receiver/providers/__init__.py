@@ -48,6 +48,7 @@ __all__ = [
 #: ``provider = "..."`` -> the module under providers/ that defines it (imported when first asked for)
 _MODULES = {
     "efi": "efi",
+    "pix": "pix",
     "infi": "infi",
     "pomelo": "pomelo",
     "firebanking": "firebanking",
