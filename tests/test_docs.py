@@ -57,6 +57,7 @@ def _with_local_files(text: str, pki: Pki, tmp_path: Path) -> str:
         r'"/etc/mtls-receiver/tls/fullchain\.pem"': f'"{pki.server_cert}"',
         r'"/etc/mtls-receiver/tls/privkey\.pem"': f'"{pki.server_key}"',
         r'"/etc/mtls-receiver/efi-chain-prod\.crt"': f'"{pki.client_ca}"',
+        r'"/etc/mtls-receiver/psp-client-ca\.pem"': f'"{pki.client_ca}"',
         r'"/etc/mtls-receiver/efi-hmac"': f'"{tmp_path / "efi-hmac"}"',
         r'"/etc/mtls-receiver/firebanking-secret"': f'"{tmp_path / "efi-hmac"}"',
         r'"/var/lib/mtls-receiver/inbox\.db"': f'"{tmp_path / "inbox.db"}"',
