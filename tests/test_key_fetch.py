@@ -32,15 +32,11 @@ from support.asymmetric import (
 )
 from test_asymmetric import KIWIFY_EVENT, PAGARME_EVENT, STARK_EVENT, WOOVI_CHARGE, pagarme_header
 
-from mtls_receiver import providers
-from mtls_receiver.config import Config, load
+from mtls_receiver.config import Config
 from mtls_receiver.config import load_config as read_config
 from mtls_receiver.errors import StaleKeys
 from mtls_receiver.keysource import KeyFetchError, KeySource
 from mtls_receiver.lifecycle import Receiver
-from mtls_receiver.providers.base import Provider
-from mtls_receiver.providers.kiwify import banking
-from mtls_receiver.providers.pagarme import core_api
 from mtls_receiver.publickeys import NamedKey
 
 StartReceiver = Callable[[Config], Awaitable[Receiver]]
@@ -270,34 +266,9 @@ async def test_woovi_and_public_key_through_the_receiver(
     assert await stored(receiver, "/other") == 1
 
 
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str, object], None]:
-    """Registers a mode module as a provider of its own for one test: the ``pagarme`` and ``kiwify``
-    packages' ``__init__`` (another branch) delegate to these modules once merged."""
-
-    def register(name: str, mode: str, module: object) -> None:
-        sender = Provider(
-            name=name,
-            modes=(mode,),
-            keys=module.KEYS,  # type: ignore[attr-defined]
-            parse_options=module.parse_options,  # type: ignore[attr-defined]
-            verify=module.verify,  # type: ignore[attr-defined]
-            verified_by=module.verified_by,  # type: ignore[attr-defined]
-            sample=module.sample,  # type: ignore[attr-defined]
-        )
-        real = providers.provider
-        monkeypatch.setitem(providers._MODULES, name, name)
-        monkeypatch.setattr(load, "PROVIDER_NAMES", (*load.PROVIDER_NAMES, name))
-        for where in (providers, load):
-            monkeypatch.setattr(where, "provider", lambda wanted: sender if wanted == name else real(wanted))
-
-    return register
-
-
 async def test_pagarme_v5_jwks_rotation_through_the_receiver(
-    tmp_path: Path, pki: Pki, start_receiver: StartReceiver, registered: Callable[[str, str, object], None]
+    tmp_path: Path, pki: Pki, start_receiver: StartReceiver
 ) -> None:
-    registered("test-pagarme-v5", "v5", core_api)
     key, rotated = rsa_key(), rsa_key()
     body = json.dumps(PAGARME_EVENT).encode()
     async with key_stand_in(json.dumps({"keys": [jwk(key, "k1")]})) as standin:
@@ -305,7 +276,7 @@ async def test_pagarme_v5_jwks_rotation_through_the_receiver(
             write(
                 tmp_path,
                 pki,
-                '[[routes]]\npath = "/pagarme"\nprovider = "test-pagarme-v5"\n'
+                '[[routes]]\npath = "/pagarme"\nprovider = "pagarme"\nmode = "v5"\n'
                 f'public_key_url = "{standin.url}"\n',
             )
         )
@@ -319,16 +290,15 @@ async def test_pagarme_v5_jwks_rotation_through_the_receiver(
 
 
 async def test_kiwify_banking_through_the_receiver(
-    tmp_path: Path, pki: Pki, start_receiver: StartReceiver, registered: Callable[[str, str, object], None]
+    tmp_path: Path, pki: Pki, start_receiver: StartReceiver
 ) -> None:
-    registered("test-kiwify-banking", "banking", banking)
     key = ed25519_key()
     (tmp_path / "kiwify.pem").write_text(pem(key))
     receiver = await start_receiver(
         write(
             tmp_path,
             pki,
-            '[[routes]]\npath = "/kiwify"\nprovider = "test-kiwify-banking"\n'
+            '[[routes]]\npath = "/kiwify"\nprovider = "kiwify"\nmode = "banking"\n'
             'public_key_file = "kiwify.pem"\n',
         )
     )
