@@ -6,16 +6,15 @@ The signed bytes are the raw body. Dedup and event type are read as ``provider =
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from ..config.reader import Reader, Table
 from ..config.schema import RouteConfig
-from ..events import IncomingRequest, NewEvent, Verdict
+from ..events import IncomingRequest, Verdict
 from ..publickeys import ALGORITHMS, SIGNATURE_ENCODINGS, encode_signature
 from .base import Provider, RouteContext, SampleRequest
-from .common import content_digest, options_of
-from .generic import resolve_field
+from .common import options_of
+from .generic import EventFields, new_event, read_event_fields, sample_body
 from .keyed import (
     KEY_ROUTE_KEYS,
     KeyDefaults,
@@ -38,8 +37,7 @@ class PublicKeyOptions(KeyedOptions):
     header: str = ""
     encoding: str = "base64"  # of the signature in the header: base64, base64url or hex
     prefix: str = ""  # before the encoded signature, e.g. "sig="
-    dedup: tuple[str, ...] = ()  # JSON pointers or "header:Name", joined into the dedup key
-    event: str | None = None  # JSON pointer or "header:Name" naming the event type
+    fields: EventFields = EventFields()  # where the dedup key and the event type are read
 
 
 def parse_options(reader: Reader, raw: Table, route: RouteContext) -> PublicKeyOptions:
@@ -51,21 +49,12 @@ def parse_options(reader: Reader, raw: Table, route: RouteContext) -> PublicKeyO
     )
     reader.only_keys(table, where, _SIGNATURE_KEYS)
     algorithm = reader.choice(table, where, "algorithm", ALGORITHMS)
-    dedup = reader.string_list(raw, route.key, "dedup")
-    event = reader.optional_string(raw, route.key, "event")
-    for i, ref in enumerate((*dedup, *([event] if event else []))):
-        if not ref.startswith(("/", "header:")):
-            name = f"dedup[{i}]" if i < len(dedup) else "event"
-            reader.fail(
-                f"{route.key}.{name}", f"{ref!r}: use a JSON pointer like '/data/id' or 'header:X-Id'"
-            )
     return PublicKeyOptions(
         **read_keys(reader, raw, route.key, KeyDefaults(algorithm)),
         header=reader.string(table, where, "header"),
         encoding=reader.choice(table, where, "encoding", SIGNATURE_ENCODINGS, default="base64"),
         prefix=reader.string(table, where, "prefix", default=""),
-        dedup=dedup,
-        event=event,
+        fields=read_event_fields(reader, raw, route.key),
     )
 
 
@@ -74,18 +63,13 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     admit(route, request, "the sender")
     signature = signature_bytes(request, options.header, options.encoding, options.prefix)
     body = verified_keyed_json(options, request, signature, (request.body,))
-    if options.dedup:
-        dedup = ":".join(str(resolve_field(ref, body, request)) for ref in options.dedup)
-    else:
-        dedup = f"sha256:{content_digest(request.body)}"
-    kind = str(resolve_field(options.event, body, request)) if options.event else "event"
-    return Verdict(kind=kind, events=(NewEvent(kind, dedup, body),), body=b"")
+    return new_event(options.fields, body, request)
 
 
 def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
     """A JSON body signed with the route's dev signing key, in the route's header and encoding."""
     options = options_of(route, PublicKeyOptions)
-    body = json.dumps({"event": event or "test", "id": f"test-{int(now)}", "sent_at": int(now)}).encode()
+    body = sample_body(event, now)
     signature = dev_signature(route, options, body)
     return SampleRequest(
         path="",

@@ -19,9 +19,9 @@ from typing import Any
 from ..config.reader import Reader, Table
 from ..config.schema import RouteConfig
 from ..errors import Refusal
-from ..events import IncomingRequest, NewEvent, Verdict
+from ..events import IncomingRequest, Verdict
 from .base import Provider, RouteContext, SampleRequest
-from .common import options_of
+from .common import one_event, options_of
 from .keyed import (
     KEY_ROUTE_KEYS,
     KeyDefaults,
@@ -73,7 +73,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     if not isinstance(event, dict) or not isinstance(event.get("id"), (str, int)) or event["id"] == "":
         raise Refusal(400, "body must have an 'event' object with an 'id'")
     kind = _kind(event)
-    return Verdict(kind=kind, events=(NewEvent(kind, f"event:{event['id']}", body),), body=b"")
+    return one_event(kind, f"event:{event['id']}", body)
 
 
 def _kind(event: dict[str, Any]) -> str:

@@ -18,10 +18,10 @@ from typing import Any
 
 from ..config.reader import Reader, Table
 from ..config.schema import RouteConfig
-from ..events import IncomingRequest, NewEvent, Verdict
+from ..events import IncomingRequest, Verdict
 from ..publickeys import parse_pem_keys
 from .base import Provider, RouteContext, SampleRequest
-from .common import content_digest, options_of
+from .common import content_digest, one_event, options_of
 from .keyed import (
     KEY_ROUTE_KEYS,
     KeyDefaults,
@@ -81,7 +81,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     signature = signature_bytes(request, HEADER, "base64")
     body = verified_keyed_json(options, request, signature, (request.body,))
     kind, dedup = dedup_key(body, request.body)
-    return Verdict(kind=kind, events=(NewEvent(kind, dedup, body),), body=b"")
+    return one_event(kind, dedup, body)
 
 
 def dedup_key(body: dict[str, Any], raw: bytes) -> tuple[str, str]:

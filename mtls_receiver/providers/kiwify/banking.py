@@ -22,10 +22,10 @@ from typing import Any
 from ...config.reader import Reader, Table
 from ...config.schema import RouteConfig
 from ...errors import Refusal
-from ...events import ClientIdentity, IncomingRequest, NewEvent, Verdict
+from ...events import ClientIdentity, IncomingRequest, Verdict
 from ...publickeys import encode_signature
 from ..base import RouteContext, SampleRequest
-from ..common import options_of
+from ..common import one_event, options_of
 from ..keyed import (
     KEY_ROUTE_KEYS,
     KeyDefaults,
@@ -105,7 +105,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     kind = body.get("type")
     if not isinstance(kind, str) or not kind:
         raise Refusal(400, "body must have a 'type'")
-    return Verdict(kind=kind, events=(NewEvent(kind, f"{kind}:{_resource(body)}", body),), body=b"")
+    return one_event(kind, f"{kind}:{_resource(body)}", body)
 
 
 def _resource(body: dict[str, Any]) -> str:

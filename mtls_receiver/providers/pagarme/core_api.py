@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from ...config.reader import Reader, Table
 from ...config.schema import RouteConfig
 from ...errors import Refusal
-from ...events import ClientIdentity, IncomingRequest, NewEvent, Verdict
+from ...events import ClientIdentity, IncomingRequest, Verdict
 from ...publickeys import decode_signature, encode_signature
 from ..base import RouteContext, SampleRequest
-from ..common import options_of
+from ..common import one_event, options_of
 from ..keyed import (
     KEY_ROUTE_KEYS,
     KeyDefaults,
@@ -91,7 +91,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
         raise Refusal(400, "body must have a 'type' and an 'id'")
     data = body.get("data")
     code = data.get("code") if isinstance(data, dict) else None
-    return Verdict(kind=kind, events=(NewEvent(kind, f"{kind}:{event_id}:{code}", body),), body=b"")
+    return one_event(kind, f"{kind}:{event_id}:{code}", body)
 
 
 def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
