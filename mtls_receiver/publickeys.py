@@ -232,7 +232,10 @@ def _key_list(parsed: Any, origin: str) -> tuple[NamedKey, ...]:
         raise KeyDocumentError(f"no key list (an array, or one of {', '.join(_LIST_FIELDS)})")
     keys: list[NamedKey] = []
     for item in items:
-        keys.extend(_list_item(item, origin))
+        try:
+            keys.extend(_list_item(item, origin))
+        except KeyDocumentError:  # one key of a type not supported here: the others still count
+            continue
     return tuple(keys)
 
 

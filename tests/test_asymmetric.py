@@ -211,6 +211,10 @@ def test_key_documents_list_every_key() -> None:
     }
     (only,) = publickeys.parse_key_document(json.dumps(jwks).encode(), "jwks", "jwks")
     assert only.kid == "k-a" and pem_of(only.key) == pem(a)
+    junk_then_good = {
+        "publicKeys": [{"content": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}, pem(a)]
+    }
+    assert len(publickeys.parse_key_document(json.dumps(junk_then_good).encode(), "list", "u")) == 1
     for document, key_format in ((b"not json", "list"), (b'{"keys": []}', "jwks"), (b"no key here", "pem")):
         with pytest.raises(publickeys.KeyDocumentError):
             publickeys.parse_key_document(document, key_format, "x")
