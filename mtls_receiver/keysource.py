@@ -67,6 +67,17 @@ class KeySource:
     def observe(self, on_fetch: Callable[[bool], None]) -> None:
         self._on_fetch = on_fetch
 
+    def inherit(self, previous: object) -> None:
+        """A reload's new source starts from the keys the old one fetched from the same URL: a sender's
+        key endpoint that is down during a reload does not leave the route without keys."""
+        if (
+            isinstance(previous, KeySource)
+            and self.url is not None
+            and (previous.url, previous.key_format, previous.algorithm)
+            == (self.url, self.key_format, self.algorithm)
+        ):
+            self.keys = previous.keys
+
     def matching(self, kid: str | None) -> tuple[NamedKey, ...]:
         """The keys a signature naming ``kid`` may come from (all of them when it names none)."""
         return self.keys if kid is None else tuple(key for key in self.keys if key.kid == kid)

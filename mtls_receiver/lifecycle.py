@@ -48,6 +48,7 @@ __all__ = [
     "Role",
     "Workers",
     "bind_errors",
+    "inherit_public_keys",
     "load_public_keys",
     "check_reloadable",
     "expiry_warnings",
@@ -297,6 +298,7 @@ class Receiver:
             log.error("reload rejected, still serving the previous configuration: %s", exc)
             return False
         if self.role.listen:
+            inherit_public_keys(self.config, config)
             await load_public_keys(config, self.metrics)
         for listener in config.listeners:
             if listener.name in self._listeners:
@@ -363,6 +365,15 @@ async def load_public_keys(config: Config, metrics: Metrics) -> None:
             log.warning(
                 "route %s: public keys from %s not fetched: %s", route.path, source.description, result
             )
+
+
+def inherit_public_keys(old: Config, new: Config) -> None:
+    """Each route of ``new`` starts from the public keys its namesake in ``old`` fetched (same place)."""
+    previous = {(route.listener, route.path): route.options.key_sources() for route in old.routes}
+    for route in new.routes:
+        before_sources = previous.get((route.listener, route.path), ())
+        for source, before in zip(route.options.key_sources(), before_sources, strict=False):
+            source.inherit(before)
 
 
 def _fetch_counter(metrics: Metrics, route: str) -> Callable[[bool], None]:

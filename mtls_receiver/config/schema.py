@@ -94,6 +94,9 @@ class RefreshableKeys(Protocol):
     def observe(self, on_fetch: Callable[[bool], None]) -> None:
         """Call ``on_fetch`` after every fetch with whether it succeeded (the metrics count them)."""
 
+    def inherit(self, previous: RefreshableKeys) -> None:
+        """Start from the keys ``previous`` holds when it fetched from the same place (a reload)."""
+
 
 @dataclass(frozen=True)
 class ProviderOptions:
