@@ -146,22 +146,24 @@ def _add_send_test(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     send.add_argument(
         "route", metavar="ROUTE", help="the route's path as in the config (/webhook) or its index"
     )
-    send.add_argument("--config", type=Path, required=True)
+    send.add_argument("--config", type=Path, required=True, metavar="FILE")
     send.add_argument("--event", metavar="TYPE", help="the event type to send (default: the sender's usual)")
     send.add_argument("--url", help="where to send (default: the route's listener address and path)")
     send.add_argument(
         "--ca",
         type=Path,
+        metavar="FILE",
         help="CA bundle for the server certificate (default: server-ca.pem"
         " beside the listener's certificate, else public CAs)",
     )
     send.add_argument(
         "--cert",
         type=Path,
+        metavar="FILE",
         help="client certificate PEM (default for mTLS routes: client.pem beside the listener's certificate)",
     )
-    send.add_argument("--key", type=Path, help="client private key, if not inside --cert")
-    send.add_argument("--timeout", type=float, default=15.0)
+    send.add_argument("--key", type=Path, metavar="FILE", help="client private key, if not inside --cert")
+    send.add_argument("--timeout", type=float, default=15.0, metavar="S", help="seconds (default 15)")
     send.set_defaults(func=_send_test)
 
 
