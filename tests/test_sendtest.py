@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from support import Serve, run_cli
+from support import Serve, ServerProcess, run_cli
 
 from mtls_receiver.config import ListenerConfig, RouteConfig
 from mtls_receiver.events import IncomingRequest, Peer
@@ -141,6 +141,21 @@ def test_dev_certs_writes_local_signing_keys(tmp_path: Path) -> None:
             assert key.key_size == 2048
         assert name in (tmp_path / "dev" / "config.toml").read_text(encoding="utf-8")
     assert 'dev_signing_key = "dev-signing-' in (tmp_path / "dev" / "config.toml").read_text(encoding="utf-8")
+
+
+def test_serve_dev_adds_signing_keys_to_an_older_state_directory(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    assert run_cli("dev-certs", str(state), "--port", "0").returncode == 0
+    rsa_key = state / "dev-signing-rsa.pem"
+    kept = (state / "dev-signing-ed25519.pem").read_bytes()
+    rsa_key.unlink()  # as a directory made before the keys existed
+    server = ServerProcess("serve", "--dev", "--state-dir", str(state), "--port", "0")
+    try:
+        server.start()
+        assert stat.S_IMODE(rsa_key.stat().st_mode) == 0o600
+        assert (state / "dev-signing-ed25519.pem").read_bytes() == kept  # an existing key is kept
+    finally:
+        server.kill()
 
 
 # --- the command against a real receiver -------------------------------------------------------------
