@@ -24,7 +24,8 @@ from support import Serve, ServerProcess, run_cli
 from mtls_receiver.config import ListenerConfig, RouteConfig
 from mtls_receiver.events import IncomingRequest, Peer
 from mtls_receiver.providers import PROVIDER_NAMES, infi, pomelo, provider
-from mtls_receiver.sendtest import default_url
+from mtls_receiver.providers.base import SampleRequest
+from mtls_receiver.sendtest import default_url, describe_request, resolve_target
 
 INFI_SECRET = "infi-send-test-secret"
 POMELO_KEY, POMELO_SECRET = "pk-send-test", base64.b64encode(b"pomelo-send-test-secret-bytes").decode()
@@ -115,6 +116,24 @@ def test_default_url_is_the_listener_address_with_wildcards_as_loopback(tmp_path
     assert default_url(INFI_ROUTE, listener("hooks.example.com.br")) == (
         "https://hooks.example.com.br:8443/webhooks/infi"
     )
+
+
+def test_what_is_printed_holds_no_secret_and_no_whole_signature(tmp_path: Path) -> None:
+    """A secret in the URL (Efí skip-mTLS's ``?hmac=``) or a header, a token header, a long signature."""
+    signature = "sha256=" + "ab" * 32
+    made = SampleRequest(
+        path=f"/pix?hmac={INFI_SECRET}",
+        headers={"X-Echo": f"x{INFI_SECRET}x", "Authorization": "Bearer tok-123456", "X-Sig": signature},
+        body=b"{}",
+    )
+    listener = ListenerConfig(name="x", host="0.0.0.0", port=8443, cert=tmp_path / "c", key=tmp_path / "k")
+    target = resolve_target(INFI_ROUTE, listener, made, None, None, None, None)
+    shown = describe_request(INFI_ROUTE, made, target)
+    assert INFI_SECRET not in shown and "tok-123456" not in shown and signature not in shown
+    assert "> POST https://127.0.0.1:8443/webhooks/infi/pix?hmac=…" in shown
+    assert (
+        "> Authorization: Bearer …" in shown and "> X-Sig: sha256=ababababababa…" in shown
+    )  # its first 20 characters
 
 
 # --- dev signing keys --------------------------------------------------------------------------------
