@@ -35,6 +35,13 @@ SERVER_CA, DEV_CLIENT = "server-ca.pem", "client.pem"  # devcerts.py's layout, b
 _EVENT = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
 _SENSITIVE_HEADER = re.compile(r"authorization|token|secret|password|cookie", re.IGNORECASE)
 _SHOWN_BODY = 4000  # characters of the answer printed
+_TLS_HINTS = {  # the server's alerts, said plainly
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": " (the listener requires a client certificate: --cert FILE)",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": " (no TLS version or cipher in common, or no client certificate)",
+    "TLSV1_ALERT_UNKNOWN_CA": " (the client certificate does not chain to the listener's client_ca)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": " (the listener refused the client certificate)",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": " (the client certificate has expired)",
+}
 
 
 class SendTestError(Exception):
@@ -112,7 +119,7 @@ def build_sample(route: RouteConfig, event: str | None, now: float) -> SampleReq
     try:
         return sample(route, event, now)
     except Exception as exc:  # a provider's refusal of --event, an unreadable dev key: one line, no traceback
-        raise SendTestError(f"route {route.path}: cannot build a sample: {exc}") from None
+        raise SendTestError(f"route {route.path}: cannot build a sample: {_error_text(exc)}") from None
 
 
 def resolve_target(
@@ -223,8 +230,9 @@ def post(target: Target, sample: SampleRequest, timeout: float) -> tuple[int, st
             EXIT_ANSWERED_NOT_2XX,
         ) from None
     except ssl.SSLError as exc:
+        hint = _TLS_HINTS.get(str(exc.reason), "")
         raise SendTestError(
-            f"TLS with {target.host}:{target.port} failed: {exc.reason or exc}", EXIT_ANSWERED_NOT_2XX
+            f"TLS with {target.host}:{target.port} failed: {_error_text(exc)}{hint}", EXIT_ANSWERED_NOT_2XX
         ) from None
     except ConnectionRefusedError:
         raise SendTestError(
@@ -260,11 +268,14 @@ def _client_context(target: Target) -> ssl.SSLContext:
 
 
 def _error_text(exc: BaseException) -> str:
+    """What went wrong, on one line."""
     if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+        text = str(exc.reason)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return _printable(" ".join(text.split())[:300])
 
 
 def _printable(text: str) -> str:
