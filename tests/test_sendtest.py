@@ -209,14 +209,19 @@ address = "127.0.0.1:0"
 @pytest.fixture
 def signed(tmp_path: Path, serve: Serve) -> tuple[Path, int]:
     """A dev-certs directory with a listener for signed senders (its config ``signed.toml``), served."""
+    config = _signed_directory(tmp_path)
+    _, port = serve(config)
+    return config, port
+
+
+def _signed_directory(tmp_path: Path) -> Path:
     directory = tmp_path / "dev"
     assert run_cli("dev-certs", str(directory), "--port", "0").returncode == 0
     (directory / "infi-secret").write_text(INFI_SECRET, encoding="utf-8")
     (directory / "pomelo-secret").write_text(POMELO_SECRET, encoding="utf-8")
     config = directory / "signed.toml"
     config.write_text(SIGNED_CONFIG.format(infi_secret="infi-secret"), encoding="utf-8")
-    _, port = serve(config)
-    return config, port
+    return config
 
 
 def _stored(config: Path) -> list[dict[str, object]]:
@@ -308,13 +313,24 @@ def test_mistakes_are_one_line(signed: tuple[Path, int]) -> None:
     _one_line_error(missing, 2, "cannot load the client certificate")
 
 
+def test_a_listener_that_requires_a_client_certificate(tmp_path: Path, serve: Serve) -> None:
+    """Without one the TLS alert is said plainly; with ``--cert`` the signed sample goes through."""
+    config = _signed_directory(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    mtls = 'client_certs = "required"\nclient_ca = "client-ca.pem"'
+    config.write_text(text.replace('client_certs = "none"', mtls), encoding="utf-8")
+    _, port = serve(config)
+    url = f"https://127.0.0.1:{port}/webhooks/infi"
+    refused = run_cli("send-test", "/webhooks/infi", "--config", str(config), "--url", url)
+    _one_line_error(refused, 1, "TLS with", "client certificate")
+    cert = str(config.parent / "client.pem")
+    sent = run_cli("send-test", "/webhooks/infi", "--config", str(config), "--url", url, "--cert", cert)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert f"client certificate {cert}" in sent.stdout and "< 200 OK" in sent.stdout
+
+
 def test_receiver_not_running_is_one_line(tmp_path: Path) -> None:
-    directory = tmp_path / "dev"
-    assert run_cli("dev-certs", str(directory), "--port", "0").returncode == 0
-    (directory / "infi-secret").write_text(INFI_SECRET, encoding="utf-8")
-    (directory / "pomelo-secret").write_text(POMELO_SECRET, encoding="utf-8")
-    config = directory / "signed.toml"
-    config.write_text(SIGNED_CONFIG.format(infi_secret="infi-secret"), encoding="utf-8")
+    config = _signed_directory(tmp_path)
     sent = run_cli("send-test", "/webhooks/infi", "--config", str(config), "--url", "https://127.0.0.1:1/x")
     _one_line_error(sent, 1, "connection refused")
 
