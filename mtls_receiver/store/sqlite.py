@@ -30,6 +30,7 @@ from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEve
 from ..files import make_directories
 from .base import Access, AuditRepeats, Receipt, Write
 from .group_commit import GroupCommit
+from .reads import ConsoleReads
 from .rows import (
     ADD_REPEATS,
     ANSWER_OF,
@@ -236,7 +237,7 @@ def _insert_events_sql(rows: int) -> str:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(ConsoleReads):
     def __init__(
         self,
         path: Path,
@@ -692,6 +693,10 @@ class SQLiteStore:
             self._bookkeeping, lambda db: db.execute(PURGE_AUDIT, (limit, before)).rowcount
         )
         return deleted
+
+    async def select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """A shared read statement (the console's, store/reads.py), in the connection's thread."""
+        return await self._run(self._select, sql, *params)
 
     def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return self._when_free(lambda: self._require_db().execute(sql, params).fetchall())
