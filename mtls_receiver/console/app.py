@@ -46,7 +46,7 @@ _HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" makes a browser send "Origin: null"
     "Cache-Control": "no-store",
 }
 
@@ -209,10 +209,10 @@ class Console:
     async def login_form(self, request: web.Request) -> web.StreamResponse:
         if self.token is None:
             raise web.HTTPSeeOther("/")
-        return self._login_page(request, "", 200)
+        return self._login_page(request.query.get("next", "/"), "", 200)
 
-    def _login_page(self, request: web.Request, message: str, status: int) -> web.Response:
-        values: dict[str, object] = {"next": _local(request.query.get("next", "/")), "message": message}
+    def _login_page(self, back_to: str, message: str, status: int) -> web.Response:
+        values: dict[str, object] = {"next": _local(back_to), "message": message}
         return self.render("login.html", values, "login", None, status=status)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
@@ -226,7 +226,7 @@ class Console:
         typed = str(form.get("token", "")).strip()
         if not hmac.compare_digest(typed.encode(), token.encode()):
             log.warning("console: wrong token from %s", request.remote)
-            return self._login_page(request, "That is not the token.", 401)
+            return self._login_page(str(form.get("next", "/")), "That is not the token.", 401)
         sid = self._new_session()
         response = web.HTTPSeeOther(_local(str(form.get("next", "/"))))
         self._set_cookie(response, sid, SESSION_LIFETIME)
