@@ -11,6 +11,7 @@ event. Audit rows are few by comparison (repeats are coalesced, old ones purged)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,9 +77,9 @@ def event_id_bound(moment: datetime) -> str:
 
 
 def _like_pattern(text: str) -> str:
-    """``text`` as a JSON string value inside a payload, with LIKE's wildcards taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace('"', '\\\\"')
-    return f'%"{escaped}"%'
+    """``text`` as a whole JSON string value inside a stored payload, LIKE's wildcards taken literally."""
+    quoted = json.dumps(text, ensure_ascii=False)  # as the inbox wrote it (jsoncodec): "...", escaped
+    return "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def events_sql(query: EventQuery) -> tuple[str, list[Any]]:
