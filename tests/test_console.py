@@ -175,6 +175,10 @@ async def test_every_page_answers_the_operators_questions(  # type: ignore[no-un
     await events_with(receiver, "delivered", 1)
     await page.goto(f"{base}/events/{dead_id}")
     assert "delivered" in await page.inner_text("h1")
+    await page.goto(f"{base}/dead")
+    await page.click("button:has-text('Replay every dead event')")
+    assert "55 event(s) queued for delivery again." in await page.inner_text("main")
+    await events_with(receiver, "delivered", 56)
 
     # readable on a phone: no horizontal scroll of the page itself
     phone = await browser.new_page(viewport={"width": 390, "height": 844})
@@ -233,6 +237,20 @@ def test_off_loopback_the_admin_listener_requires_a_token(write_config: Callable
     with pytest.raises(ConfigError) as inline:
         with_extra(write_config, "", admin='[admin]\naddress = "0.0.0.0:0"\ntoken = "inline"\n')
     assert "admin.token" in str(inline.value) and "not accepted inline" in str(inline.value)
+
+
+def test_a_token_comes_from_the_environment_and_is_never_shown(
+    write_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T_ADMIN_TOKEN", TOKEN)
+    for address in ("0.0.0.0:0", "[::1]:0", "localhost:0"):
+        admin = f'[admin]\naddress = "{address}"\ntoken = {{ env = "T_ADMIN_TOKEN" }}\n'
+        config = with_extra(write_config, "", admin=admin)
+        assert config.admin.token == TOKEN and config.admin.token_source == "env:T_ADMIN_TOKEN"
+        assert TOKEN not in repr(config)
+    for loopback in ("[::1]:0", "localhost:0", "127.0.0.2:0"):  # loopback: a token is optional
+        config = with_extra(write_config, "", admin=f'[admin]\naddress = "{loopback}"\n')
+        assert config.admin.token is None and config.admin.loopback
 
 
 async def test_with_a_token_every_page_asks_for_it(  # type: ignore[no-untyped-def]
@@ -297,7 +315,7 @@ async def test_two_workers_on_postgresql(  # type: ignore[no-untyped-def]
     page = await browser.new_page()
     await page.goto(f"{base}/")
     text = await page.inner_text("main")
-    assert "2 (" in text and "PostgreSQL" in text and "answering" in text
+    assert "with 2 workers" in text and "PostgreSQL" in text and "answering" in text
     row = await page.locator("tr", has=page.locator("a", has_text="/webhook")).first.inner_text()
     assert re.split(r"\s+", row.strip())[2:5] == ["3", "1", "0"], row
     await page.goto(f"{base}/events?q=E2EPG1")

@@ -191,10 +191,13 @@ class Console:
         return guarded
 
     async def replay(self, request: web.Request) -> web.StreamResponse:
-        """Queue the chosen events for delivery again (as ``events replay`` does)."""
+        """Queue the chosen events (or every dead one) for delivery again, as ``events replay`` does."""
         form = await request.post()
         ids = [str(value) for value in form.getall("id", [])][:1000]
-        count = await self.host.store.replay(ids) if ids else 0
+        if form.get("all") == "dead":
+            count = await self.host.store.replay(all_dead=True)
+        else:
+            count = await self.host.store.replay(ids) if ids else 0
         forwarder = self.host.forwarder
         if count and forwarder is not None:
             forwarder.wake()

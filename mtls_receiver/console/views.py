@@ -99,7 +99,7 @@ async def overview(host: ConsoleHost, request: web.Request) -> Page:
     except StoreUnavailable as exc:
         store_error = str(exc)
     names = [route.path for route in config.routes]
-    names += sorted(set(hour) | set(day) - set(names))  # requests to paths no route serves (404s)
+    names += sorted((set(hour) | set(day)) - set(names))  # requests to paths no route serves (404s)
     providers = {route.path: route.provider for route in config.routes}
     traffic = [
         {
@@ -117,8 +117,7 @@ async def overview(host: ConsoleHost, request: web.Request) -> Page:
         "store": config.store.description,
         "store_error": store_error,
         "certificates": certificates(config, now),
-        "workers": config.workers,
-        "workers_summary": workers.summary() if workers is not None else "one process",
+        "workers": workers.summary() if workers is not None else "one process serves everything",
         "ready": await host.ready(),
         "now": audit_time(now)[:19] + "Z",
     }
