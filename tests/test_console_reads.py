@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
+
+from mtls_receiver.errors import StoreUnavailable
 from mtls_receiver.events import AuditRecord, NewEvent
-from mtls_receiver.store import Store
+from mtls_receiver.store import Store, sqlite
 from mtls_receiver.store.reads import EventQuery
 
 NOW = datetime.now(UTC)
@@ -76,3 +81,28 @@ async def test_traffic_events_and_refusals(store: Store) -> None:
         "allowlist: 10.0.0.9 not allowed",
         "hmac: bad signature",
     ]
+
+
+async def test_a_long_search_holds_up_no_commit_and_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: the console reads on a connection and thread of their own, each within QUERY_TIMEOUT."""
+    monkeypatch.setattr(sqlite, "QUERY_TIMEOUT", 1.0)
+    store = sqlite.SQLiteStore(tmp_path / "inbox.db")
+    await store.open()
+    try:
+        endless = (
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)"
+            " SELECT COUNT(*) FROM c"
+        )
+        search = asyncio.create_task(store.select(endless))
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(
+            store.record("efi", "/webhook", [pix("E1")], request(200, "accepted pix")), 0.5
+        )
+        assert not search.done()  # the commit did not wait for it
+        with pytest.raises(StoreUnavailable, match="query stopped after 1 s"):
+            await search
+        assert len(await store.find_events(EventQuery())) == 1  # the reads' connection still serves
+    finally:
+        await store.close()

@@ -27,7 +27,7 @@ from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from .base import Access, AuditRepeats, Receipt, Write
 from .group_commit import GroupCommit
-from .reads import ConsoleReads
+from .reads import QUERY_TIMEOUT, ConsoleReads
 from .rows import (
     ADD_REPEATS,
     ANSWER_OF,
@@ -543,8 +543,13 @@ class PostgresStore(ConsoleReads):
     async def select(self, sql: str, *params: Any) -> list[asyncpg.Record]:
         """A shared read statement (the console's, store/reads.py) with PostgreSQL's placeholders."""
         text = numbered(sql)
-        rows: list[asyncpg.Record] = await self._transaction(lambda conn: conn.fetch(text, *params))
-        return rows
+
+        async def select(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            await conn.execute(f"SET LOCAL statement_timeout = {int(QUERY_TIMEOUT * 1000)}")
+            rows: list[asyncpg.Record] = await conn.fetch(text, *params)
+            return rows
+
+        return await self._transaction(select)
 
 
 async def _in_transaction(conn: asyncpg.Connection, fn: Callable[..., Awaitable[T]], *args: Any) -> T:

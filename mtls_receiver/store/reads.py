@@ -22,6 +22,7 @@ from .rows import AUDIT_COLUMNS, EVENT_COLUMNS, EVENTS_FROM, audit_from_row, eve
 
 __all__ = [
     "EVENT_STATUSES",
+    "QUERY_TIMEOUT",
     "ConsoleReads",
     "EventQuery",
     "RefusalGroup",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 EVENT_STATUSES = ("stored", "pending", "delivered", "dead")
+#: seconds a console query may run (a search of every payload of a large inbox): then it is stopped
+QUERY_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
