@@ -131,6 +131,12 @@ async def test_every_page_answers_the_operators_questions(  # type: ignore[no-un
     await page.select_option("#status", "delivered")
     await page.click("button:has-text('Filter')")
     assert "No events." in await page.inner_text("tbody")
+    await page.goto(f"{base}/events?since=2000-01-01T00:00")
+    assert await page.locator("tbody tr").count() == 50
+    await page.goto(f"{base}/events?until=2000-01-01T00:00")
+    assert "No events." in await page.inner_text("tbody")
+    answer = await page.goto(f"{base}/events?since=yesterday")
+    assert answer.status == 400 and "not a date and time" in await page.inner_text("body")
     await page.goto(f"{base}/events?q=E2EDEAD01")
     await page.click("tbody a")
 
