@@ -228,8 +228,8 @@ def _print_summary(config: Config) -> None:
             for cert in read_certificates(listener.client_ca):
                 print(f"  client CA    {cert.line()}")
     for route in config.routes:
-        described = route.options.describe()
-        extra = f", {described}" if described else ""
+        pinned = f"client pin: {route.client_pin.describe()}" if route.client_pin else ""
+        extra = "".join(f", {part}" for part in (route.options.describe(), pinned) if part)
         print(
             f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{extra}"
         )
