@@ -115,12 +115,26 @@ def _store(reader: Reader, raw: Table) -> StoreConfig:
 
 
 def _admin(reader: Reader, raw: Table) -> AdminConfig:
-    reader.only_keys(raw, "admin", {"address", "enabled"})
+    reader.only_keys(raw, "admin", {"address", "enabled", "token"})
     enabled = reader.boolean(raw, "admin", "enabled", default=True)
-    if "address" not in raw:
-        return AdminConfig(enabled=enabled)
-    host, port = _address(reader, raw, "admin")
-    return AdminConfig(host=host, port=port, enabled=enabled)
+    token = reader.secret(raw, "admin", "token")
+    source = _secret_source(raw["token"]) if token is not None else ""
+    host, port = _address(reader, raw, "admin") if "address" in raw else (AdminConfig.host, AdminConfig.port)
+    admin = AdminConfig(host=host, port=port, enabled=enabled, token=token, token_source=source)
+    if enabled and token is None and not admin.loopback:
+        reader.fail(
+            "admin.token",
+            f"required when admin.address is not loopback ({host}): the console at / can replay events;"
+            ' give token = { env = "VAR" } or { file = "/path" }, or listen on 127.0.0.1',
+        )
+    return admin
+
+
+def _secret_source(reference: object) -> str:
+    """Where a secret reference (already resolved, so well formed) points: ``env:NAME`` or ``file:PATH``."""
+    assert isinstance(reference, dict)
+    ((kind, ref),) = reference.items()
+    return f"{kind}:{ref}"
 
 
 def _health(reader: Reader, raw: Table) -> HealthConfig:

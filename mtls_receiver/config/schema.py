@@ -6,6 +6,7 @@ A route's sender-specific settings are a :class:`ProviderOptions` that its provi
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,11 +204,28 @@ class ForwardConfig:
 
 @dataclass(frozen=True)
 class AdminConfig:
-    """The plain-HTTP admin listener (/metrics, /healthz, /readyz): loopback by default."""
+    """The plain-HTTP admin listener (/metrics, /healthz, /readyz and the operator console at /):
+    loopback by default; anywhere else the console requires ``token``."""
 
     host: str = "127.0.0.1"
     port: int = 9464
     enabled: bool = True
+    token: str | None = field(default=None, repr=False)  # the console's token (from env or a file)
+    token_source: str = ""  # where it comes from, ``env:NAME`` or ``file:/path``: what may be shown
+
+    @property
+    def loopback(self) -> bool:
+        """Only this machine can reach the listener (``localhost`` or a loopback address)."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
