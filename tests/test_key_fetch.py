@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from support import Pki, Serve, client_context, config_text, https_post
+from support import Pki, Serve, client_context, config_text, https_post, run_cli
 from support.asymmetric import (
     KeyStandIn,
     b64,
@@ -366,3 +366,70 @@ def test_workers_receive_the_keys_in_their_pickled_configuration(
         return [answer.status for answer in await asyncio.gather(*sends)]
 
     assert asyncio.run(send_all()) == [200] * 6
+
+
+SEND_TEST_ROUTES = """\
+[[listeners]]
+address = "127.0.0.1:0"
+cert = "server.pem"
+key = "server.key"
+client_certs = "none"
+
+[[routes]]
+path = "/stark"
+provider = "starkbank"
+public_key_file = "stark.pem"
+dev_signing_key = "dev-signing-ecdsa-secp256k1.pem"
+
+[[routes]]
+path = "/woovi"
+provider = "woovi"
+dev_signing_key = "dev-signing-rsa.pem"
+
+[[routes]]
+path = "/pagarme"
+provider = "pagarme"
+mode = "v5"
+public_key_file = "jwks.json"
+dev_signing_key = "dev-signing-rsa.pem"
+
+[[routes]]
+path = "/kiwify"
+provider = "kiwify"
+mode = "banking"
+public_key_file = "kiwify.pem"
+dev_signing_key = "dev-signing-ed25519.pem"
+
+[[routes]]
+path = "/other"
+provider = "public-key"
+public_key_file = "kiwify.pem"
+dev_signing_key = "dev-signing-ed25519.pem"
+[routes.signature]
+algorithm = "ed25519"
+header = "X-Signature"
+
+[store]
+path = "inbox.db"
+
+[admin]
+address = "127.0.0.1:0"
+"""
+
+
+def test_send_test_signs_with_the_dev_keys_dev_certs_writes(tmp_path: Path, serve: Serve) -> None:
+    """``dev-certs`` writes the local signing keys; each route trusts its own; ``send-test`` signs as the
+    sender would and the receiver accepts it (the sender's own keys are other keys)."""
+    directory = tmp_path / "dev"
+    assert run_cli("dev-certs", str(directory), "--port", "0").returncode == 0
+    (directory / "stark.pem").write_text(pem(ecdsa_key()))
+    (directory / "jwks.json").write_text(json.dumps({"keys": [jwk(rsa_key(), "pagarme-1")]}))
+    (directory / "kiwify.pem").write_text(pem(ed25519_key()))
+    config = directory / "asymmetric.toml"
+    config.write_text(SEND_TEST_ROUTES, encoding="utf-8")
+    checked = run_cli("check-config", "--config", str(config))
+    assert checked.stdout.count("TRUSTS A LOCAL DEV SIGNING KEY") == 5, checked.stdout + checked.stderr
+    _, port = serve(config)
+    for path in ("/stark", "/woovi", "/pagarme", "/kiwify", "/other"):
+        sent = run_cli("send-test", path, "--config", str(config), "--url", f"https://127.0.0.1:{port}{path}")
+        assert sent.returncode == 0 and "< 200 OK" in sent.stdout, sent.stdout + sent.stderr
