@@ -623,3 +623,18 @@ def test_mode_samples_verify(tmp_path: Path, mode_route: Callable[..., RouteConf
         sample = module.sample(route, None, NOW)
         assert module.verify(route, request(dict(sample.headers), sample.body, now=NOW)).events
         assert module.verified_by(route, None) == "public-key-signature"
+
+
+def test_a_key_of_another_mode_is_an_error(
+    tmp_path: Path, make_route: Callable[[str], RouteConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A postback route given v5's key file would silently verify with the API key only: refused."""
+    monkeypatch.setenv("T_PAGARME_KEY", "ak_test_x")
+    (tmp_path / "rsa.pem").write_text(pem(rsa_key()))
+    route = (
+        '[[routes]]\npath = "/hooks"\nprovider = "pagarme"\nmode = "postback"\n'
+        'secrets = [{ env = "T_PAGARME_KEY" }]\npublic_key_file = "rsa.pem"\n'
+    )
+    assert "routes[0].public_key_file: not read in mode 'postback' (only in mode 'v5')" in config_error(
+        make_route, route
+    )
