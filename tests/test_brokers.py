@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 from support import (
@@ -105,6 +106,9 @@ async def test_event_reaches_the_broker_signed_and_read_by_a_consumer(
         return len(await receiver.store.list_events(status="delivered")) == 1
 
     await until(delivered)
+    async with aiohttp.ClientSession() as session:  # the console names where events go
+        async with session.get(f"http://127.0.0.1:{receiver.admin_port}/config") as answer:
+            assert answer.status == 200 and f"{kit.kind} &#39;bus&#39;" in await answer.text()
     assert (
         receiver.metrics.registry.get_sample_value(
             "mtls_receiver_destination_deliveries_total", {"destination": "bus", "outcome": "delivered"}
