@@ -8,15 +8,17 @@ the config's route come from the sender ``serve --dev`` demonstrates (providers/
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
 
+from .errors import ReceiverError
 from .files import write_private
 from .providers import dev_route
 
-__all__ = ["DevCerts", "make_dev_certs", "dev_config_text"]
+__all__ = ["DevCerts", "dev_config_text", "free_port", "make_dev_certs"]
 
 
 @dataclass(frozen=True)
@@ -31,18 +33,33 @@ class DevCerts:
     config: Path
 
 
-def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
-    """Write the PEM files and a ready ``config.toml`` into ``directory``."""
+def make_dev_certs(directory: Path, port: int = 8443, force: bool = False) -> DevCerts:
+    """Write the PEM files and a ready ``config.toml`` into ``directory``.
+
+    Keys already there are kept unless ``force``: a client certificate handed to a sender, or a
+    server key a proxy points at, must not change under them by a repeated command.
+    """
+    existing = [name for name in _KEY_FILES if (directory / name).exists()]
+    if existing and not force:
+        raise ReceiverError(
+            f"{directory}: already holds {', '.join(existing)}; --force replaces them (or choose another DIR)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     server_ca = trustme.CA(organization_name="mtls-receiver dev server CA")
     server = server_ca.issue_cert("localhost", "127.0.0.1", "::1")
     sender = dev_route().sender
     client_root = trustme.CA(organization_name=f"{sender} dev root CA")
     client_intermediate = client_root.create_child_ca()
+    # Each client certificate names itself in subjectAltName too: without a name there, the
+    # extension is empty (RFC 5280 requires one) and Java's keytool and HttpClient cannot load it.
     client = client_intermediate.issue_cert(
-        common_name=f"{sender.lower()} dev client", organization_name=f"{sender} dev"
+        f"{sender.lower()}-dev-client.invalid",
+        common_name=f"{sender.lower()} dev client",
+        organization_name=f"{sender} dev",
     )
-    foreign = trustme.CA(organization_name="Foreign dev CA").issue_cert(common_name="foreign dev client")
+    foreign = trustme.CA(organization_name="Foreign dev CA").issue_cert(
+        "foreign-dev-client.invalid", common_name="foreign dev client"
+    )
 
     certs = DevCerts(
         directory=directory,
@@ -64,7 +81,21 @@ def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
     return certs
 
 
-def dev_config_text(port: int) -> str:
+_KEY_FILES = ("server.key", "client.pem", "foreign-client.pem")  # the files holding private keys
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the kernel's choice), for a dev config's admin address."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def dev_config_text(port: int, admin_port: int | None = None) -> str:
+    """The dev config; its admin port is a free one (a second receiver's 9464 would collide), or 0
+    (any, chosen at start) when ``port`` is 0."""
+    if admin_port is None:
+        admin_port = 0 if port == 0 else free_port()
     return f"""\
 # Made by `mtls-receiver dev-certs`: throwaway certificates for local testing only.
 # Paths are relative to this file.
@@ -82,5 +113,5 @@ client_ca = "client-ca.pem"  # the dev client's root + intermediate
 path = "inbox.db"
 
 [admin]
-address = "127.0.0.1:{0 if port == 0 else 9464}"   # /metrics, /healthz, /readyz (plain HTTP, loopback)
+address = "127.0.0.1:{admin_port}"   # /metrics, /healthz, /readyz (plain HTTP, loopback)
 """
