@@ -23,7 +23,7 @@ from .api import EFI_API_URLS, RESEND_TYPES, EfiClient, EfiCredentials, p12_to_p
 from .certs import fetch_efi_chain
 from .notifications import registration_url
 from .options import MIN_HMAC_SECRET_LENGTH, SENDER_IPS
-from .probe import has_hmac, probe, probe_skip_mtls, probe_without_certificate, sample_pix
+from .probe import client_context, has_hmac, probe, probe_skip_mtls, probe_without_certificate, sample_pix
 
 __all__ = ["DEV", "add_commands"]
 
@@ -156,6 +156,8 @@ def _probe(args: argparse.Namespace) -> int:
     url = checked_url(args.url)
     ca, cert = _readable(args.ca, "--ca"), _readable(args.cert, "--cert")
     key = _readable(args.key, "--key")
+    if key is not None and cert is None:
+        raise ReceiverError(f"--key {key} goes with --cert (the certificate it is the key of)")
     if has_hmac(url):  # a skip-mTLS URL: the secret is checked, not the certificate
         results = asyncio.run(probe_skip_mtls(url, ca, cert, key, args.timeout))
     else:
@@ -250,7 +252,12 @@ def _secret_from(file: Path | None, variable: str, required: bool = True) -> str
 
 
 def _efi_client(args: argparse.Namespace) -> EfiClient:
+    if args.api_url is not None:
+        checked_url(args.api_url, "--api-url")
+    if args.api_ca is not None:
+        client_context(_readable(args.api_ca, "--api-ca"))  # a bad bundle said here, naming the file
     certificate = args.cert or (Path(os.environ["EFI_CERT"]) if os.environ.get("EFI_CERT") else None)
+    _readable(certificate, "the account certificate")
     client_id = args.client_id or os.environ.get("EFI_CLIENT_ID")
     if certificate is None or not client_id:
         raise ReceiverError(
@@ -275,6 +282,9 @@ def _run_efi(args: argparse.Namespace, action: Callable[[EfiClient], Awaitable[T
 
 
 def _efi_webhook_set(args: argparse.Namespace) -> int:
+    checked_url(args.webhook_url)
+    if args.probe_ca is not None:
+        client_context(_readable(args.probe_ca, "--probe-ca"))
     if not args.no_precheck and not _precheck(args):
         return EXIT_FAILURE
     answer = _run_efi(args, lambda efi: efi.set_webhook(args.chave, args.webhook_url, args.skip_mtls))
@@ -342,6 +352,10 @@ def _efi_webhook_resend(args: argparse.Namespace) -> int:
 
 
 def _fetch_efi(args: argparse.Namespace) -> int:
+    try:  # before the download: a DIR that cannot be made is said at once
+        make_directories(args.directory)
+    except OSError as exc:
+        raise ReceiverError(f"DIR {args.directory}: cannot create it: {exc.strerror or exc}") from None
     target = fetch_efi_chain(args.directory, sandbox=args.sandbox)
     print(f"wrote {target}")
     for cert in read_certificates(target):

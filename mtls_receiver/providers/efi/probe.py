@@ -22,7 +22,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 import certifi
 
-__all__ = ["ProbeResult", "has_hmac", "probe", "probe_skip_mtls", "probe_without_certificate", "sample_pix"]
+from ...errors import ReceiverError
+
+__all__ = [
+    "ProbeResult",
+    "client_context",
+    "has_hmac",
+    "probe",
+    "probe_skip_mtls",
+    "probe_without_certificate",
+    "sample_pix",
+]
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -67,7 +77,7 @@ async def probe(
         skipped = "no --cert given (only a certificate chained to the route's client CA can pass)"
         results += [ProbeResult("test notification", None, skipped), ProbeResult("sample Pix", None, skipped)]
         return results
-    context = _client_context(ca, cert, key)
+    context = client_context(ca, cert, key)
     results.append(await _expect_2xx("test notification", url, b"{}", context, timeout))
     body = json.dumps(sample_pix(pix_key)).encode()
     results.append(await _expect_2xx("sample Pix", url + "/pix", body, context, timeout))
@@ -92,7 +102,7 @@ async def probe_skip_mtls(
     with it, Efí's test notification and a Pix (``/pix`` appended to the string) must be 2xx.
 
     No certificate is presented unless ``cert`` is given (Efí does not need the server to ask)."""
-    context = _client_context(ca, cert, key)
+    context = client_context(ca, cert, key)
     results = [await _expect_refusal("request without the hmac", _without_hmac(url), context, timeout)]
     results.append(await _expect_2xx("test notification with the hmac", url, b"{}", context, timeout))
     body = json.dumps(sample_pix()).encode()
@@ -112,10 +122,21 @@ async def _expect_refusal(step: str, url: str, context: ssl.SSLContext, timeout:
     return ProbeResult(step, False, f"answered HTTP {status} {text!r}: anyone can post without the secret")
 
 
-def _client_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca) if ca else certifi.where())
+def client_context(ca: Path | None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """Trust ``ca`` (default: public CAs), present ``cert`` (and ``key``); a file that does not load
+    is a one-line error naming it."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca else certifi.where())
+    except (OSError, ValueError) as exc:
+        raise ReceiverError(
+            f"{ca}: cannot load it as a CA bundle (PEM certificates): {_reason(exc)}"
+        ) from None
     if cert is not None:
-        context.load_cert_chain(cert, key)
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ValueError) as exc:
+            named = f"{cert} (key {key})" if key else str(cert)
+            raise ReceiverError(f"{named}: cannot load a certificate and its key: {_reason(exc)}") from None
     return context
 
 
@@ -131,7 +152,7 @@ async def probe_without_certificate(url: str, ca: Path | None, timeout: float = 
     """Efí's first registration check: a POST without a client certificate must be refused."""
     step = "request without client certificate"
     try:
-        status, text = await _post(url, b"{}", _client_context(ca, None, None), timeout)
+        status, text = await _post(url, b"{}", client_context(ca, None, None), timeout)
     except aiohttp.ClientConnectorCertificateError as exc:
         return ProbeResult(
             step,
