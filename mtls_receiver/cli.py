@@ -518,7 +518,7 @@ def _audit_summary(args: argparse.Namespace) -> int:
     for title, key in (
         ("route", lambda c: c.route),
         ("status", lambda c: str(c.status)),
-        ("reason", lambda c: render_value(c.reason)),
+        ("reason", lambda c: escape(c.reason) or "-"),
     ):
         _print_counts(title, counts, key)
     return 0
