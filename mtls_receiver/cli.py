@@ -374,6 +374,8 @@ def _store_not_writable(config: Config) -> str | None:
         return None
     if not path.exists():
         parent = next(parent for parent in path.parents if parent.exists())
+        if not parent.is_dir():
+            return f"{parent} is not a directory (the inbox {path} would be created in it)"
         if not os.access(parent, os.W_OK | os.X_OK):
             return f"{parent} (where the inbox {path} would be created) is not writable by {_user()}"
         return None
