@@ -91,7 +91,7 @@ def _kind(action: argparse.Action) -> str | None:
     """What sort of bad value an argument can be given: a path, a URL, a time; None: none of those."""
     if action.type is Path:
         return "path"
-    if action.dest == "since":
+    if action.dest in ("since", "inicio", "fim"):
         return "time"
     if action.dest.endswith("url"):
         return "url"
@@ -107,9 +107,11 @@ def _good(action: argparse.Action, files: Files, words: tuple[str, ...]) -> list
         return [str({"source": files.p12, "cert": files.cert}.get(action.dest, files.config))]
     if kind == "url":
         return [UNREACHABLE]
+    if kind == "time":
+        return ["2026-01-01T00:00:00-03:00"]
     if action.choices:
         return [str(next(iter(action.choices)))]
-    return {"inicio": ["2026-01-01T00:00:00Z"], "fim": ["2026-01-02T00:00:00Z"]}.get(action.dest, ["x"])
+    return ["x"]
 
 
 def _argv(

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ...errors import ReceiverError
 from ...files import make_directories, write_private
+from ...times import parse_time
 from ...tls import read_certificates
 from ..base import DevRoute, SubCommands
 from .api import EFI_API_URLS, RESEND_TYPES, EfiClient, EfiCredentials, p12_to_pem
@@ -119,8 +120,13 @@ def _add_webhook_commands(efi: SubCommands) -> None:
     show.add_argument("chave")
     show.set_defaults(func=_efi_webhook_get)
     listing = hooks.add_parser("list", parents=[account], help="GET /v2/webhook (every page)")
-    listing.add_argument("--inicio", required=True, help="RFC 3339, e.g. 2026-01-01T00:00:00Z")
-    listing.add_argument("--fim", required=True)
+    listing.add_argument(
+        "--inicio",
+        required=True,
+        type=_api_time,
+        help="ISO 8601, e.g. 2026-01-01T00:00:00-03:00 (no offset: UTC)",
+    )
+    listing.add_argument("--fim", required=True, type=_api_time)
     listing.set_defaults(func=_efi_webhook_list)
     remove = hooks.add_parser("delete", parents=[account], help="DELETE /v2/webhook/:chave")
     remove.add_argument("chave")
@@ -129,6 +135,14 @@ def _add_webhook_commands(efi: SubCommands) -> None:
     resend.add_argument("--tipo", required=True, choices=RESEND_TYPES)
     resend.add_argument("e2eids", nargs="+", metavar="E2EID")
     resend.set_defaults(func=_efi_webhook_resend)
+
+
+def _api_time(text: str) -> str:
+    """A time for Efí's API (RFC 3339 in UTC), read as the CLI reads every time (no offset: UTC)."""
+    try:
+        return f"{parse_time(text):%Y-%m-%dT%H:%M:%SZ}"
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def checked_url(url: str, what: str = "URL") -> str:
