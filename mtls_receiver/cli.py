@@ -8,6 +8,7 @@ import base64
 import contextlib
 import logging
 import os
+import pwd
 import resource
 import secrets
 import signal
@@ -359,8 +360,6 @@ def _allowlist(route: RouteConfig) -> str:
 
 
 def _user() -> str:
-    import pwd  # noqa: PLC0415 - POSIX only, and only check-config needs it
-
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
