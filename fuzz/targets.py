@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtls_receiver.addresses import CLIENT_ADDRESS_HEADERS, client_address, parse_networks
-from mtls_receiver.config import Limits, RouteConfig, parse_config
+from mtls_receiver.config import ClientPin, Limits, RouteConfig, parse_config
 from mtls_receiver.errors import ConfigError, Refusal
-from mtls_receiver.events import IncomingRequest, Peer
+from mtls_receiver.events import ClientIdentity, IncomingRequest, Peer
 from mtls_receiver.http11 import RequestHead, RequestParser
-from mtls_receiver.providers import efi, firebanking, generic, infi, pomelo
+from mtls_receiver.pinning import check_client_pin
+from mtls_receiver.providers import efi, firebanking, generic, infi, pix, pomelo
 from mtls_receiver.proxy_protocol import ProxyProtocolError, bytes_needed, parse_header
 from mtls_receiver.signatures import SignatureScheme
 
@@ -32,6 +33,10 @@ EFI = RouteConfig(
     mode="skip-mtls",
     options=efi.EfiOptions(hmac_secrets=("a-secret-of-sixteen+",), pix_keys=("k",)),
 )
+PIX = RouteConfig(
+    path="/bank", listener="m", provider="pix", mode="mtls", options=pix.PixOptions(pix_keys=("k",))
+)
+PIN = ClientPin(subjects=("CN=a,O=b",), cn_patterns=("*.psp.example", "x*y.*.b"), fingerprints=("ab" * 32,))
 SECRET = base64.b64encode(b"0123456789abcdef").decode()
 ROUTES = {
     "infi": RouteConfig(
@@ -109,6 +114,23 @@ def efi_request(data: bytes) -> None:
         Peer("34.193.116.226"),
     )
     efi.verify(EFI, request)
+
+
+def pix_request(data: bytes) -> None:
+    """First line: path suffix and query; the rest: the body, to a ``pix`` route."""
+    text = _text(data)
+    head, _, body = text.partition("\n")
+    path, _, query = head.partition("?")
+    identity = ClientIdentity("CN=webhook.psp.example", "CN=ca", "ab" * 32)
+    request = IncomingRequest(
+        "POST", "/bank" + path, query, {}, body.encode(), Peer("198.51.100.7", identity)
+    )
+    pix.verify(PIX, request)
+
+
+def client_pin(data: bytes) -> None:
+    """A presented subject (as rendered from any certificate) against a route's pins."""
+    check_client_pin(PIN, ClientIdentity(_text(data), "CN=ca", "ab" * 32))
 
 
 def forwarded(data: bytes) -> None:
@@ -190,6 +212,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "efi_body": efi_body,
     "efi_target": efi_target,
     "efi_request": efi_request,
+    "pix_request": pix_request,
+    "client_pin": client_pin,
     "forwarded": forwarded,
     "proxy_header": proxy_header,
     "signed_request": signed_request,

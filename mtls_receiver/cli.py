@@ -21,13 +21,14 @@ from typing import NoReturn, TypeVar, cast
 
 from . import __version__
 from .config import Config, RouteConfig, load_config
-from .devcerts import dev_config_text, make_dev_certs
+from .devcerts import dev_config_text, make_dev_certs, write_dev_signing_keys
 from .errors import ConfigError, ConfigErrors, ReceiverError
 from .events import AuditRecord, StoredEvent
 from .forwarder import resolve_handlers
 from .lifecycle import Receiver, expiry_warnings, serve_forever
 from .logs import JsonFormatter, TextFormatter, client_fields, escape, json_line, render_fields, render_value
 from .providers import PROVIDER_NAMES, dev_route, provider
+from .sendtest import SendTestError, send_test
 from .store import Access, AuditCount, AuditQuery, Store, open_store
 from .times import parse_time, store_time
 from .tls import create_ssl_context, read_certificates
@@ -137,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--force", action="store_true", help="replace the keys and certificates already in DIR")
     dev.set_defaults(func=_dev_certs)
 
+    _add_send_test(commands)
+
     events = commands.add_parser("events", help="inspect the inbox").add_subparsers(
         dest="events", required=True
     )
@@ -217,6 +220,34 @@ def _add_audit_filters(command: argparse.ArgumentParser, limit: bool = True) -> 
         command.add_argument("--limit", type=int, default=50)
 
 
+def _add_send_test(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = commands.add_parser(
+        "send-test", help="post a route's sample event to the running receiver, as its sender would"
+    )
+    send.add_argument(
+        "route", metavar="ROUTE", help="the route's path as in the config (/webhook) or its index"
+    )
+    send.add_argument("--config", type=Path, required=True, metavar="FILE")
+    send.add_argument("--event", metavar="TYPE", help="the event type to send (default: the sender's usual)")
+    send.add_argument("--url", help="where to send (default: the route's listener address and path)")
+    send.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle for the server certificate (default: server-ca.pem"
+        " beside the listener's certificate, else public CAs)",
+    )
+    send.add_argument(
+        "--cert",
+        type=Path,
+        metavar="FILE",
+        help="client certificate PEM (default for mTLS routes: client.pem beside the listener's certificate)",
+    )
+    send.add_argument("--key", type=Path, metavar="FILE", help="client private key, if not inside --cert")
+    send.add_argument("--timeout", type=float, default=15.0, metavar="S", help="seconds (default 15)")
+    send.set_defaults(func=_send_test)
+
+
 def _serve(args: argparse.Namespace) -> int:
     spec = worker_spec()
     if spec is not None:  # started by a supervisor (workers > 1): its configuration, not the file's
@@ -272,8 +303,10 @@ def _ensure_dev_config(directory: Path, port: int | None) -> Path:
     if not (directory / "server.key").exists():
         make_dev_certs(directory, 8443 if port is None else port)
         print(f"made dev certificates in {directory}", file=sys.stderr)
-    elif port is not None or not config.exists():
-        config.write_text(dev_config_text(8443 if port is None else port), encoding="utf-8")
+    else:
+        write_dev_signing_keys(directory)  # a directory made before they existed
+        if port is not None or not config.exists():
+            config.write_text(dev_config_text(8443 if port is None else port), encoding="utf-8")
     return config
 
 
@@ -336,8 +369,8 @@ def _print_summary(config: Config) -> None:
             for cert in read_certificates(listener.client_ca):
                 print(f"  client CA    {cert.line()}")
     for route in config.routes:
-        described = route.options.describe()
-        extra = f", {described}" if described else ""
+        pinned = f"client pin: {route.client_pin.describe()}" if route.client_pin else ""
+        extra = "".join(f", {part}" for part in (route.options.describe(), pinned) if part)
         print(
             f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{extra}"
         )
@@ -349,6 +382,24 @@ def _print_summary(config: Config) -> None:
     for route in config.routes:
         if route.forward is not None:
             print(f"forward {route.path}: {route.forward.describe()}")
+
+
+def _send_test(args: argparse.Namespace) -> int:
+    config = load_config(args.config)  # secrets resolved: the sample is signed with them
+    try:
+        return send_test(
+            config,
+            args.route,
+            event=args.event,
+            url=args.url,
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            timeout=args.timeout,
+        )
+    except SendTestError as exc:
+        print(f"mtls-receiver: send-test: {exc}", file=sys.stderr)
+        return exc.code
 
 
 def _allowlist(route: RouteConfig) -> str:

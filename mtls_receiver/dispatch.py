@@ -24,6 +24,7 @@ from .http11 import Response
 from .listener import Request, TLSListener
 from .logs import client_fields, log_fields
 from .metrics import Metrics, refusal_class
+from .pinning import check_client_pin
 from .providers import Verifier, verification_method, verifier_for
 from .relay import Relayer
 from .store import Receipt, Store
@@ -161,6 +162,8 @@ class Dispatcher:
                 now=time.time(),
                 raw_target=head.target,
             )
+            if route.config.client_pin is not None:  # every provider's routes: before its verifier
+                check_client_pin(route.config.client_pin, identity)
             verdict = route.verify(route.config, incoming)
             status, reason, answer = await self._answer(route.config, incoming, verdict)
         except Refusal as refusal:

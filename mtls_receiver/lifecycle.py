@@ -26,6 +26,7 @@ from aiohttp import web
 
 from .admission import ConnectionTable
 from .config import AdminConfig, Config, ListenerConfig, load_config
+from .console import add_console
 from .dispatch import Dispatcher, Routes, handling_deadline
 from .errors import ConfigError, ReceiverError, StoreUnavailable
 from .forwarder import Forwarder
@@ -203,16 +204,18 @@ class Receiver:
     async def _start_admin(self, admin: AdminConfig) -> None:
         if not admin.enabled:
             return
-        self._admin = web.AppRunner(
-            admin_app(self.render_metrics, self.ready), access_log=None, handle_signals=False
-        )
+        app = admin_app(self.render_metrics, self.ready)
+        if self.role is not WORKER:  # a worker's admin port is its supervisor's, for heartbeats
+            add_console(app, self)
+        self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._admin.setup()
         await web.TCPSite(self._admin, admin.host, admin.port).start()
-        log.log(
-            logging.DEBUG if self.role is WORKER else logging.INFO,
-            "admin (metrics, health) on http://%s:%d",
-            admin.host,
-            self.admin_port,
+        if self.role is WORKER:
+            log.debug("admin (metrics, health) on http://%s:%d", admin.host, self.admin_port)
+            return
+        access = f"token required, {admin.token_source}" if admin.token else "no token: loopback only"
+        log.info(
+            "admin (metrics, health) on http://%s:%d; console at / (%s)", admin.host, self.admin_port, access
         )
 
     @property

@@ -50,7 +50,7 @@ class Files:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     root = tmp_path_factory.mktemp("cli-errors")
-    made = run_cli("dev-certs", str(root / "dev"), "--port", "0")
+    made = run_cli("dev-certs", str(root / "dev"), "--port", "9")  # nothing listens on 9
     assert made.returncode == 0, made.stderr
     ca = trustme.CA()
     leaf = ca.issue_cert("client.invalid")
@@ -111,7 +111,7 @@ def _good(action: argparse.Action, files: Files, words: tuple[str, ...]) -> list
         return ["2026-01-01T00:00:00-03:00"]
     if action.choices:
         return [str(next(iter(action.choices)))]
-    return ["x"]
+    return {"route": ["0"]}.get(action.dest, ["x"])  # send-test's ROUTE: the first route
 
 
 def _argv(

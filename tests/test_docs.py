@@ -17,6 +17,7 @@ from support import Pki
 
 from mtls_receiver.cli import _parser
 from mtls_receiver.config import Config, load_config
+from mtls_receiver.providers import PROVIDER_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -54,6 +55,7 @@ def _with_local_files(text: str, pki: Pki, tmp_path: Path) -> str:
         r'"/etc/mtls-receiver/tls/fullchain\.pem"': f'"{pki.server_cert}"',
         r'"/etc/mtls-receiver/tls/privkey\.pem"': f'"{pki.server_key}"',
         r'"/etc/mtls-receiver/efi-chain-prod\.crt"': f'"{pki.client_ca}"',
+        r'"/etc/mtls-receiver/psp-client-ca\.pem"': f'"{pki.client_ca}"',
         r'"/etc/mtls-receiver/efi-hmac"': f'"{tmp_path / "efi-hmac"}"',
         r'"/etc/mtls-receiver/firebanking-secret"': f'"{tmp_path / "efi-hmac"}"',
         r'"/var/lib/mtls-receiver/inbox\.db"': f'"{tmp_path / "inbox.db"}"',
@@ -104,7 +106,7 @@ def test_every_config_block_in_the_docs_loads(
     page: str, block: str, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     text = _as_config(page, block)
-    for name in set(re.findall(r'env = "([A-Z_]+)"', text)):
+    for name in set(re.findall(r'env = "([A-Z0-9_]+)"', text)):
         value = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"  # base64, as Pomelo's are
         monkeypatch.setenv(name, "whsec_" + value if name.startswith("FORWARD") else value)
     config = _load(text, pki, tmp_path)
@@ -115,8 +117,8 @@ def test_the_docs_have_the_config_examples_they_promise() -> None:
     blocks = [block for _, block in TOML_BLOCKS]
     modes = [re.findall(r'mode = "([a-z-]+)"', block) for block in blocks]
     assert ["mtls"] in modes and ["skip-mtls"] in modes and ["notifications", "authorizations"] in modes
-    providers = {p for block in blocks for p in re.findall(r'provider = "([a-z]+)"', block)}
-    assert providers == {"efi", "infi", "pomelo", "firebanking", "hmac"}
+    providers = {p for block in blocks for p in re.findall(r'provider = "([a-z0-9-]+)"', block)}
+    assert providers == set(PROVIDER_NAMES)  # every sender has a config example
     assert any("proxy_protocol = true" in block for block in blocks)
     assert any(block.startswith("[forward]") for block in blocks)
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from ..addresses import CLIENT_ADDRESS_HEADERS, Network
 from ..errors import ConfigError, ConfigErrors
+from ..pinning import cn_pattern_problem, normalize_fingerprint, subject_problem
 from ..providers import PROVIDER_NAMES, provider
 from ..providers.base import RouteContext
 from ..signatures import decode_secret
@@ -23,6 +24,7 @@ from .schema import (
     CLIENT_CERT_POLICIES,
     TLS_VERSIONS,
     AdminConfig,
+    ClientPin,
     Config,
     Destination,
     ForwardConfig,
@@ -36,9 +38,10 @@ from .schema import (
 __all__ = ["load_config", "parse_config"]
 
 _TOP_LEVEL_KEYS = {"workers", "listeners", "routes", "store", "forward", "admin", "health"}
+_PIN_KEYS = ("client_subjects", "client_cn", "client_fingerprints")
 _COMMON_ROUTE_KEYS = frozenset(
     {"path", "listener", "provider", "mode", "allow_ips", "tolerance", "forward_url", "forward_handler"}
-)
+) | frozenset(_PIN_KEYS)
 _NEW_SECRET = "make one: mtls-receiver forward new-secret"
 T = TypeVar("T")
 _EMPTY: Table = {}
@@ -152,12 +155,26 @@ def _store(reader: Reader, raw: Table) -> StoreConfig:
 
 
 def _admin(reader: Reader, raw: Table) -> AdminConfig:
-    reader.only_keys(raw, "admin", {"address", "enabled"})
+    reader.only_keys(raw, "admin", {"address", "enabled", "token"})
     enabled = reader.boolean(raw, "admin", "enabled", default=True)
-    if "address" not in raw:
-        return AdminConfig(enabled=enabled)
-    host, port = _address(reader, raw, "admin")
-    return AdminConfig(host=host, port=port, enabled=enabled)
+    token = reader.secret(raw, "admin", "token")
+    source = _secret_source(raw["token"]) if token is not None else ""
+    host, port = _address(reader, raw, "admin") if "address" in raw else (AdminConfig.host, AdminConfig.port)
+    admin = AdminConfig(host=host, port=port, enabled=enabled, token=token, token_source=source)
+    if enabled and token is None and not admin.loopback:
+        reader.fail(
+            "admin.token",
+            f"required when admin.address is not loopback ({host}): the console at / can replay events;"
+            ' give token = { env = "VAR" } or { file = "/path" }, or listen on 127.0.0.1',
+        )
+    return admin
+
+
+def _secret_source(reference: object) -> str:
+    """Where a secret reference (already resolved, so well formed) points: ``env:NAME`` or ``file:PATH``."""
+    assert isinstance(reference, dict)
+    ((kind, ref),) = reference.items()
+    return f"{kind}:{ref}"
 
 
 def _health(reader: Reader, raw: Table) -> HealthConfig:
@@ -377,7 +394,49 @@ def _route(reader: Reader, raw: Table, key: str, listeners: Mapping[str, Listene
         tolerance=tolerance,
         options=options,
         forward=forward,
+        client_pin=_client_pin(reader, raw, key, listeners[listener]),
     )
+
+
+def _client_pin(reader: Reader, raw: Table, key: str, listener: ListenerConfig) -> ClientPin | None:
+    """The route's ``client_subjects``, ``client_cn`` and ``client_fingerprints``; None when it has none."""
+    given = [name for name in _PIN_KEYS if name in raw]
+    if not given:
+        return None
+    subjects, patterns, written = (reader.string_list(raw, key, name) for name in _PIN_KEYS)
+    for name, values in zip(_PIN_KEYS, (subjects, patterns, written), strict=True):
+        if name in raw and not values:
+            reader.fail(f"{key}.{name}", "an empty list pins nothing: list at least one, or remove the key")
+    if listener.client_certs == "none":
+        reader.fail(
+            f"{key}.{given[0]}",
+            f"pins client certificates, but listener {listener.name!r} has client_certs = 'none'",
+        )
+    for name, values, problem_of in (
+        ("client_subjects", subjects, subject_problem),
+        ("client_cn", patterns, cn_pattern_problem),
+    ):
+        for i, value in enumerate(values):
+            problem = problem_of(value)
+            if problem is not None:
+                reader.fail(f"{key}.{name}[{i}]", problem)
+    return ClientPin(
+        subjects=subjects, cn_patterns=patterns, fingerprints=_fingerprints(reader, key, written)
+    )
+
+
+def _fingerprints(reader: Reader, key: str, written: tuple[str, ...]) -> tuple[str, ...]:
+    """``client_fingerprints`` as lowercase hex without colons (OpenSSL prints them upper case, with)."""
+    fingerprints = []
+    for i, text in enumerate(written):
+        fingerprint = normalize_fingerprint(text)
+        if fingerprint is None:
+            reader.fail(
+                f"{key}.client_fingerprints[{i}]",
+                f"{text[:100]!r} is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
+            )
+        fingerprints.append(fingerprint)
+    return tuple(fingerprints)
 
 
 def _default_listener(listeners: Mapping[str, ListenerConfig]) -> str | None:

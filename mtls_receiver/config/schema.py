@@ -6,6 +6,7 @@ A route's sender-specific settings are a :class:`ProviderOptions` that its provi
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ __all__ = [
     "CLIENT_CERT_POLICIES",
     "TLS_VERSIONS",
     "AdminConfig",
+    "ClientPin",
     "Config",
     "Destination",
     "ForwardConfig",
@@ -99,6 +101,26 @@ class ProviderOptions:
 
 
 @dataclass(frozen=True)
+class ClientPin:
+    """Which client certificates a route accepts beyond the listener's CA (``pinning.check_client_pin``).
+
+    A CA proves the sender is the PSP, not which of the PSP's certificates: pinning narrows it to
+    named subjects (exact, or a CN pattern) and/or certificate fingerprints. Each kind given must match.
+    """
+
+    subjects: tuple[str, ...] = ()  # exact RFC 4514 subjects, as ClientIdentity.subject renders them
+    cn_patterns: tuple[str, ...] = ()  # CN patterns: ``*`` stands for one or more characters but a dot
+    fingerprints: tuple[str, ...] = ()  # SHA-256 of the DER certificate, lowercase hex without colons
+
+    def describe(self) -> str:
+        """What ``check-config`` shows of the pin (nothing in it is secret)."""
+        parts = [f"subject {subject}" for subject in self.subjects]
+        parts += [f"CN {pattern}" for pattern in self.cn_patterns]
+        parts += [f"sha256 {fingerprint}" for fingerprint in self.fingerprints]
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """A webhook path on a listener, served by one provider's verifier."""
 
@@ -110,6 +132,7 @@ class RouteConfig:
     tolerance: int | None = None  # timestamp tolerance in seconds; None: the provider's default
     options: ProviderOptions = ProviderOptions()  # what the provider reads beyond the keys above
     forward: Destination | None = None  # overrides [forward] for this route
+    client_pin: ClientPin | None = None  # the client certificates accepted; None: any the CA verified
 
     @property
     def relay(self) -> RelayConfig | None:
@@ -153,11 +176,28 @@ class ForwardConfig:
 
 @dataclass(frozen=True)
 class AdminConfig:
-    """The plain-HTTP admin listener (/metrics, /healthz, /readyz): loopback by default."""
+    """The plain-HTTP admin listener (/metrics, /healthz, /readyz and the operator console at /):
+    loopback by default; anywhere else the console requires ``token``."""
 
     host: str = "127.0.0.1"
     port: int = 9464
     enabled: bool = True
+    token: str | None = field(default=None, repr=False)  # the console's token (from env or a file)
+    token_source: str = ""  # where it comes from, ``env:NAME`` or ``file:/path``: what may be shown
+
+    @property
+    def loopback(self) -> bool:
+        """Only this machine can reach the listener (``localhost`` or a loopback address)."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

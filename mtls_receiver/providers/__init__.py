@@ -46,7 +46,26 @@ __all__ = [
 ]
 
 #: ``provider = "..."`` -> the module under providers/ that defines it (imported when first asked for)
-_MODULES = {"efi": "efi", "infi": "infi", "pomelo": "pomelo", "firebanking": "firebanking", "hmac": "generic"}
+_MODULES = {
+    "efi": "efi",
+    "pix": "pix",
+    "infi": "infi",
+    "pomelo": "pomelo",
+    "firebanking": "firebanking",
+    "hmac": "generic",
+    "token": "token",
+    "allowlist": "allowlist",
+    "mercadopago": "mercadopago",
+    "asaas": "asaas",
+    "pagbank": "pagbank",
+    "pagarme": "pagarme",
+    "kiwify": "kiwify",
+    "iugu": "iugu",
+    "celcoin": "celcoin",
+    "bs2": "bs2",
+    "stripe": "stripe",
+    "standard-webhooks": "standard_webhooks",
+}
 PROVIDER_NAMES = tuple(_MODULES)
 _DEV_PROVIDER = "efi"  # the sender ``serve --dev`` demonstrates
 

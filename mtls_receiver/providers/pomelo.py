@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..addresses import Network, parse_networks
@@ -18,7 +21,7 @@ from ..config.schema import ProviderOptions, RelayConfig, RouteConfig
 from ..errors import Refusal
 from ..events import IncomingRequest, NewEvent, Relay, Verdict
 from ..signatures import check_timestamp, decode_secret, hmac_sha256, matches_any
-from .base import Provider, RouteContext
+from .base import Provider, RouteContext, SampleRequest
 from .common import check_allowlist, content_digest, json_object, options_of, require_json, require_post
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "NOTIFICATION_TOLERANCE",
     "PROVIDER",
     "PomeloOptions",
+    "sample",
     "sign",
     "signature_headers",
     "verify",
@@ -165,10 +169,52 @@ def _presented(value: str | None) -> bytes:
         raise Refusal(401, "signature: x-signature is not base64") from None
 
 
+def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
+    """A request as Pomelo sends one, signed with the route's first api-key pair; ``x-endpoint`` is the
+    route's path. Notifications carry ``event`` as ``event_type`` (default ``card.shipped``); an
+    authorisation request is a card transaction whose ``type`` is ``event`` (default ``PURCHASE``).
+    The bodies' fields beyond those the receiver reads are illustrative, not Pomelo's full schema."""
+    api_key, secret = options_of(route, PomeloOptions).api_keys[0]
+    moment = datetime.fromtimestamp(now, UTC)
+    if route.mode == "authorizations":
+        document = _sample_authorization(event or "PURCHASE", moment)
+    else:
+        document = {
+            "event_id": f"ntf-sendtest-{secrets.token_hex(6)}",
+            "event_type": event or "card.shipped",
+            "created_at": f"{moment:%Y-%m-%dT%H:%M:%SZ}",
+            "data": {"card_id": "crd-sendtest", "note": "mtls-receiver send-test: not a real event"},
+        }
+    body = json.dumps(document, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Idempotency-Key": f"sendtest-{secrets.token_hex(8)}",
+        **signature_headers(api_key, decode_secret(secret, "base64"), route.path, body, now),
+    }
+    return SampleRequest(path="", headers=headers, body=body)
+
+
+def _sample_authorization(kind: str, moment: datetime) -> dict[str, Any]:
+    return {
+        "transaction": {
+            "id": f"ctx-sendtest-{secrets.token_hex(6)}",
+            "type": kind,
+            "point_type": "ECOMMERCE",
+            "country_code": "BRA",
+            "local_date_time": f"{moment:%Y-%m-%dT%H:%M:%S}",
+        },
+        "merchant": {"id": "sendtest-merchant", "mcc": "5999", "name": "mtls-receiver send-test"},
+        "card": {"id": "crd-sendtest", "product_type": "PREPAID", "last_four": "0000"},
+        "user": {"id": "usr-sendtest"},
+        "amount": {"local": {"total": 10.0, "currency": "BRL"}},
+    }
+
+
 PROVIDER = Provider(
     name="pomelo",
     modes=("notifications", "authorizations"),
     keys=frozenset({"api_keys", "environment", *_RELAY_KEYS}),
     parse_options=parse_options,
     verify=verify,
+    sample=sample,
 )

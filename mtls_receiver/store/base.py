@@ -10,9 +10,14 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .reads import EventQuery, RefusalGroup, RouteTraffic
 
 __all__ = ["Access", "AuditCount", "AuditQuery", "AuditRepeats", "Receipt", "Store", "Write"]
 
@@ -180,3 +185,23 @@ class Store(Protocol):
         ...
 
     async def check_writable(self) -> bool: ...
+
+    # --- the operator console's reads (store/reads.py, shared by both backends) ---
+
+    async def traffic(self, since: datetime) -> dict[str, RouteTraffic]:
+        """Requests per route since ``since``: accepted, refused, duplicates."""
+        ...
+
+    async def find_events(self, query: EventQuery) -> list[StoredEvent]:
+        """Events matching ``query``, newest first; one more than ``query.limit`` if there are more."""
+        ...
+
+    async def refusal_groups(self, since: str, by: str, limit: int = 50) -> list[RefusalGroup]:
+        """Refusals since ``since`` (an audit ``at``) grouped by ``reason`` or ``peer``."""
+        ...
+
+    async def refusals(
+        self, since: str, reason: str | None = None, peer: str | None = None, limit: int = 100
+    ) -> list[AuditRecord]:
+        """The refused requests behind a group, newest first."""
+        ...

@@ -27,6 +27,7 @@ from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from .base import Access, AuditCount, AuditQuery, AuditRepeats, Receipt, Write
 from .group_commit import GroupCommit
+from .reads import QUERY_TIMEOUT, ConsoleReads
 from .rows import (
     ADD_REPEATS,
     ANSWER_OF,
@@ -220,7 +221,7 @@ async def migrate(dsn: str) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore:
+class PostgresStore(ConsoleReads):
     def __init__(
         self,
         dsn: str,
@@ -561,6 +562,17 @@ class PostgresStore:
         """Can this process commit to the inbox now? A real commit of the health row through the
         group-commit writer: a dead or stuck writer or an unreachable database say False."""
         return await self.group_commit.probe()
+
+    async def select(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        """A shared read statement (the console's, store/reads.py) with PostgreSQL's placeholders."""
+        text = numbered(sql)
+
+        async def select(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            await conn.execute(f"SET LOCAL statement_timeout = {int(QUERY_TIMEOUT * 1000)}")
+            rows: list[asyncpg.Record] = await conn.fetch(text, *params)
+            return rows
+
+        return await self._transaction(select)
 
 
 async def _in_transaction(conn: asyncpg.Connection, fn: Callable[..., Awaitable[T]], *args: Any) -> T:

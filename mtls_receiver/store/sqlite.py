@@ -30,6 +30,7 @@ from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEve
 from ..files import make_directories
 from .base import Access, AuditCount, AuditQuery, AuditRepeats, Receipt, Write
 from .group_commit import GroupCommit
+from .reads import QUERY_TIMEOUT, ConsoleReads
 from .rows import (
     ADD_REPEATS,
     ANSWER_OF,
@@ -239,7 +240,7 @@ def _insert_events_sql(rows: int) -> str:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(ConsoleReads):
     def __init__(
         self,
         path: Path,
@@ -251,6 +252,8 @@ class SQLiteStore:
         self.access = access
         self.busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._reads_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reads")
+        self._reader: sqlite3.Connection | None = None  # the console's reads (select), opened when needed
         self._db: sqlite3.Connection | None = None
         self._forwarder_lock: int | None = None  # file descriptor of the flock every forwarder holds
         self._checkpoint_due = False  # the WAL may hold pages (or a commit failed) since the last checkpoint
@@ -407,6 +410,9 @@ class SQLiteStore:
 
     async def close(self) -> None:
         await self.group_commit.stop()
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(self._reads_executor, self._close_reader)
+        self._reads_executor.shutdown(wait=True)
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -711,6 +717,40 @@ class SQLiteStore:
             self._bookkeeping, lambda db: db.execute(PURGE_AUDIT, (limit, before)).rowcount
         )
         return deleted
+
+    async def select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """A shared read statement (the console's, store/reads.py) on a read-only connection in a thread
+        of its own: a search through every payload never holds up the writer's commits. It is
+        stopped after QUERY_TIMEOUT seconds."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._reads_executor, self._read, sql, params)
+        except sqlite3.Error as exc:
+            stopped = str(exc) == "interrupted"
+            raise StoreUnavailable(
+                f"{self.path}: query stopped after {QUERY_TIMEOUT:g} s" if stopped else f"{self.path}: {exc}"
+            ) from exc
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """In the reads' thread; their connection is opened on first use."""
+        if self._reader is None:
+            if self._db is None:
+                raise StoreUnavailable("store is not open")
+            if self.access is Access.READ:
+                self._reader = self._connect_read_only()
+            else:
+                self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._reader.execute("PRAGMA query_only = ON")
+                self._reader.execute("PRAGMA busy_timeout = 0")
+        deadline = time.monotonic() + QUERY_TIMEOUT
+        self._reader.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        reader = self._reader
+        return self._when_free(lambda: reader.execute(sql, params).fetchall())
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return self._when_free(lambda: self._require_db().execute(sql, params).fetchall())

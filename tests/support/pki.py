@@ -22,6 +22,7 @@ class Pki:
     server_key: Path
     client_ca: Path  # Efí-like root + intermediate bundle
     client: Path
+    other_client: Path  # same CA as ``client``, another subject (another customer's, another PSP's)
     foreign_client: Path
     expired_client: Path
     future_client: Path
@@ -36,6 +37,9 @@ def make_pki(directory: Path) -> Pki:
     root = trustme.CA(organization_name="Efi-like root")
     intermediate = root.create_child_ca()
     client = intermediate.issue_cert(common_name="efi-like client", organization_name="Efi-like")
+    other = intermediate.issue_cert(
+        "webhook.other-like.com.br", common_name="webhook.other-like.com.br", organization_name="Other-like"
+    )
     expired = intermediate.issue_cert(
         common_name="expired client", not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
     )
@@ -56,6 +60,7 @@ def make_pki(directory: Path) -> Pki:
         server_key=write("server.key", server.private_key_pem.bytes()),
         client_ca=write("client-ca.pem", root.cert_pem.bytes() + intermediate.cert_pem.bytes()),
         client=write("client.pem", client.private_key_and_cert_chain_pem.bytes()),
+        other_client=write("other.pem", other.private_key_and_cert_chain_pem.bytes()),
         foreign_client=write("foreign.pem", foreign.private_key_and_cert_chain_pem.bytes()),
         expired_client=write("expired.pem", expired.private_key_and_cert_chain_pem.bytes()),
         future_client=write("future.pem", future.private_key_and_cert_chain_pem.bytes()),

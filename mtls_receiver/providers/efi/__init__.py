@@ -15,6 +15,7 @@ from .notifications import (
     check_sender,
     parse_notification,
     registration_url,
+    sample,
     target,
     verified_by,
     verify,
@@ -31,6 +32,7 @@ __all__ = [
     "check_sender",
     "parse_notification",
     "registration_url",
+    "sample",
     "target",
     "verify",
 ]
@@ -44,4 +46,5 @@ PROVIDER = Provider(
     verified_by=verified_by,
     add_commands=add_commands,
     dev=DEV,
+    sample=sample,
 )

@@ -10,17 +10,27 @@ and the secret ``hmac`` query value Efí was registered with.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import hmac
-import json
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ...config.schema import RouteConfig
 from ...errors import Refusal
 from ...events import IncomingRequest, NewEvent, Verdict
+from ..bacen_pix import (
+    PIX_LIST,
+    ROOT_ARRAY,
+    check_pix_keys,
+    content_events,
+    locate,
+    parse_items,
+    pix_events,
+    require_client_certificate,
+    sample_request,
+)
+from ..base import SampleRequest
 from ..common import check_allowlist, options_of, require_json
 from .options import EfiOptions
 
@@ -33,6 +43,7 @@ __all__ = [
     "check_sender",
     "parse_notification",
     "registration_url",
+    "sample",
     "target",
     "verified_by",
     "verify",
@@ -40,8 +51,8 @@ __all__ = [
 
 #: suffix Efí appends -> (kind, body list key)
 KINDS: dict[str, str] = {"pix": "pix", "rec": "recs", "cobr": "cobsr"}
-_VALOR = re.compile(r"\d{1,10}\.\d{2}")
 _SUFFIX_CARRIERS = ("ignorar", "hmac")  # query values Efí's suffix can land on
+_PIX_SHAPES = (PIX_LIST, ROOT_ARRAY)  # one bank is reported to post a bare array
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
         return Verdict(kind="test")
     require_json(request)
     events = parse_notification(where.kind, request.body)
-    _check_pix_keys(options_of(route, EfiOptions).pix_keys, events)
+    check_pix_keys(options_of(route, EfiOptions).pix_keys, events)
     return Verdict(kind=where.kind, events=events)
 
 
@@ -75,38 +86,15 @@ def verified_by(route: RouteConfig, client: ClientIdentity | None) -> str:
 
 def target(route_path: str, path: str, query_string: str) -> Target:
     """``test`` for the base path, else the suffix's kind; Refusal(404) for anything else."""
-    base = "" if route_path == "/" else route_path
-    if path != base and not path.startswith(base + "/"):
-        raise Refusal(404, "not found")
-    query_kind, secret = _parse_query(query_string)
-    tail = path[len(base) :].strip("/")
-    if tail and tail not in KINDS:
-        raise Refusal(404, f"unknown suffix /{tail} (Efí sends /pix, /rec, /cobr)")
-    return Target(kind=tail or query_kind or "test", hmac=secret)
-
-
-def _parse_query(query_string: str) -> tuple[str | None, str | None]:
-    """The kind appended to a query value (``ignorar=/pix``, ``hmac=S/pix``) and the hmac secret."""
-    kind = secret = None
-    if not query_string:
-        return kind, secret
-    for name, value in parse_qsl(query_string, keep_blank_values=True):
-        if name not in _SUFFIX_CARRIERS:
-            continue
-        suffix = next((s for s in KINDS if value.endswith("/" + s)), None)
-        if suffix is not None:
-            kind = kind or suffix
-            value = value[: -len(suffix) - 1]
-        if name == "hmac" and secret is None:
-            secret = value
-    return kind, secret
+    located = locate(route_path, path, query_string, KINDS, _SUFFIX_CARRIERS, "Efí")
+    return Target(kind=located.kind, hmac=located.values.get("hmac"))
 
 
 def check_sender(route: RouteConfig, request: IncomingRequest, presented_hmac: str | None) -> None:
     """Is this Efí? Each failed check names itself in the refusal; secrets are never echoed."""
     check_allowlist(route, request)
-    if route.mode == "mtls" and request.peer.identity is None:
-        raise Refusal(403, "certificate: a verified client certificate is required on this route")
+    if route.mode == "mtls":
+        require_client_certificate(request)
     secrets = options_of(route, EfiOptions).hmac_secrets
     if secrets:
         if not presented_hmac:
@@ -125,71 +113,21 @@ def _matches_any(presented: str, secrets: tuple[str, ...]) -> bool:
 
 def parse_notification(kind: str, body: bytes) -> tuple[NewEvent, ...]:
     """Validate a notification body; one event per item. Refusal(400) names the first problem."""
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Refusal(400, "body is not valid JSON") from None
-    list_key = KINDS[kind]
-    if kind == "pix" and isinstance(document, list):
-        document = {"pix": document}  # one bank is reported to post a bare array
-    if not isinstance(document, dict):
-        raise Refusal(400, f"body must be a JSON object with a {list_key!r} list")
-    items = document.get(list_key)
-    if not isinstance(items, list) or not items:
-        raise Refusal(400, f"body must have a non-empty {list_key!r} list")
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise Refusal(400, f"{list_key}[{index}] must be an object")
     if kind == "pix":
-        return tuple(
-            NewEvent("pix", _pix_dedup_key(item, index), item, order_key=item["endToEndId"])
-            for index, item in enumerate(items)
-        )
-    return tuple(NewEvent(kind, f"{kind}:{_content_hash(item)}", item) for item in items)
-
-
-def _pix_dedup_key(item: dict[str, Any], index: int) -> str:
-    """``endToEndId``, plus each refund's id and status: a refund is re-sent as it progresses."""
-    where = f"pix[{index}]"
-    e2e = item.get("endToEndId")
-    if not isinstance(e2e, str) or not e2e.strip() or len(e2e) > 64:
-        raise Refusal(400, f"{where}.endToEndId must be a non-empty string")
-    valor = item.get("valor")
-    if not isinstance(valor, str) or not _VALOR.fullmatch(valor):
-        raise Refusal(400, f"{where}.valor must be a decimal string like '10.00'")
-    horario = item.get("horario", ...)
-    sent_not_realised = horario is None and item.get("tipo") == "SOLICITACAO"
-    if not (isinstance(horario, str) and horario) and not sent_not_realised:
-        raise Refusal(400, f"{where}.horario must be an RFC 3339 timestamp")
-    refunds = item.get("devolucoes")
-    if refunds is None:
-        return e2e
-    if not isinstance(refunds, list):
-        raise Refusal(400, f"{where}.devolucoes must be a list")
-    parts = [e2e]
-    for n, refund in enumerate(refunds):
-        if not isinstance(refund, dict) or not all(isinstance(refund.get(k), str) for k in ("id", "status")):
-            raise Refusal(400, f"{where}.devolucoes[{n}] must be an object with string id and status")
-        parts.append(f"{refund['id']}:{refund['status']}")
-    return "|".join(parts)
-
-
-def _content_hash(item: dict[str, Any]) -> str:
-    """Pix Automático items have no documented identity: dedup exact repeats by content."""
-    canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _check_pix_keys(pix_keys: tuple[str, ...], events: tuple[NewEvent, ...]) -> None:
-    """Any Efí customer can point a webhook at this URL: accept only the route's own keys."""
-    if not pix_keys or events[0].kind != "pix":
-        return
-    foreign = sorted({str(e.payload.get("chave")) for e in events if e.payload.get("chave") not in pix_keys})
-    if foreign:
-        raise Refusal(403, f"pix key not accepted on this route: {', '.join(foreign)}")
+        return pix_events(parse_items(body, KINDS[kind], _PIX_SHAPES))
+    return content_events(kind, parse_items(body, KINDS[kind], (PIX_LIST,)))
 
 
 def registration_url(base_url: str, secret: str) -> str:
     """The URL to register for skip-mTLS: Efí appends ``/pix`` after ``ignorar=``, leaving hmac intact."""
     separator = "&" if "?" in base_url else "?"
     return f"{base_url}{separator}hmac={quote(secret, safe='')}&ignorar="
+
+
+def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
+    """A Pix as Efí sends it: mode ``mtls`` to ``P/pix`` with a certificate; ``skip-mtls`` (or an mtls route
+    with ``hmac_secrets``) to the registered ``P?hmac=S&ignorar=`` + ``/pix``, a certificate only in mtls."""
+    options = options_of(route, EfiOptions)
+    query = registration_url("", options.hmac_secrets[0]) if options.hmac_secrets else ""
+    request = sample_request(event, now, options.pix_keys[0] if options.pix_keys else None, query)
+    return dataclasses.replace(request, client_certificate=route.mode == "mtls")

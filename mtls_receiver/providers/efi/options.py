@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ...addresses import Network, parse_networks
 from ...config.reader import Reader, Table
 from ...config.schema import ProviderOptions
+from ..bacen_pix import require_certificate_listener
 from ..base import RouteContext
 
 __all__ = ["KEYS", "MIN_HMAC_SECRET_LENGTH", "MODES", "SENDER_IPS", "EfiOptions", "parse_options"]
@@ -31,13 +32,8 @@ class EfiOptions(ProviderOptions):
 
 
 def parse_options(reader: Reader, raw: Table, route: RouteContext) -> EfiOptions:
-    key, listener = route.key, route.listener
-    if route.mode == "mtls" and listener.client_certs == "none":
-        reader.fail(
-            f"{key}.mode",
-            f"efi mode 'mtls' needs client certificates,"
-            f" but listener {listener.name!r} has client_certs = 'none'",
-        )
+    key = route.key
+    require_certificate_listener(reader, route, "efi")
     secrets = reader.secret_list(raw, key, "hmac_secrets", check=_too_short)
     if route.mode == "skip-mtls" and not secrets:
         reader.fail(

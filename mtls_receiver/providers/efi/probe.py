@@ -11,11 +11,9 @@ what protects it is the secret, so the checks are those of the secret instead (:
 from __future__ import annotations
 
 import json
-import secrets
 import ssl
-import string
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -23,6 +21,7 @@ import aiohttp
 import certifi
 
 from ...errors import ReceiverError
+from ..bacen_pix import sample_notification
 
 __all__ = [
     "ProbeResult",
@@ -33,8 +32,6 @@ __all__ = [
     "probe_without_certificate",
     "sample_pix",
 ]
-
-_ALNUM = string.ascii_letters + string.digits
 
 
 @dataclass(frozen=True)
@@ -50,17 +47,7 @@ class ProbeResult:
 
 def sample_pix(pix_key: str | None = None) -> dict[str, object]:
     """A well-formed Pix item whose endToEndId says it is a probe (ISPB 00000000, 'PROBE')."""
-    stamp = datetime.now(UTC)
-    item: dict[str, object] = {
-        "endToEndId": f"E00000000{stamp:%Y%m%d%H%M}PROBE{''.join(secrets.choice(_ALNUM) for _ in range(6))}",
-        "txid": "mtlsreceiverprobe",
-        "valor": "0.01",
-        "horario": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "infoPagador": "mtls-receiver probe - not a real payment",
-    }
-    if pix_key:
-        item["chave"] = pix_key
-    return {"pix": [item]}
+    return sample_notification(time.time(), pix_key)
 
 
 async def probe(

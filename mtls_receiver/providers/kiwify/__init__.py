@@ -1,0 +1,17 @@
+"""Kiwify: one module per webhook family, chosen by the route's ``mode``.
+
+``sales`` (the default): sales/products webhooks, ``?signature=<hex>`` HMAC-SHA1 (sales.py).
+Each mode module exposes ``KEYS``, ``parse_options``, ``verify``, ``sample`` and ``verified_by``;
+a new mode is one more entry in ``_MODES``.
+"""
+
+from __future__ import annotations
+
+from ..modes import delegating_provider
+from . import sales
+
+__all__ = ["PROVIDER"]
+
+_MODES = {"sales": sales}
+
+PROVIDER = delegating_provider("kiwify", _MODES)
