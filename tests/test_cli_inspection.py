@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support import Pki, config_text, run_cli
+from test_docs import TOML_BLOCKS, _as_config, _with_local_files
 
 from mtls_receiver.config import load_config
 from mtls_receiver.events import AuditRecord, NewEvent
@@ -146,6 +147,18 @@ def inbox(tmp_path: Path, pki: Pki) -> Path:
 
     asyncio.run(fill())
     return config
+
+
+@pytest.mark.parametrize(
+    ("page", "block"), TOML_BLOCKS, ids=[f"{page}-{i}" for i, (page, _) in enumerate(TOML_BLOCKS)]
+)
+def test_every_documented_config_loads_without_its_secrets(
+    page: str, block: str, pki: Pki, tmp_path: Path
+) -> None:
+    """No environment variable set, no secret file there: inspection still reads the config."""
+    path = tmp_path / "config.toml"
+    path.write_text(_with_local_files(_as_config(page, block), pki, tmp_path).replace("efi-hmac", "absent"))
+    assert load_config(path, read_secrets=False).routes
 
 
 def test_inspection_needs_no_secrets(inbox: Path) -> None:
