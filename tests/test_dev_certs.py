@@ -9,6 +9,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -195,3 +197,60 @@ def test_check_config_says_when_the_store_cannot_be_written(tmp_path: Path, pki:
     result = run_cli("check-config", "--config", str(config))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert f"{config}: store.path: {blocker} is not a directory" in result.stderr
+
+
+@pytest.fixture
+def as_another_user(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """A directory that user ``nobody`` can enter, and how to run the CLI as that user (root ignores
+    file modes: the unreadable and unwritable cases need someone else). Non-root: as oneself."""
+    if os.geteuid() != 0:
+        yield tmp_path, [PYTHON, "-m", "mtls_receiver"]
+        return
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run the CLI as another user")
+    shared = Path(tempfile.mkdtemp(prefix="mtls-receiver-nobody-"))
+    shared.chmod(0o755)
+    command = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        PYTHON,
+        "-m",
+        "mtls_receiver",
+    ]
+    yield shared, command
+    shutil.rmtree(shared)
+
+
+def test_unreadable_config_and_unwritable_store_as_another_user(
+    as_another_user: tuple[Path, list[str]], pki: Pki
+) -> None:
+    directory, cli = as_another_user
+    for name in ("server_cert", "server_key", "client_ca"):
+        shutil.copy(getattr(pki, name), directory / Path(getattr(pki, name)).name)
+        (directory / Path(getattr(pki, name)).name).chmod(0o644)
+    text = config_text(pki, store=str(directory / "store" / "inbox.db"))
+    for name in ("server_cert", "server_key", "client_ca"):
+        text = text.replace(str(getattr(pki, name)), str(directory / Path(getattr(pki, name)).name))
+    (directory / "store").mkdir()
+    (directory / "store").chmod(0o555)  # the inbox cannot be created in it (by anyone but root)
+    config = directory / "config.toml"
+    config.write_text(text)
+    config.chmod(0o644)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60, cwd=directory)
+
+    checked = run("check-config", "--config", str(config))
+    assert checked.returncode == 2 and checked.stderr.count("\n") == 1, checked.stderr
+    assert f"store.path: {directory / 'store'} (where the inbox" in checked.stderr
+    assert "is not writable by" in checked.stderr
+    config.chmod(0o600 if os.geteuid() == 0 else 0o000)
+    for command in (("check-config",), ("events", "list"), ("audit", "summary")):
+        result = run(*command, "--config", str(config))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert (
+            result.stderr
+            == f"mtls-receiver: {config}: cannot read: [Errno 13] Permission denied: '{config}'\n"
+        )
