@@ -13,18 +13,23 @@ import json
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mtls_receiver.addresses import CLIENT_ADDRESS_HEADERS, client_address, parse_networks
 from mtls_receiver.config import ClientPin, Limits, RouteConfig, parse_config
 from mtls_receiver.errors import ConfigError, Refusal
 from mtls_receiver.events import ClientIdentity, IncomingRequest, Peer
 from mtls_receiver.http11 import RequestHead, RequestParser
+from mtls_receiver.keysource import KeySource
 from mtls_receiver.pinning import check_client_pin
-from mtls_receiver.providers import efi, firebanking, generic, infi, pix, pomelo
+from mtls_receiver.providers import efi, firebanking, generic, infi, pix, pomelo, starkbank, woovi
+from mtls_receiver.providers.kiwify import banking
+from mtls_receiver.providers.pagarme import core_api
 from mtls_receiver.proxy_protocol import ProxyProtocolError, bytes_needed, parse_header
+from mtls_receiver.publickeys import KEY_FORMATS, KeyDocumentError, parse_key_document
 from mtls_receiver.signatures import SignatureScheme
 
-EXPECTED = (Refusal, ProxyProtocolError, ConfigError)
+EXPECTED = (Refusal, ProxyProtocolError, ConfigError, KeyDocumentError)
 PROXIES = parse_networks(["10.0.0.0/8"])
 EFI = RouteConfig(
     path="/webhook",
@@ -148,6 +153,57 @@ def proxy_header(data: bytes) -> None:
     parse_header(data)
 
 
+def _keyed(provider: str, options: type[Any], algorithm: str, mode: str = "signature") -> RouteConfig:
+    """A route of an asymmetric sender trusting Woovi's published key and a fixed Ed25519 key."""
+    keys = (*woovi.BUILT_IN_KEYS["production"], *parse_key_document(_ED25519_PEM, "pem", "fuzz"))
+    source = KeySource(algorithm, keys=keys)
+    return RouteConfig(
+        path="/h",
+        listener="m",
+        provider=provider,
+        mode=mode,
+        options=options(algorithm=algorithm, keys=source),
+    )
+
+
+_ED25519_PEM = (  # the Svix test key's public half (vector V5)
+    b"-----BEGIN PUBLIC KEY-----\n"
+    b"MCowBQYDK2VwAyEA1SiA4o9hyqTCpIqC5V9HUakiiaeACeqfZTInDBbOir4=\n"
+    b"-----END PUBLIC KEY-----\n"
+)
+KEYED = {
+    starkbank.verify: _keyed("starkbank", starkbank.StarkBankOptions, "ecdsa-secp256k1-sha256"),
+    woovi.verify: _keyed("woovi", woovi.WooviOptions, "rsa-pkcs1v15-sha256"),
+    core_api.verify: _keyed("pagarme", core_api.PagarmeV5Options, "rsa-pkcs1v15-sha256", "v5"),
+    banking.verify: _keyed("kiwify", banking.KiwifyBankingOptions, "ed25519-sha256", "banking"),
+}
+
+
+def key_document(data: bytes) -> None:
+    """The first byte picks the format (pem, list, jwks); the rest is a key document as fetched."""
+    if data:
+        parse_key_document(data[1:], KEY_FORMATS[data[0] % len(KEY_FORMATS)], "fuzz")
+
+
+def keyed_request(data: bytes) -> None:
+    """Headers as JSON (first line), then the body, against every sender that signs with a private key."""
+    head, _, body = data.partition(b"\n")
+    headers = _headers(head)
+    for verify, route in KEYED.items():
+        try:
+            verify(route, IncomingRequest("POST", "/h", "", headers, body, Peer("127.0.0.1"), now=1.7e9))
+        except Refusal:
+            pass
+
+
+def _headers(head: bytes) -> dict[str, str]:
+    try:
+        headers = json.loads(head)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
+
+
 def signed_request(data: bytes) -> None:
     """Headers as JSON (first line), then the body, against every HMAC provider."""
     head, _, body = data.partition(b"\n")
@@ -219,6 +275,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "signed_request": signed_request,
     "config_toml": config_toml,
     "http_request": http_request,
+    "key_document": key_document,
+    "keyed_request": keyed_request,
 }
 
 

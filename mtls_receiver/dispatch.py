@@ -17,7 +17,7 @@ from typing import Protocol
 
 from .addresses import client_address
 from .config import Config, RouteConfig
-from .errors import Refusal, StoreUnavailable
+from .errors import Refusal, StaleKeys, StoreUnavailable
 from .events import AuditRecord, IncomingRequest, Peer, Verdict
 from .forwarder import Forwarder
 from .http11 import Response
@@ -164,11 +164,12 @@ class Dispatcher:
             )
             if route.config.client_pin is not None:  # every provider's routes: before its verifier
                 check_client_pin(route.config.client_pin, identity)
-            verdict = route.verify(route.config, incoming)
+            verdict = await _verified(route, incoming)
             status, reason, answer = await self._answer(route.config, incoming, verdict)
         except Refusal as refusal:
             status, reason = refusal.status, refusal.reason
-            answer = Response.text(status, reason, close=request.refusal is not None)
+            headers = dict(refusal.headers) or None
+            answer = Response.text(status, reason, close=request.refusal is not None, headers=headers)
         except StoreUnavailable as exc:
             return self._unavailable(route.config, peer, exc)
         audit = AuditRecord(
@@ -255,6 +256,22 @@ class Dispatcher:
         fields = {"listener": self.listener, "route": route.path, "status": 503, "reason": reason, **sender}
         log_fields(log, logging.ERROR, "unavailable", fields)
         return Response.text(503, answer, headers={"Retry-After": "5"})
+
+
+async def _verified(route: _Route, incoming: IncomingRequest) -> Verdict:
+    """The route's verdict; when its signature matched no public key held and the keys can be fetched
+    again, once more after a (rate-limited, shared) fetch that brought new keys."""
+    try:
+        return route.verify(route.config, incoming)
+    except StaleKeys as stale:
+        try:
+            refreshed = await stale.source.refresh()
+        except Exception as exc:  # fail closed: a fetch that went wrong lets nothing in
+            log.warning("public keys: refresh from %s failed: %s", stale.source.description, exc)
+            refreshed = False
+        if not refreshed:
+            raise
+    return route.verify(route.config, incoming)
 
 
 def _log_request(audit: AuditRecord, verdict: Verdict | None, receipt: Receipt, transport_peer: str) -> None:

@@ -6,7 +6,13 @@ so callers (the CLI, the server) can tell expected failures from bugs.
 
 from __future__ import annotations
 
-__all__ = ["ReceiverError", "ConfigError", "ConfigErrors", "Refusal", "StoreUnavailable"]
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config.schema import RefreshableKeys
+
+__all__ = ["ReceiverError", "ConfigError", "ConfigErrors", "Refusal", "StaleKeys", "StoreUnavailable"]
 
 
 class ReceiverError(Exception):
@@ -42,9 +48,25 @@ class Refusal(ReceiverError):
     verification code never has to know about the web framework.
     """
 
+    headers: Mapping[str, str] = {}  # sent with the refusal (``Retry-After`` with a 503)
+
     def __init__(self, status: int, reason: str) -> None:
         self.status, self.reason = status, reason
         super().__init__(f"{status}: {reason}")
+
+
+class StaleKeys(Refusal):
+    """No trusted public key verified a signature, and the route's keys can be fetched again.
+
+    The verifier stays pure: it raises this, and the dispatcher awaits ``source.refresh()``
+    (rate-limited) and verifies once more if new keys arrived; otherwise this refusal is the answer.
+    A 503 (no key held at all: our side) tells the sender when to retry."""
+
+    def __init__(self, status: int, reason: str, source: RefreshableKeys) -> None:
+        super().__init__(status, reason)
+        self.source = source
+        if status == 503:
+            self.headers = {"Retry-After": "30"}
 
 
 class StoreUnavailable(ReceiverError):

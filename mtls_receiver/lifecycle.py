@@ -49,6 +49,8 @@ __all__ = [
     "Role",
     "Workers",
     "bind_errors",
+    "inherit_public_keys",
+    "load_public_keys",
     "check_reloadable",
     "expiry_warnings",
     "match_sockets",
@@ -132,6 +134,8 @@ class Receiver:
             if self.role.forward:
                 self.forwarder = Forwarder(self.config, self.store, self._session, self.metrics)
                 await self.forwarder.start()
+            if self.role.listen:
+                await load_public_keys(self.config, self.metrics)
             sockets = match_sockets(self.config, inherited or {})
             for listener in self.config.listeners if self.role.listen else ():
                 key = f"{self.config.listener_key(listener.name)}.address"
@@ -296,6 +300,9 @@ class Receiver:
         except ReceiverError as exc:
             log.error("reload rejected, still serving the previous configuration: %s", exc)
             return False
+        if self.role.listen:
+            inherit_public_keys(self.config, config)
+            await load_public_keys(config, self.metrics)
         for listener in config.listeners:
             if listener.name in self._listeners:
                 self._listeners[listener.name].swap(
@@ -345,6 +352,41 @@ class Receiver:
             await self.retention.stop()
         await _bounded(self.coalescer.stop(), 5, "writing the counts of repeated refusals")
         await self.store.close()
+
+
+async def load_public_keys(config: Config, metrics: Metrics) -> None:
+    """Fetch every route's public keys from its sender, all at once (each fetch has its own timeout).
+
+    A failure is a one-line warning, not a stop: the route keeps whatever keys it holds (none: its
+    requests are answered 503 until a later fetch succeeds), and nothing is let in unverified."""
+    sources = [(route, source) for route in config.routes for source in route.options.key_sources()]
+    for route, source in sources:
+        source.observe(_fetch_counter(metrics, route.path))
+    results = await asyncio.gather(*(source.load() for _, source in sources), return_exceptions=True)
+    for (route, source), result in zip(sources, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning(
+                "route %s: public keys from %s not fetched: %s", route.path, source.description, result
+            )
+
+
+def inherit_public_keys(old: Config, new: Config) -> None:
+    """Each route of ``new`` starts from the public keys its namesake in ``old`` fetched (same place)."""
+    previous = {(route.listener, route.path): route.options.key_sources() for route in old.routes}
+    for route in new.routes:
+        before_sources = previous.get((route.listener, route.path), ())
+        for source, before in zip(route.options.key_sources(), before_sources, strict=False):
+            source.inherit(before)
+
+
+def _fetch_counter(metrics: Metrics, route: str) -> Callable[[bool], None]:
+    """Counts a route's key fetches by outcome in ``mtls_receiver_public_key_fetches``."""
+    ok, failed = metrics.key_fetches.labels(route, "ok"), metrics.key_fetches.labels(route, "failed")
+
+    def count(succeeded: bool) -> None:
+        (ok if succeeded else failed).inc()
+
+    return count
 
 
 async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:

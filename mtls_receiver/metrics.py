@@ -74,6 +74,13 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.key_fetches = Counter(
+            "mtls_receiver_public_key_fetches",
+            "Fetches of senders' public keys (at start, reload, and after a failing signature), by route"
+            " and outcome (ok, failed).",
+            ["route", "outcome"],
+            registry=registry,
+        )
         self.events = Gauge("mtls_receiver_inbox_events", "Events in the inbox.", registry=registry)
         self.outbox = Gauge(
             "mtls_receiver_outbox_events", "Events by delivery status.", ["status"], registry=registry

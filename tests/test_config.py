@@ -199,7 +199,7 @@ def _duplicate_route(doc: dict[str, Any]) -> None:
             "routes[0].provider",
             "must be one of 'efi', 'pix', 'infi', 'pomelo', 'firebanking', 'hmac', 'token', 'allowlist', "
             "'mercadopago', 'asaas', 'pagbank', 'pagarme', 'kiwify', 'iugu', 'celcoin', 'bs2', 'stripe', "
-            "'standard-webhooks', got 'paypal'",
+            "'standard-webhooks', 'public-key', 'starkbank', 'woovi', got 'paypal'",
             id="unknown-provider",
         ),
         pytest.param(

@@ -13,6 +13,8 @@ import shlex
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from support import Pki
 
 from mtls_receiver.cli import _parser
@@ -60,10 +62,27 @@ def _with_local_files(text: str, pki: Pki, tmp_path: Path) -> str:
         r'"/etc/mtls-receiver/firebanking-secret"': f'"{tmp_path / "efi-hmac"}"',
         r'"/var/lib/mtls-receiver/inbox\.db"': f'"{tmp_path / "inbox.db"}"',
     }
+    replacements |= _public_key_files(tmp_path)
     for pattern, value in replacements.items():
         text = re.sub(pattern, value, text)
     assert '"/etc/' not in text and '"/var/' not in text, text
     return text
+
+
+def _public_key_files(tmp_path: Path) -> dict[str, str]:
+    """The senders' public key files the docs name: the vectors' keys (secp256k1, RSA), a new Ed25519 key."""
+    ed25519_pem = tmp_path / "ed25519.pem"
+    ed25519_pem.write_bytes(
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    vectors = ROOT / "tests" / "vectors"
+    return {
+        r'"/etc/mtls-receiver/keys/starkbank\.pem"': f'"{vectors / "sb_pub.pem"}"',
+        r'"/etc/mtls-receiver/keys/sender\.pem"': f'"{vectors / "woovi_pub.pem"}"',
+        r'"/etc/mtls-receiver/keys/kiwify\.pem"': f'"{ed25519_pem}"',
+    }
 
 
 def _load(text: str, pki: Pki, tmp_path: Path) -> Config:

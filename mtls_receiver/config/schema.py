@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ..addresses import Network
 
@@ -25,6 +27,7 @@ __all__ = [
     "Limits",
     "ListenerConfig",
     "ProviderOptions",
+    "RefreshableKeys",
     "RelayConfig",
     "RouteConfig",
     "StoreConfig",
@@ -75,6 +78,27 @@ class ListenerConfig:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+class RefreshableKeys(Protocol):
+    """Public keys a route fetches from its sender (``keysource.KeySource``): generic code only loads
+    them at start and refreshes them when a signature matches none."""
+
+    @property
+    def description(self) -> str:
+        """Where the keys come from (a URL or a file), for logs."""
+
+    async def load(self) -> None:
+        """Fetch them now; raises an exception naming the problem, keeping the keys already held."""
+
+    async def refresh(self) -> bool:
+        """Fetch them again if the rate limit allows; True when new keys arrived."""
+
+    def observe(self, on_fetch: Callable[[bool], None]) -> None:
+        """Call ``on_fetch`` after every fetch with whether it succeeded (the metrics count them)."""
+
+    def inherit(self, previous: RefreshableKeys) -> None:
+        """Start from the keys ``previous`` holds when it fetched from the same place (a reload)."""
+
+
 @dataclass(frozen=True)
 class ProviderOptions:
     """A route's sender-specific settings; each provider subclasses it as a frozen dataclass.
@@ -97,6 +121,10 @@ class ProviderOptions:
 
     def warnings(self) -> tuple[str, ...]:
         """What ``check-config`` warns about on this route: a weak or test-only setting it accepts."""
+        return ()
+
+    def key_sources(self) -> tuple[RefreshableKeys, ...]:
+        """Public keys fetched from the sender, loaded by each worker before it listens."""
         return ()
 
 

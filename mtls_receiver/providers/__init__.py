@@ -65,6 +65,9 @@ _MODULES = {
     "bs2": "bs2",
     "stripe": "stripe",
     "standard-webhooks": "standard_webhooks",
+    "public-key": "public_key",
+    "starkbank": "starkbank",
+    "woovi": "woovi",
 }
 PROVIDER_NAMES = tuple(_MODULES)
 _DEV_PROVIDER = "efi"  # the sender ``serve --dev`` demonstrates

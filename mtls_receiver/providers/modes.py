@@ -22,10 +22,18 @@ if TYPE_CHECKING:
 __all__ = ["delegating_provider"]
 
 
+def keys_of(module: ModuleType) -> frozenset[str]:
+    """The route keys a mode module reads: a key another mode reads is an error on its routes."""
+    return frozenset(getattr(module, "KEYS", frozenset()))
+
+
 def delegating_provider(name: str, modes: Mapping[str, ModuleType]) -> Provider:
     """The Provider ``name`` whose modes (the first is the default) are the modules of ``modes``."""
 
     def parse_options(reader: Reader, raw: Table, context: RouteContext) -> ProviderOptions:
+        for key in sorted((keys - keys_of(modes[context.mode])) & raw.keys()):
+            users = ", ".join(repr(mode) for mode, module in modes.items() if key in keys_of(module))
+            reader.fail(f"{context.key}.{key}", f"not read in mode {context.mode!r} (only in mode {users})")
         options: ProviderOptions = modes[context.mode].parse_options(reader, raw, context)
         return options
 
@@ -40,9 +48,7 @@ def delegating_provider(name: str, modes: Mapping[str, ModuleType]) -> Provider:
         request: SampleRequest = modes[route.mode].sample(route, event, now)
         return request
 
-    keys: frozenset[str] = frozenset().union(
-        *(getattr(module, "KEYS", frozenset()) for module in modes.values())
-    )
+    keys: frozenset[str] = frozenset().union(*(keys_of(module) for module in modes.values()))
     return Provider(
         name=name,
         modes=tuple(modes),
