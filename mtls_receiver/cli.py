@@ -8,31 +8,35 @@ import base64
 import contextlib
 import logging
 import os
+import pwd
 import resource
 import secrets
 import signal
 import sys
+import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar, cast
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, RouteConfig, load_config
 from .devcerts import dev_config_text, make_dev_certs, write_dev_signing_keys
-from .errors import ReceiverError
+from .errors import ConfigError, ConfigErrors, ReceiverError
 from .events import AuditRecord, StoredEvent
 from .forwarder import resolve_handlers
 from .lifecycle import Receiver, expiry_warnings, serve_forever
 from .logs import JsonFormatter, TextFormatter, client_fields, escape, json_line, render_fields, render_value
 from .providers import PROVIDER_NAMES, dev_route, provider
 from .sendtest import SendTestError, send_test
-from .store import Access, Store, open_store
+from .store import Access, AuditCount, AuditQuery, Store, open_store
+from .times import parse_time, store_time
 from .tls import create_ssl_context, read_certificates
 from .workers import serve_worker, supervise, worker_spec
 
 __all__ = ["main"]
 
-EXIT_FAILURE, EXIT_CONFIG = 1, 2
+EXIT_FAILURE, EXIT_CONFIG, EXIT_BUG = 1, 2, 70  # 70: EX_SOFTWARE
 T = TypeVar("T")
 
 
@@ -45,14 +49,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ReceiverError as exc:
-        print(f"mtls-receiver: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # ConfigErrors: one problem a line
+            print(f"mtls-receiver: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a file or a connection the command was pointed at, not a bug
+        print(f"mtls-receiver: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, said in one line, traceback on demand
+        print(
+            f"mtls-receiver: internal error: {type(exc).__name__}: {str(exc)[:300]}"
+            " (a bug: please report it; --log-level debug shows where)",
+            file=sys.stderr,
+        )
+        if args.log_level == "debug":
+            traceback.print_exc()
+        return EXIT_BUG
+
+
+def _os_error(exc: OSError) -> str:
+    """``PATH: what went wrong``, as the file system said it."""
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the command and the problem (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see --help)\n")
+
+
+def _since(text: str) -> str:
+    """``--since``: a time as the store writes it (UTC); an offset is honoured, none means UTC."""
+    try:
+        return store_time(parse_time(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _status(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 100 <= int(text) <= 599):
+        raise argparse.ArgumentTypeError(f"not an HTTP status: {text[:20]!r} (e.g. 401)")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtls-receiver", description="Webhook receiver for Brazilian PSPs.")
+    parser = _Parser(prog="mtls-receiver", description="Webhook receiver for Brazilian PSPs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
@@ -61,7 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="text (default) or one JSON object per line",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # every subcommand's parser is a _Parser too (argparse makes them of the parent's class)
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
 
     serve = commands.add_parser("serve", help="run the receiver")
     source = serve.add_mutually_exclusive_group(required=True)
@@ -72,7 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--state-dir", type=Path, default=None, help="with --dev: where certificates and inbox live"
     )
-    serve.add_argument("--port", type=int, default=None, help="with --dev: port to listen on (default 8443)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="with --dev: port to listen on (default 8443); with --config the file's address rules",
+    )
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser("check-config", help="validate a configuration and print a summary")
@@ -82,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev-certs", help="write throwaway certificates and a config.toml into DIR")
     dev.add_argument("directory", type=Path, metavar="DIR")
     dev.add_argument("--port", type=int, default=8443)
+    dev.add_argument("--force", action="store_true", help="replace the keys and certificates already in DIR")
     dev.set_defaults(func=_dev_certs)
 
     _add_send_test(commands)
@@ -100,11 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--route", help="only events received on this route path")
     listing.set_defaults(func=_events_list)
-    audit = events.add_parser("audit", help="the audit trail (every request answered), newest first")
-    audit.add_argument("--config", type=Path, required=True)
-    audit.add_argument("--json", action="store_true", help="one JSON object per line")
-    audit.add_argument("--limit", type=int, default=50)
-    audit.set_defaults(func=_events_audit)
+    old_audit = events.add_parser("audit", help="the audit trail: same as `audit list`")
+    _add_audit_filters(old_audit)
+    old_audit.set_defaults(func=_audit_list)
     show = events.add_parser("show", help="one event: payload and delivery attempts")
     show.add_argument("event_id", metavar="ID")
     show.add_argument("--config", type=Path, required=True)
@@ -112,9 +164,26 @@ def _parser() -> argparse.ArgumentParser:
     replay = events.add_parser("replay", help="queue events for delivery again")
     replay.add_argument("event_ids", metavar="ID", nargs="*")
     replay.add_argument("--dead", action="store_true", help="every dead event (see --since)")
-    replay.add_argument("--since", help="with --dead: only events received at or after this ISO time")
+    replay.add_argument(
+        "--stored",
+        action="store_true",
+        help="every event never queued (stored before forwarding was configured; see --since)",
+    )
+    replay.add_argument(
+        "--since", type=_since, help="with --dead/--stored: only events received at or after this time"
+    )
     replay.add_argument("--config", type=Path, required=True)
     replay.set_defaults(func=_events_replay)
+
+    audit = commands.add_parser("audit", help="the audit trail: every request answered").add_subparsers(
+        dest="audit", required=True
+    )
+    audit_list = audit.add_parser("list", help="audit rows, newest first")
+    _add_audit_filters(audit_list)
+    audit_list.set_defaults(func=_audit_list)
+    summary = audit.add_parser("summary", help="requests counted by route, status and reason")
+    _add_audit_filters(summary, limit=False)
+    summary.set_defaults(func=_audit_summary)
 
     database = commands.add_parser("db", help="the inbox database").add_subparsers(dest="db", required=True)
     migrate = database.add_parser("migrate", help="create or upgrade the schema (also done at start)")
@@ -137,6 +206,18 @@ def _parser() -> argparse.ArgumentParser:
         if add_commands is not None:
             add_commands(commands, {"certs": certs})
     return parser
+
+
+def _add_audit_filters(command: argparse.ArgumentParser, limit: bool = True) -> None:
+    command.add_argument("--config", type=Path, required=True)
+    command.add_argument("--route", help="only requests to this route path ('-': matched no route)")
+    command.add_argument("--status", type=_status, help="only requests answered with this HTTP status")
+    command.add_argument("--reason", help="only requests whose reason contains this text (any case)")
+    command.add_argument("--peer", help="only requests from this client address")
+    command.add_argument("--since", type=_since, help="only requests at or after this time")
+    command.add_argument("--json", action="store_true", help="one JSON object per line")
+    if limit:
+        command.add_argument("--limit", type=int, default=50)
 
 
 def _add_send_test(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -174,6 +255,14 @@ def _serve(args: argparse.Namespace) -> int:
         _prepare_process()
         asyncio.run(serve_worker(spec.read_config(), spec))
         return 0
+    if not args.dev and (args.port is not None or args.state_dir is not None):
+        option = "--port" if args.port is not None else "--state-dir"
+        print(
+            f"mtls-receiver serve: {option} goes with --dev; with --config the listeners' addresses"
+            f" and [store] are the file's",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     if args.dev:
         directory = args.state_dir or _default_state_dir()
         config = load_config(_ensure_dev_config(directory, args.port))
@@ -211,14 +300,23 @@ def _default_state_dir() -> Path:
 
 def _ensure_dev_config(directory: Path, port: int | None) -> Path:
     config = directory / "config.toml"
-    if not config.exists():
+    if not (directory / "server.key").exists():
         make_dev_certs(directory, 8443 if port is None else port)
         print(f"made dev certificates in {directory}", file=sys.stderr)
     else:
         write_dev_signing_keys(directory)  # a directory made before they existed
-        if port is not None:
-            config.write_text(dev_config_text(port), encoding="utf-8")
+        if port is not None or not config.exists():
+            config.write_text(dev_config_text(8443 if port is None else port), encoding="utf-8")
     return config
+
+
+def _self_command() -> str:
+    """How to run this program again from any shell: the path it was started by (a venv's script
+    works without activating the venv), or ``python -m`` with this interpreter."""
+    started = Path(sys.argv[0])
+    if started.name == "mtls-receiver" and started.is_file():
+        return str(started.absolute())
+    return f"{sys.executable} -m mtls_receiver"
 
 
 def _announce_dev(receiver: Receiver) -> None:
@@ -227,18 +325,28 @@ def _announce_dev(receiver: Receiver) -> None:
     print(
         f"\nmtls-receiver (dev) is listening on {url}  (certificates and inbox in {directory})\n"
         f"{dev_route().try_it(url, directory)}"
-        f"Then: mtls-receiver events list --config {receiver.config.source}\n",
+        f"Then: {_self_command()} events list --config {receiver.config.source}\n",
         flush=True,
     )
 
 
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    problems: list[ConfigError] = []
     for listener in config.listeners:
-        create_ssl_context(
-            listener, str(config.source), config.listener_key(listener.name)
-        )  # proves cert, key and CA bundle load together
-    resolve_handlers(config)  # forward handlers import
+        try:  # proves cert, key and CA bundle load together
+            create_ssl_context(listener, str(config.source), config.listener_key(listener.name))
+        except ConfigError as exc:
+            problems.append(exc)
+    try:
+        resolve_handlers(config)  # forward handlers import
+    except ConfigError as exc:
+        problems.append(exc)
+    store_problem = _store_not_writable(config)
+    if store_problem is not None:
+        problems.append(ConfigError(str(config.source), "store.path", store_problem))
+    if problems:
+        raise problems[0] if len(problems) == 1 else ConfigErrors(problems)
     _print_summary(config)
     for route in config.routes:
         for warning in route.options.warnings():
@@ -266,7 +374,9 @@ def _print_summary(config: Config) -> None:
         print(
             f"route {route.path} on {route.listener!r}: provider {route.provider}, mode {route.mode}{extra}"
         )
-    print(f"store: {config.store.description}")
+        print(f"  allowlist    {_allowlist(route)}")
+    writable = f" (writable by {_user()})" if config.store.path is not None else ""
+    print(f"store: {config.store.description}{writable}")
     if config.forward.default is not None:
         print(f"forward: {config.forward.default.describe()} (up to {config.forward.max_attempts} attempts)")
     for route in config.routes:
@@ -292,10 +402,46 @@ def _send_test(args: argparse.Namespace) -> int:
         return exc.code
 
 
+def _allowlist(route: RouteConfig) -> str:
+    """The addresses a route takes requests from, as in force (its own or its sender's default)."""
+    if not route.allow_ips:
+        return "any address"
+    own = route.allow_ips != route.options.sender_ips(route.mode)
+    return f"{', '.join(map(str, route.allow_ips))} ({'allow_ips' if own else 'the sender default'})"
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _store_not_writable(config: Config) -> str | None:
+    """Why this user could not write the SQLite inbox (the file, or the directory that will hold it)."""
+    path = config.store.path
+    if path is None:  # PostgreSQL: the database's grants decide; `db migrate` tries them
+        return None
+    if not path.exists():
+        parent = next(parent for parent in path.parents if parent.exists())
+        if not parent.is_dir():
+            return f"{parent} is not a directory (the inbox {path} would be created in it)"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"{parent} (where the inbox {path} would be created) is not writable by {_user()}"
+        return None
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"the inbox {path} is not writable by {_user()}"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"{path.parent} is not writable by {_user()} (SQLite writes the inbox's -wal file there)"
+    return None
+
+
 def _dev_certs(args: argparse.Namespace) -> int:
-    certs = make_dev_certs(args.directory, args.port)
+    certs = make_dev_certs(args.directory, args.port, force=args.force)
+    admin = load_config(certs.config, read_secrets=False).admin
     print(f"wrote dev certificates and {certs.config} into {certs.directory}")
-    print(f"run: mtls-receiver serve --config {certs.config}")
+    print(f"admin port (metrics, health): http://{admin.host}:{admin.port}")
+    print(f"run: {_self_command()} serve --config {certs.config}")
     return 0
 
 
@@ -336,20 +482,29 @@ def _event_json(event: StoredEvent) -> dict[str, object]:
 
 
 def _events_list(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, read_secrets=False)
     events = _with_store(
         config, Access.READ, lambda store: store.list_events(args.limit, args.status, args.route)
     )
-    for event in events:
-        if args.json:
+    if args.json:
+        for event in events:
             print(json_line(_event_json(event)))
-        else:  # what a sender wrote is escaped: a dedup key or subject cannot drive the terminal
-            client = escape(event.client.subject) if event.client else "-"
-            print(
-                f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}"
-                f"  {event.route}  {escape(event.dedup_key)}  {client}"
-            )
+        return 0
+    if not events:
+        print(f"no events in {config.store.description}{_filtered(args.status, args.route)}")
+        return 0
+    print(f"{'RECEIVED (UTC)':<29}  {'ID':<36}  {'STATUS':<9}  SENDER/KIND  ROUTE  DEDUP KEY  CLIENT")
+    for event in events:  # what a sender wrote is escaped: a dedup key or subject cannot drive the terminal
+        client = escape(event.client.subject) if event.client else "-"
+        print(
+            f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}"
+            f"  {event.route}  {escape(event.dedup_key)}  {client}"
+        )
     return 0
+
+
+def _filtered(*filters: object) -> str:
+    return " matching the filters" if any(value is not None for value in filters) else ""
 
 
 def _audit_json(audit: AuditRecord) -> dict[str, object]:
@@ -368,10 +523,20 @@ def _audit_json(audit: AuditRecord) -> dict[str, object]:
     }
 
 
-def _events_audit(args: argparse.Namespace) -> int:
+def _audit_query(args: argparse.Namespace) -> AuditQuery:
+    return AuditQuery(
+        route=args.route, status=args.status, reason=args.reason, peer=args.peer, since=args.since
+    )
+
+
+def _audit_list(args: argparse.Namespace) -> int:
     """Repeats of one refusal are one row: ``xN`` and the time of the last (store/audit.py)."""
-    config = load_config(args.config)
-    for audit in _with_store(config, Access.READ, lambda store: store.list_audit(args.limit)):
+    config = load_config(args.config, read_secrets=False)
+    query = _audit_query(args)
+    rows = _with_store(config, Access.READ, lambda store: store.list_audit(args.limit, query))
+    if not rows and not args.json:
+        print(f"no audit rows in {config.store.description}{_filtered(*vars(query).values())}")
+    for audit in rows:
         if args.json:
             print(json_line(_audit_json(audit)))
             continue
@@ -389,8 +554,39 @@ def _events_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_summary(args: argparse.Namespace) -> int:
+    """Requests (a coalesced row counts as its repeats) by route, by status and by reason."""
+    config = load_config(args.config, read_secrets=False)
+    query = _audit_query(args)
+    counts = _with_store(config, Access.READ, lambda store: store.audit_summary(query))
+    if args.json:
+        for count in counts:
+            print(json_line(vars(count)))
+        return 0
+    if not counts:
+        print(f"no audit rows in {config.store.description}{_filtered(*vars(query).values())}")
+        return 0
+    print(f"{sum(count.requests for count in counts)} request(s)")
+    for title, key in (
+        ("route", lambda c: c.route),
+        ("status", lambda c: str(c.status)),
+        ("reason", lambda c: escape(c.reason) or "-"),
+    ):
+        _print_counts(title, counts, key)
+    return 0
+
+
+def _print_counts(title: str, counts: list[AuditCount], key: Callable[[AuditCount], str]) -> None:
+    totals: Counter[str] = Counter()
+    for count in counts:
+        totals[key(count)] += count.requests
+    print(f"\nby {title}:")
+    for value, requests in totals.most_common():
+        print(f"  {requests:>9}  {value}")
+
+
 def _events_show(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, read_secrets=False)
     found = _with_store(config, Access.READ, lambda store: store.get_event(args.event_id))
     if found is None:
         print(f"mtls-receiver: no event {args.event_id}", file=sys.stderr)
@@ -406,22 +602,37 @@ def _events_show(args: argparse.Namespace) -> int:
 
 
 def _events_replay(args: argparse.Namespace) -> int:
-    if bool(args.event_ids) == bool(args.dead) or (args.since and not args.dead):
-        print("mtls-receiver: give event IDs, or --dead [--since T]", file=sys.stderr)
+    chosen = [bool(args.event_ids), args.dead, args.stored]
+    if chosen.count(True) != 1 or (args.since and args.event_ids):
+        print(
+            "mtls-receiver: give event IDs, or --dead [--since T], or --stored [--since T]", file=sys.stderr
+        )
         return EXIT_CONFIG
-    config = load_config(args.config)
+    config = load_config(args.config, read_secrets=False)
+    stored_on: list[str] = []
+    if args.stored:
+        stored_on = [route.path for route in config.routes if config.destination(route.path) is not None]
+        if not stored_on:
+            print(
+                f"mtls-receiver: {config.source}: no route forwards anywhere ([forward] url or handler,"
+                " or a route's forward_url): nothing to queue for",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
     count = _with_store(
-        config, Access.WRITE, lambda store: store.replay(args.event_ids, args.since, all_dead=args.dead)
+        config,
+        Access.WRITE,
+        lambda store: store.replay(args.event_ids, args.since, all_dead=args.dead, stored_on=stored_on),
     )
     print(f"queued {count} event(s) for delivery")
-    if not args.dead and count < len(args.event_ids):
+    if args.event_ids and count < len(args.event_ids):
         print(f"mtls-receiver: {len(args.event_ids) - count} ID(s) not found", file=sys.stderr)
         return EXIT_FAILURE
     return 0
 
 
 def _db_migrate(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, read_secrets=False)
 
     async def touch(store: Store) -> None:  # opening a store applies the missing migrations
         return None

@@ -10,6 +10,7 @@ the config's route come from the sender ``serve --dev`` demonstrates (providers/
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from .errors import ReceiverError
 from .files import write_private
 from .providers import dev_route
 
-__all__ = ["DEV_SIGNING_KEYS", "DevCerts", "make_dev_certs", "dev_config_text", "write_dev_signing_keys"]
+__all__ = [
+    "DEV_SIGNING_KEYS",
+    "DevCerts",
+    "dev_config_text",
+    "free_port",
+    "make_dev_certs",
+    "write_dev_signing_keys",
+]
 
 #: file name -> how to make the key: one per kind of asymmetric sender signature
 DEV_SIGNING_KEYS: dict[str, Callable[[], PrivateKeyTypes]] = {
@@ -45,18 +54,33 @@ class DevCerts:
     signing_keys: tuple[Path, ...]  # local test signing keys (DEV_SIGNING_KEYS), PKCS#8 PEM
 
 
-def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
-    """Write the PEM files and a ready ``config.toml`` into ``directory``."""
+def make_dev_certs(directory: Path, port: int = 8443, force: bool = False) -> DevCerts:
+    """Write the PEM files and a ready ``config.toml`` into ``directory``.
+
+    Keys already there are kept unless ``force``: a client certificate handed to a sender, or a
+    server key a proxy points at, must not change under them by a repeated command.
+    """
+    existing = [name for name in _KEY_FILES if (directory / name).exists()]
+    if existing and not force:
+        raise ReceiverError(
+            f"{directory}: already holds {', '.join(existing)}; --force replaces them (or choose another DIR)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     server_ca = trustme.CA(organization_name="mtls-receiver dev server CA")
     server = server_ca.issue_cert("localhost", "127.0.0.1", "::1")
     sender = dev_route().sender
     client_root = trustme.CA(organization_name=f"{sender} dev root CA")
     client_intermediate = client_root.create_child_ca()
+    # Each client certificate names itself in subjectAltName too: without a name there, the
+    # extension is empty (RFC 5280 requires one) and Java's keytool and HttpClient cannot load it.
     client = client_intermediate.issue_cert(
-        common_name=f"{sender.lower()} dev client", organization_name=f"{sender} dev"
+        f"{sender.lower()}-dev-client.invalid",
+        common_name=f"{sender.lower()} dev client",
+        organization_name=f"{sender} dev",
     )
-    foreign = trustme.CA(organization_name="Foreign dev CA").issue_cert(common_name="foreign dev client")
+    foreign = trustme.CA(organization_name="Foreign dev CA").issue_cert(
+        "foreign-dev-client.invalid", common_name="foreign dev client"
+    )
 
     certs = DevCerts(
         directory=directory,
@@ -80,6 +104,25 @@ def make_dev_certs(directory: Path, port: int = 8443) -> DevCerts:
     return certs
 
 
+#: the files holding private keys
+_KEY_FILES = ("server.key", "client.pem", "foreign-client.pem", *DEV_SIGNING_KEYS)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the kernel's choice), for a dev config's admin address."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def dev_config_text(port: int, admin_port: int | None = None) -> str:
+    """The dev config; its admin port is a free one (a second receiver's 9464 would collide), or 0
+    (any, chosen at start) when ``port`` is 0."""
+    if admin_port is None:
+        admin_port = 0 if port == 0 else free_port()
+    return _DEV_CONFIG.format(port=port, admin_port=admin_port, routes=dev_route().routes)
+
+
 def write_dev_signing_keys(directory: Path, replace: bool = False) -> None:
     """The local test signing keys, unencrypted PKCS#8 PEM, 0600; only the missing ones unless ``replace``
     (a dev directory made before they existed gets them at the next ``serve --dev``)."""
@@ -92,8 +135,7 @@ def write_dev_signing_keys(directory: Path, replace: bool = False) -> None:
             write_private(path, pem)
 
 
-def dev_config_text(port: int) -> str:
-    return f"""\
+_DEV_CONFIG = """\
 # Made by `mtls-receiver dev-certs`: throwaway certificates for local testing only.
 # Paths are relative to this file.
 
@@ -105,7 +147,7 @@ key = "server.key"
 client_certs = "required"    # mutual TLS: a client certificate chained to client_ca
 client_ca = "client-ca.pem"  # the dev client's root + intermediate
 
-{dev_route().routes}
+{routes}
 # Local test signing keys for senders that sign with a private key: dev-signing-rsa.pem,
 # dev-signing-ecdsa-secp256k1.pem, dev-signing-ed25519.pem. On such a route,
 #   dev_signing_key = "dev-signing-ed25519.pem"   (the key its sender's algorithm uses)
@@ -116,5 +158,5 @@ client_ca = "client-ca.pem"  # the dev client's root + intermediate
 path = "inbox.db"
 
 [admin]
-address = "127.0.0.1:{0 if port == 0 else 9464}"   # /metrics, /healthz, /readyz (plain HTTP, loopback)
+address = "127.0.0.1:{admin_port}"   # /metrics, /healthz, /readyz (plain HTTP, loopback)
 """

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config.schema import RefreshableKeys
 
-__all__ = ["ReceiverError", "ConfigError", "Refusal", "StaleKeys", "StoreUnavailable"]
+__all__ = ["ReceiverError", "ConfigError", "ConfigErrors", "Refusal", "StaleKeys", "StoreUnavailable"]
 
 
 class ReceiverError(Exception):
@@ -25,6 +25,20 @@ class ConfigError(ReceiverError):
     def __init__(self, file: str, key: str, problem: str) -> None:
         self.file, self.key, self.problem = file, key, problem
         super().__init__(f"{file}: {key}: {problem}" if key else f"{file}: {problem}")
+
+
+class ConfigErrors(ConfigError):
+    """Several problems in one configuration file, each a :class:`ConfigError`, one per line.
+
+    Reported together so that fixing a file takes one round, not one per mistake; the fields of
+    the first are this error's own (``file``, ``key``, ``problem``).
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.key, first.problem)
+        self.errors = tuple(errors)
+        self.args = ("\n".join(str(error) for error in errors),)
 
 
 class Refusal(ReceiverError):

@@ -261,8 +261,9 @@ def _client_context(target: Target) -> ssl.SSLContext:
         try:
             context.load_cert_chain(target.cert, target.key)
         except (OSError, ssl.SSLError) as exc:
+            key = f" with the key {target.key}" if target.key is not None else ""
             raise SendTestError(
-                f"cannot load the client certificate {target.cert}: {_error_text(exc)}"
+                f"cannot load the client certificate {target.cert}{key}: {_error_text(exc)}"
             ) from None
     return context
 

@@ -376,3 +376,19 @@ async def test_a_reload_that_changes_the_destination_closes_the_old_one(
     finally:
         await first.cleanup()
         await second.cleanup()
+
+
+def test_commands_that_only_read_the_store_need_neither_the_broker_url_nor_its_client(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("T_BROKER_URL", raising=False)
+    config = tmp_path / "config.toml"
+    table = BrokerKit("rabbitmq").table().replace('"amqp://127.0.0.1:5672/"', '{ env = "T_BROKER_URL" }')
+    config.write_text(config_text(pki) + table + forward_to(), encoding="utf-8")
+    listed = run_cli("events", "list", "--config", str(config))  # the config loads; no inbox yet
+    assert "destinations" not in listed.stderr and "no inbox there" in listed.stderr, listed.stderr
+    checked = run_cli("check-config", "--config", str(config))
+    assert (
+        checked.returncode == 2
+        and "destinations[0].url.env: environment variable T_BROKER_URL" in checked.stderr
+    )

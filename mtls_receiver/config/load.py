@@ -11,16 +11,17 @@ import os
 import re
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..addresses import CLIENT_ADDRESS_HEADERS, Network
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigErrors
 from ..pinning import cn_pattern_problem, normalize_fingerprint, subject_problem
 from ..providers import PROVIDER_NAMES, provider
 from ..providers.base import RouteContext
 from ..signatures import decode_secret
-from .reader import Reader, Table
+from .reader import UNRESOLVED_SECRET, InspectionReader, Reader, Table
 from .schema import (
     BROKER_KINDS,
     CLIENT_CERT_POLICIES,
@@ -70,10 +71,17 @@ _BROKER_KEYS = {
 _BROKER_MODULES = {"rabbitmq": "aio_pika", "nats": "nats", "redis": "redis"}  # each its own extra
 _EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
 _NEW_SECRET = "make one: mtls-receiver forward new-secret"
+T = TypeVar("T")
+_EMPTY: Table = {}
+_NO_TABLES: list[Table] = []
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a TOML file; raise ConfigError naming what is wrong."""
+def load_config(path: str | os.PathLike[str], read_secrets: bool = True) -> Config:
+    """Read and validate a TOML file; raise ConfigError naming what is wrong (ConfigErrors: several).
+
+    ``read_secrets=False`` is for commands that only look at the store: secret references are
+    checked for shape but neither read nor validated (their values are placeholders).
+    """
     source = Path(path)
     try:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
@@ -83,37 +91,69 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(str(source), "", f"cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(source), "", f"not valid TOML: {exc}") from None
-    return parse_config(raw, source)
+    return parse_config(raw, source, read_secrets)
 
 
-def parse_config(raw: Table, source: Path) -> Config:
-    """Validate an already-parsed TOML document; paths are relative to ``source``."""
-    reader = Reader(source)
-    reader.only_keys(raw, "", _TOP_LEVEL_KEYS)
-    workers = reader.integer(raw, "", "workers", default=os.cpu_count() or 1, minimum=1)
-    listeners = tuple(
-        _listener(reader, item, f"listeners[{i}]")
-        for i, item in enumerate(reader.table_list(raw, "listeners", required=True))
+def parse_config(raw: Table, source: Path, read_secrets: bool = True) -> Config:
+    """Validate an already-parsed TOML document; paths are relative to ``source``.
+
+    Every top-level table, listener and route is read even after another failed, so that one run
+    reports every problem (a route on a listener that failed is not judged: its errors could be
+    consequences of the listener's).
+    """
+    reader = (Reader if read_secrets else InspectionReader)(source)
+    problems: list[ConfigError] = []
+
+    def attempt(default: T, read: Callable[..., T], *args: Any) -> T:
+        try:
+            return read(*args)
+        except ConfigError as exc:
+            problems.append(exc)
+            return default
+
+    attempt(None, reader.only_keys, raw, "", _TOP_LEVEL_KEYS)
+    workers = attempt(1, reader.integer, raw, "", "workers", os.cpu_count() or 1, 1)
+    listener_tables = attempt(_NO_TABLES, reader.table_list, raw, "listeners", True)
+    read_listeners = [
+        attempt(None, _listener, reader, item, f"listeners[{i}]") for i, item in enumerate(listener_tables)
+    ]
+    listeners = tuple(listener for listener in read_listeners if listener is not None)
+    attempt(None, _unique, reader, [lst.name for lst in listeners], "listeners", "name")
+    by_name = {lst.name: lst for lst in listeners}
+    brokers: dict[str, BrokerConfig] = attempt({}, _brokers, reader, raw)
+    route_tables = attempt(_NO_TABLES, reader.table_list, raw, "routes", True)
+    read_routes = [
+        attempt(None, _route, reader, item, f"routes[{i}]", by_name, brokers)
+        for i, item in enumerate(route_tables)
+        if len(listeners) == len(listener_tables) or str(_listener_name(item)) in by_name
+    ]
+    routes = tuple(route for route in read_routes if route is not None)
+    attempt(
+        None, _unique, reader, [f"{r.listener} {r.path}" for r in routes], "routes", "path (per listener)"
     )
-    _unique(reader, [lst.name for lst in listeners], "listeners", "name")
-    brokers = _brokers(reader, raw)
-    routes = tuple(
-        _route(reader, item, f"routes[{i}]", {lst.name: lst for lst in listeners}, brokers)
-        for i, item in enumerate(reader.table_list(raw, "routes", required=True))
+    store = attempt(StoreConfig(), _store, reader, attempt(_EMPTY, reader.table, raw, "store"))
+    forward = attempt(
+        ForwardConfig(), _forward, reader, attempt(_EMPTY, reader.table, raw, "forward"), routes, brokers
     )
-    _unique(reader, [f"{r.listener} {r.path}" for r in routes], "routes", "path (per listener)")
-    store = _store(reader, reader.table(raw, "store"))
-    forward = _forward(reader, reader.table(raw, "forward"), routes, brokers)
+    admin = attempt(AdminConfig(), _admin, reader, attempt(_EMPTY, reader.table, raw, "admin"))
+    health = attempt(HealthConfig(), _health, reader, attempt(_EMPTY, reader.table, raw, "health"))
+    if problems:
+        raise problems[0] if len(problems) == 1 else ConfigErrors(problems)
     return Config(
         source=source,
         listeners=listeners,
         routes=routes,
         store=store,
         forward=forward,
-        admin=_admin(reader, reader.table(raw, "admin")),
-        health=_health(reader, reader.table(raw, "health")),
+        admin=admin,
+        health=health,
         workers=workers,
     )
+
+
+def _listener_name(route: Table) -> object:
+    """The listener a route names ("default" when it names none), before the route is read."""
+    return route.get("listener", "default")
 
 
 def _store(reader: Reader, raw: Table) -> StoreConfig:
@@ -274,7 +314,8 @@ def _brokers(reader: Reader, raw: Table) -> dict[str, BrokerConfig]:
 def _broker(reader: Reader, raw: Table, key: str) -> BrokerConfig:
     kind = reader.choice(raw, key, "type", BROKER_KINDS)
     reader.only_keys(raw, key, {"name", "type", "url"} | _BROKER_KEYS[kind])
-    if importlib.util.find_spec(_BROKER_MODULES[kind]) is None:
+    inspecting = isinstance(reader, InspectionReader)  # commands that only read the store need no client
+    if not inspecting and importlib.util.find_spec(_BROKER_MODULES[kind]) is None:
         reader.fail(f"{key}.type", f"{kind} needs its client library: pip install 'mtls-receiver[{kind}]'")
     name = reader.string(raw, key, "name")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -333,6 +374,8 @@ def _broker_url(reader: Reader, raw: Table, key: str, kind: str) -> str:
         if isinstance(value, dict)
         else reader.string(raw, key, "url")
     )
+    if url == UNRESOLVED_SECRET:  # inspecting: the reference is well formed, its value not read
+        return url
     if isinstance(value, str) and redact_userinfo(url) != url:
         reader.fail(
             f"{key}.url", 'holds credentials (before "@"): give it as { env = "VAR" } or { file = "/path" }'

@@ -17,7 +17,7 @@ from typing import NoReturn, TypeAlias
 from ..addresses import Network, parse_networks
 from ..errors import ConfigError
 
-__all__ = ["MISSING", "Missing", "Reader", "SecretCheck", "Table"]
+__all__ = ["MISSING", "UNRESOLVED_SECRET", "InspectionReader", "Missing", "Reader", "SecretCheck", "Table"]
 
 Table: TypeAlias = Mapping[str, object]
 #: a secret's problem (or None when it is fine), e.g. too short, not base64
@@ -172,8 +172,8 @@ class Reader:
         secrets = [self.resolve_secret(item, f"{where}[{i}]") for i, item in enumerate(value)]
         return tuple(self.check_secret(secret, f"{where}[{i}]", check) for i, secret in enumerate(secrets))
 
-    def resolve_secret(self, value: object, where: str) -> str:
-        """The secret a reference names: the environment variable's value or the file's content."""
+    def secret_reference(self, value: object, where: str) -> tuple[str, str]:
+        """``("env", VAR)`` or ``("file", PATH)``: the shape of a secret reference, checked."""
         if isinstance(value, str):
             self.fail(where, 'secrets are not accepted inline; use { env = "VAR" } or { file = "/path" }')
         if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"env", "file"}:
@@ -181,6 +181,11 @@ class Reader:
         ((kind, ref),) = value.items()
         if not isinstance(ref, str) or not ref:
             self.fail(f"{where}.{kind}", "must be a non-empty string")
+        return kind, ref
+
+    def resolve_secret(self, value: object, where: str) -> str:
+        """The secret a reference names: the environment variable's value or the file's content."""
+        kind, ref = self.secret_reference(value, where)
         if kind == "env":
             secret = os.environ.get(ref, "")
             if not secret:
@@ -204,6 +209,26 @@ class Reader:
 
     def _wrong_type(self, key: str, name: str, label: str, value: object) -> NoReturn:
         self.fail(_where(key, name), f"must be {label}, got {type(value).__name__}")
+
+
+#: what an :class:`InspectionReader` puts where a secret would be (never used to verify anything)
+UNRESOLVED_SECRET = "<secret not read>"
+
+
+class InspectionReader(Reader):
+    """Reads a configuration without reading its secrets: for commands that only look at the store.
+
+    ``events list`` on a server whose secrets are in the service's environment (not the shell's)
+    failed with "environment variable ... is not set". A reference must still be well formed; its
+    value is :data:`UNRESOLVED_SECRET` and is not checked.
+    """
+
+    def resolve_secret(self, value: object, where: str) -> str:
+        self.secret_reference(value, where)
+        return UNRESOLVED_SECRET
+
+    def check_secret(self, secret: str, where: str, check: SecretCheck | None) -> str:
+        return secret
 
 
 def _where(key: str, name: str) -> str:

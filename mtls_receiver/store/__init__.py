@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from ..config import StoreConfig
 from ..errors import ConfigError
-from .base import Access, AuditRepeats, Receipt, Store
+from .base import Access, AuditCount, AuditQuery, AuditRepeats, Receipt, Store
 
-__all__ = ["Access", "AuditRepeats", "Receipt", "Store", "open_store"]
+__all__ = ["Access", "AuditCount", "AuditQuery", "AuditRepeats", "Receipt", "Store", "open_store"]
 
 
 def open_store(config: StoreConfig, access: Access = Access.SERVE) -> Store:

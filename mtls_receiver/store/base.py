@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from .reads import EventQuery, RefusalGroup, RouteTraffic
 
-__all__ = ["Access", "AuditRepeats", "Receipt", "Store", "Write"]
+__all__ = ["Access", "AuditCount", "AuditQuery", "AuditRepeats", "Receipt", "Store", "Write"]
 
 
 class Access(Enum):
@@ -50,6 +50,27 @@ class AuditRepeats:
 
     audit: AuditRecord
     seq: int | None = None
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which audit rows ``audit list`` and ``audit summary`` look at; each None: any."""
+
+    route: str | None = None
+    status: int | None = None
+    reason: str | None = None  # a part of the reason, in any case
+    peer: str | None = None  # the client address, exactly
+    since: str | None = None  # a time as AuditRecord.at writes it (UTC): rows with a request at or after it
+
+
+@dataclass(frozen=True)
+class AuditCount:
+    """How many requests one route answered with one status and reason (repeats counted)."""
+
+    route: str
+    status: int
+    reason: str
+    requests: int
 
 
 @dataclass
@@ -115,9 +136,17 @@ class Store(Protocol):
         ...
 
     async def replay(
-        self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False
+        self,
+        event_ids: Sequence[str] = (),
+        dead_since: str | None = None,
+        all_dead: bool = False,
+        stored_on: Sequence[str] = (),
     ) -> int:
         """Queue events for delivery again; returns how many were queued.
+
+        ``all_dead``: also every dead event; ``stored_on``: also every event of these routes that
+        was never queued (stored before forwarding was configured); both only those received at or
+        after ``dead_since`` when it is given (a time as AuditRecord.at writes it).
 
         A lease in force is kept (no second delivery at once) but its attempt is fenced off:
         the event is delivered again once that lease is over.
@@ -130,7 +159,13 @@ class Store(Protocol):
 
     async def get_event(self, event_id: str) -> tuple[StoredEvent, list[DeliveryAttempt]] | None: ...
 
-    async def list_audit(self, limit: int = 50) -> list[AuditRecord]: ...
+    async def list_audit(self, limit: int = 50, query: AuditQuery | None = None) -> list[AuditRecord]:
+        """Audit rows matching ``query``, newest first."""
+        ...
+
+    async def audit_summary(self, query: AuditQuery) -> list[AuditCount]:
+        """Requests matching ``query`` counted by route, status and reason, the most frequent first."""
+        ...
 
     async def record_repeats(self, repeats: Sequence[AuditRepeats]) -> list[int]:
         """Write coalesced repeats of refusals in one transaction: a new row for each without a

@@ -25,7 +25,7 @@ import asyncpg
 from ..config import redact_dsn
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
-from .base import Access, AuditRepeats, Receipt, Write
+from .base import Access, AuditCount, AuditQuery, AuditRepeats, Receipt, Write
 from .group_commit import GroupCommit
 from .reads import QUERY_TIMEOUT, ConsoleReads
 from .rows import (
@@ -33,6 +33,7 @@ from .rows import (
     ANSWER_OF,
     ANSWER_RETENTION,
     ATTEMPTS_OF,
+    AUDIT_SUMMARY,
     DEAD_SINCE,
     EVENT_ARITY,
     EVENT_BY_ID,
@@ -51,10 +52,12 @@ from .rows import (
     QUEUE_EVENT,
     REPLAY,
     STATS,
+    STORED_SINCE,
     answer_row,
     attempt_row,
     audit_from_row,
     audit_row,
+    audit_where,
     event_from_row,
     event_row,
     new_event_id,
@@ -174,7 +177,7 @@ _LOCK_ANSWER = numbered(f"{ANSWER_OF} FOR UPDATE")
 _FINISH_ATTEMPT, _INSERT_ATTEMPT = numbered(FINISH_ATTEMPT), numbered(INSERT_ATTEMPT)
 _REPLAY, _EVENT_TO_REPLAY, _DEAD_SINCE = numbered(REPLAY), numbered(EVENT_TO_REPLAY), numbered(DEAD_SINCE)
 _EVENT_BY_ID, _ATTEMPTS_OF = numbered(EVENT_BY_ID), numbered(f"{ATTEMPTS_OF} ORDER BY id")
-_LIST_AUDIT = numbered(LIST_AUDIT)
+_STORED_SINCE = numbered(STORED_SINCE)
 _INSERT_REPEATS, _ADD_REPEATS = numbered(INSERT_REPEATS), numbered(ADD_REPEATS)
 _PURGE_AUDIT = numbered(PURGE_AUDIT)
 
@@ -455,12 +458,19 @@ class PostgresStore(ConsoleReads):
         return superseded
 
     async def replay(
-        self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False
+        self,
+        event_ids: Sequence[str] = (),
+        dead_since: str | None = None,
+        all_dead: bool = False,
+        stored_on: Sequence[str] = (),
     ) -> int:
         async def replay(conn: asyncpg.Connection) -> int:
             ids = list(event_ids)
             if all_dead:
-                ids = [r["event_id"] for r in await conn.fetch(_DEAD_SINCE, dead_since or "")]
+                ids += [r["event_id"] for r in await conn.fetch(_DEAD_SINCE, dead_since or "")]
+            if stored_on:
+                stored = await conn.fetch(_STORED_SINCE, dead_since or "")
+                ids += [r["id"] for r in stored if r["route"] in stored_on]
             count = 0
             for event_id in ids:
                 event = await conn.fetchrow(_EVENT_TO_REPLAY, event_id)
@@ -500,13 +510,26 @@ class PostgresStore(ConsoleReads):
 
         return await self._transaction(select)
 
-    async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
+    async def list_audit(self, limit: int = 50, query: AuditQuery | None = None) -> list[AuditRecord]:
+        where, params = audit_where(query)
+        statement = numbered(LIST_AUDIT.format(where=where))
+
         async def select(conn: asyncpg.Connection) -> list[AuditRecord]:
-            rows = await conn.fetch(_LIST_AUDIT, limit)
+            rows = await conn.fetch(statement, *params, limit)
             return [audit_from_row(row) for row in rows]
 
         records: list[AuditRecord] = await self._transaction(select)
         return records
+
+    async def audit_summary(self, query: AuditQuery) -> list[AuditCount]:
+        where, params = audit_where(query)
+        statement = numbered(AUDIT_SUMMARY.format(where=where))
+
+        async def select(conn: asyncpg.Connection) -> list[AuditCount]:
+            return [AuditCount(*row) for row in await conn.fetch(statement, *params)]
+
+        counts: list[AuditCount] = await self._transaction(select)
+        return counts
 
     async def record_repeats(self, repeats: Sequence[AuditRepeats]) -> list[int]:
         async def write(conn: asyncpg.Connection) -> list[int]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import jsoncodec
 from ..events import AttemptOutcome, AuditRecord, ClientIdentity, NewEvent, StoredAnswer, StoredEvent
-from .base import Write
+from .base import AuditQuery, Write
 
 __all__ = [
     "ADD_REPEATS",
@@ -26,6 +26,7 @@ __all__ = [
     "AUDIT_ARITY",
     "AUDIT_COLUMNS",
     "AUDIT_INSERT_COLUMNS",
+    "AUDIT_SUMMARY",
     "DEAD_SINCE",
     "EVENT_ARITY",
     "EVENT_BY_ID",
@@ -44,10 +45,12 @@ __all__ = [
     "QUEUE_EVENT",
     "REPLAY",
     "STATS",
+    "STORED_SINCE",
     "answer_row",
     "attempt_row",
     "audit_from_row",
     "audit_row",
+    "audit_where",
     "event_from_row",
     "event_row",
     "identity_columns",
@@ -128,12 +131,22 @@ DEAD_SINCE = (
     "SELECT o.event_id FROM outbox o JOIN events e ON e.id = o.event_id"
     " WHERE o.status = 'dead' AND e.received_at >= ?"
 )
+#: the events ``events replay --stored`` queues: never queued (stored before forwarding was configured)
+STORED_SINCE = (
+    "SELECT e.id, e.route FROM events e LEFT JOIN outbox o ON o.event_id = e.id"
+    " WHERE o.event_id IS NULL AND e.received_at >= ? ORDER BY e.seq"
+)
 
 # --- reading --------------------------------------------------------------------------------------
 EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM {EVENTS_FROM} WHERE e.id = ?"
 #: an event's attempts; each backend orders them by when they were written (SQLite: rowid; PostgreSQL: id)
 ATTEMPTS_OF = "SELECT number, at, duration_ms, status_code, error FROM attempts WHERE event_id = ?"
-LIST_AUDIT = f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT ?"
+LIST_AUDIT = f"SELECT {AUDIT_COLUMNS} FROM audit{{where}} ORDER BY seq DESC LIMIT ?"  # where: audit_where
+#: requests per route, status and reason (a row of coalesced repeats counts as many)
+AUDIT_SUMMARY = (
+    "SELECT route, status, reason, SUM(count) AS requests FROM audit{where}"
+    " GROUP BY route, status, reason ORDER BY requests DESC, route, status, reason"
+)
 STATS = "SELECT 'events', COUNT(*) FROM events UNION ALL SELECT status, COUNT(*) FROM outbox GROUP BY status"
 
 # --- the audit trail: coalesced repeats, retention ------------------------------------------------
@@ -146,6 +159,30 @@ PURGE_AUDIT = (
     "DELETE FROM audit WHERE seq IN"
     " (SELECT seq FROM (SELECT seq, at FROM audit ORDER BY seq LIMIT ?) oldest WHERE at < ?)"
 )
+
+
+def audit_where(query: AuditQuery | None) -> tuple[str, list[Any]]:
+    """`` WHERE ...`` (or nothing) selecting the audit rows ``query`` asks for, and its parameters.
+
+    A row of coalesced repeats is kept when its last repeat is recent enough; the reason is matched
+    as a part, in any case (LIKE, with the pattern's own characters escaped).
+    """
+    if query is None:
+        return "", []
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("route", query.route), ("status", query.status), ("peer", query.peer)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.reason is not None:
+        clauses.append("LOWER(reason) LIKE ? ESCAPE '!'")
+        escaped = query.reason.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        params.append(f"%{escaped}%")
+    if query.since is not None:
+        clauses.append("COALESCE(last_at, at) >= ?")
+        params.append(query.since)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def numbered(sql: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from ..files import make_directories
-from .base import Access, AuditRepeats, Receipt, Write
+from .base import Access, AuditCount, AuditQuery, AuditRepeats, Receipt, Write
 from .group_commit import GroupCommit
 from .reads import QUERY_TIMEOUT, ConsoleReads
 from .rows import (
@@ -36,6 +36,7 @@ from .rows import (
     ANSWER_OF,
     ANSWER_RETENTION,
     ATTEMPTS_OF,
+    AUDIT_SUMMARY,
     DEAD_SINCE,
     EVENT_ARITY,
     EVENT_BY_ID,
@@ -54,10 +55,12 @@ from .rows import (
     QUEUE_EVENT,
     REPLAY,
     STATS,
+    STORED_SINCE,
     answer_row,
     attempt_row,
     audit_from_row,
     audit_row,
+    audit_where,
     event_from_row,
     event_row,
     new_event_id,
@@ -614,15 +617,25 @@ class SQLiteStore(ConsoleReads):
         return [outcome.event_id for outcome in superseded]
 
     async def replay(
-        self, event_ids: Sequence[str] = (), dead_since: str | None = None, all_dead: bool = False
+        self,
+        event_ids: Sequence[str] = (),
+        dead_since: str | None = None,
+        all_dead: bool = False,
+        stored_on: Sequence[str] = (),
     ) -> int:
         """Queue events again (attempt count reset); returns how many."""
-        return await self._run(self._transaction, self._replay, list(event_ids), dead_since, all_dead)
+        return await self._run(
+            self._transaction, self._replay, list(event_ids), dead_since, all_dead, set(stored_on)
+        )
 
     @staticmethod
-    def _replay(db: sqlite3.Connection, event_ids: list[str], dead_since: str | None, all_dead: bool) -> int:
+    def _replay(
+        db: sqlite3.Connection, event_ids: list[str], since: str | None, all_dead: bool, stored_on: set[str]
+    ) -> int:
         if all_dead:
-            event_ids = [row[0] for row in db.execute(DEAD_SINCE, (dead_since or "",))]
+            event_ids += [row[0] for row in db.execute(DEAD_SINCE, (since or "",))]
+        if stored_on:
+            event_ids += [row[0] for row in db.execute(STORED_SINCE, (since or "",)) if row[1] in stored_on]
         count = 0
         for event_id in event_ids:
             event = db.execute(EVENT_TO_REPLAY, (event_id,)).fetchone()
@@ -670,9 +683,15 @@ class SQLiteStore(ConsoleReads):
         attempts = await self._run(self._select, f"{ATTEMPTS_OF} ORDER BY rowid", event_id)
         return event_from_row(rows[0]), [DeliveryAttempt(*row) for row in attempts]
 
-    async def list_audit(self, limit: int = 50) -> list[AuditRecord]:
-        rows = await self._run(self._select, LIST_AUDIT, limit)
+    async def list_audit(self, limit: int = 50, query: AuditQuery | None = None) -> list[AuditRecord]:
+        where, params = audit_where(query)
+        rows = await self._run(self._select, LIST_AUDIT.format(where=where), *params, limit)
         return [audit_from_row(row) for row in rows]
+
+    async def audit_summary(self, query: AuditQuery) -> list[AuditCount]:
+        where, params = audit_where(query)
+        rows = await self._run(self._select, AUDIT_SUMMARY.format(where=where), *params)
+        return [AuditCount(*row) for row in rows]
 
     # --- the audit trail: coalesced repeats, retention ------------------------------------------
 

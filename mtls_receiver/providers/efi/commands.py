@@ -13,17 +13,18 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ...errors import ReceiverError
-from ...files import write_private
+from ...files import make_directories, write_private
+from ...times import parse_time
 from ...tls import read_certificates
 from ..base import DevRoute, SubCommands
 from .api import EFI_API_URLS, RESEND_TYPES, EfiClient, EfiCredentials, p12_to_pem
 from .certs import fetch_efi_chain
 from .notifications import registration_url
 from .options import MIN_HMAC_SECRET_LENGTH, SENDER_IPS
-from .probe import probe, probe_without_certificate, sample_pix
+from .probe import client_context, has_hmac, probe, probe_skip_mtls, probe_without_certificate, sample_pix
 
 __all__ = ["DEV", "add_commands"]
 
@@ -119,8 +120,13 @@ def _add_webhook_commands(efi: SubCommands) -> None:
     show.add_argument("chave")
     show.set_defaults(func=_efi_webhook_get)
     listing = hooks.add_parser("list", parents=[account], help="GET /v2/webhook (every page)")
-    listing.add_argument("--inicio", required=True, help="RFC 3339, e.g. 2026-01-01T00:00:00Z")
-    listing.add_argument("--fim", required=True)
+    listing.add_argument(
+        "--inicio",
+        required=True,
+        type=_api_time,
+        help="ISO 8601, e.g. 2026-01-01T00:00:00-03:00 (no offset: UTC)",
+    )
+    listing.add_argument("--fim", required=True, type=_api_time)
     listing.set_defaults(func=_efi_webhook_list)
     remove = hooks.add_parser("delete", parents=[account], help="DELETE /v2/webhook/:chave")
     remove.add_argument("chave")
@@ -131,28 +137,95 @@ def _add_webhook_commands(efi: SubCommands) -> None:
     resend.set_defaults(func=_efi_webhook_resend)
 
 
+def _api_time(text: str) -> str:
+    """A time for Efí's API (RFC 3339 in UTC), read as the CLI reads every time (no offset: UTC)."""
+    try:
+        return f"{parse_time(text):%Y-%m-%dT%H:%M:%SZ}"
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def checked_url(url: str, what: str = "URL") -> str:
+    """``url`` if it is an absolute https:// (or http://) URL with a host and a valid port."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("https", "http") or not parts.hostname or not port_ok:
+        raise ReceiverError(
+            f"{what} {url[:200]!r}: expected an absolute URL like https://pix.example.com.br/webhook"
+        )
+    return url
+
+
+def _readable(path: Path | None, what: str) -> Path | None:
+    """``path`` if it names a readable file: a missing one is said in one line, before any work."""
+    if path is not None and not path.is_file():
+        raise ReceiverError(f"{what} {path}: {'is a directory' if path.is_dir() else 'no such file'}")
+    return path
+
+
 def _probe(args: argparse.Namespace) -> int:
-    results = asyncio.run(probe(args.url, args.ca, args.cert, args.key, args.pix_key, args.timeout))
+    url = checked_url(args.url)
+    ca, cert = _readable(args.ca, "--ca"), _readable(args.cert, "--cert")
+    key = _readable(args.key, "--key")
+    if key is not None and cert is None:
+        raise ReceiverError(f"--key {key} goes with --cert (the certificate it is the key of)")
+    if has_hmac(url):  # a skip-mTLS URL: the secret is checked, not the certificate
+        results = asyncio.run(probe_skip_mtls(url, ca, cert, key, args.timeout))
+    else:
+        results = asyncio.run(probe(url, ca, cert, key, args.pix_key, args.timeout))
     for result in results:
         print(result.line())
     return EXIT_FAILURE if any(result.ok is False for result in results) else 0
 
 
-def _efi_hmac_url(args: argparse.Namespace) -> int:
-    file: Path | None = args.secret_file
+def _base_url(url: str) -> str:
+    """The URL to put the secret on: checked, without an ``ignorar`` (added back last, once).
+
+    A URL that already carries an ``hmac`` is refused: two would leave which one counts to Efí.
+    """
+    parts = urlsplit(checked_url(url, "BASE_URL"))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "hmac" for name, _ in query):
+        raise ReceiverError(f"BASE_URL already has an hmac value; give the URL without it ({parts.path})")
+    if parts.fragment:
+        raise ReceiverError("BASE_URL has a #fragment; Efí would not send it")
+    kept = [(name, value) for name, value in query if name != "ignorar"]
+    return parts._replace(query=urlencode(kept)).geturl()
+
+
+def _hmac_secret(file: Path | None) -> str:
+    """The secret in ``file``, or a new one (written there, 0600, its directory made if missing)."""
     if file is not None and file.exists():
-        secret = file.read_text(encoding="utf-8").strip()
+        try:
+            secret = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = getattr(exc, "strerror", None) or exc
+            raise ReceiverError(f"--secret-file {file}: cannot read: {problem}") from None
         if len(secret) < MIN_HMAC_SECRET_LENGTH:
             raise ReceiverError(f"{file}: the secret is shorter than {MIN_HMAC_SECRET_LENGTH} characters")
-    else:
-        secret = secrets.token_urlsafe(32)
-        if file is not None:
+        return secret
+    secret = secrets.token_urlsafe(32)
+    if file is not None:
+        try:
+            make_directories(file.parent)
             write_private(file, secret.encode() + b"\n")
+        except OSError as exc:
+            raise ReceiverError(f"--secret-file {file}: cannot write: {exc.strerror or exc}") from None
+    return secret
+
+
+def _efi_hmac_url(args: argparse.Namespace) -> int:
+    file: Path | None = args.secret_file
+    base_url = _base_url(args.base_url)
+    secret = _hmac_secret(file)
     reference = f'{{ file = "{file.resolve()}" }}' if file else '{ env = "EFI_WEBHOOK_HMAC" }'
-    path = urlsplit(args.base_url).path.rstrip("/") or "/"
+    path = urlsplit(base_url).path.rstrip("/") or "/"
     print(
         f"Register this URL with Efí (PUT /v2/webhook/:chave, header x-skip-mtls-checking: true):\n\n"
-        f"  {registration_url(args.base_url, secret)}\n"
+        f"  {registration_url(base_url, secret)}\n"
     )
     if file is None:
         print(f"Keep the secret out of the config file, e.g. export EFI_WEBHOOK_HMAC='{secret}'\n")
@@ -167,7 +240,13 @@ def _efi_hmac_url(args: argparse.Namespace) -> int:
 
 def _efi_convert_p12(args: argparse.Namespace) -> int:
     password = _secret_from(args.password_file, "EFI_CERT_PASSWORD", required=False)
-    write_private(args.target, p12_to_pem(args.source.read_bytes(), password))
+    source = _readable(args.source, "IN.p12")
+    assert source is not None
+    pem = p12_to_pem(source.read_bytes(), password)
+    try:
+        write_private(args.target, pem)
+    except OSError as exc:
+        raise ReceiverError(f"OUT.pem {args.target}: cannot write: {exc.strerror or exc}") from None
     print(f"wrote {args.target} (mode 0600): private key, certificate and chain")
     return 0
 
@@ -175,7 +254,11 @@ def _efi_convert_p12(args: argparse.Namespace) -> int:
 def _secret_from(file: Path | None, variable: str, required: bool = True) -> str | None:
     """A secret from a file or the environment: never from the command line itself."""
     if file is not None:
-        return file.read_text(encoding="utf-8").strip()
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = getattr(exc, "strerror", None) or exc
+            raise ReceiverError(f"{file}: cannot read the secret: {problem}") from None
     value = os.environ.get(variable)
     if value is None and required:
         raise ReceiverError(f"set {variable} or pass the matching --...-file option")
@@ -183,7 +266,12 @@ def _secret_from(file: Path | None, variable: str, required: bool = True) -> str
 
 
 def _efi_client(args: argparse.Namespace) -> EfiClient:
+    if args.api_url is not None:
+        checked_url(args.api_url, "--api-url")
+    if args.api_ca is not None:
+        client_context(_readable(args.api_ca, "--api-ca"))  # a bad bundle said here, naming the file
     certificate = args.cert or (Path(os.environ["EFI_CERT"]) if os.environ.get("EFI_CERT") else None)
+    _readable(certificate, "the account certificate")
     client_id = args.client_id or os.environ.get("EFI_CLIENT_ID")
     if certificate is None or not client_id:
         raise ReceiverError(
@@ -208,6 +296,9 @@ def _run_efi(args: argparse.Namespace, action: Callable[[EfiClient], Awaitable[T
 
 
 def _efi_webhook_set(args: argparse.Namespace) -> int:
+    checked_url(args.webhook_url)
+    if args.probe_ca is not None:
+        client_context(_readable(args.probe_ca, "--probe-ca"))
     if not args.no_precheck and not _precheck(args):
         return EXIT_FAILURE
     answer = _run_efi(args, lambda efi: efi.set_webhook(args.chave, args.webhook_url, args.skip_mtls))
@@ -217,7 +308,7 @@ def _efi_webhook_set(args: argparse.Namespace) -> int:
 
 def _precheck(args: argparse.Namespace) -> bool:
     """What Efí will see at registration, checked from here first."""
-    url = args.webhook_url
+    url = checked_url(args.webhook_url)
     if args.skip_mtls:
         if "hmac=" not in url:
             print(
@@ -275,6 +366,10 @@ def _efi_webhook_resend(args: argparse.Namespace) -> int:
 
 
 def _fetch_efi(args: argparse.Namespace) -> int:
+    try:  # before the download: a DIR that cannot be made is said at once
+        make_directories(args.directory)
+    except OSError as exc:
+        raise ReceiverError(f"DIR {args.directory}: cannot create it: {exc.strerror or exc}") from None
     target = fetch_efi_chain(args.directory, sandbox=args.sandbox)
     print(f"wrote {target}")
     for cert in read_certificates(target):
