@@ -19,8 +19,6 @@ Algorithms (the names routes use):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Iterable
@@ -31,6 +29,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from .signatures import decode_digest
+
 __all__ = [
     "ALGORITHMS",
     "KEY_FORMATS",
@@ -40,7 +40,6 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "decode_signature",
-    "encode_signature",
     "key_id",
     "load_private_key",
     "parse_key_document",
@@ -144,24 +143,10 @@ def sign(algorithm: str, key: PrivateKey, message: bytes) -> bytes:
 
 def decode_signature(value: str, encoding: str) -> bytes | None:
     """The signature bytes a header carries; None when they do not decode (the caller refuses)."""
-    text = value.strip()
     try:
-        if encoding == "hex":
-            return bytes.fromhex(text)
-        if encoding == "base64url":
-            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return base64.b64decode(text, validate=True)
-    except (ValueError, binascii.Error):
+        return decode_digest(value.strip(), encoding)
+    except ValueError:
         return None
-
-
-def encode_signature(signature: bytes, encoding: str) -> str:
-    """A signature as a header carries it (base64url without padding, as Kiwify and JOSE send it)."""
-    if encoding == "hex":
-        return signature.hex()
-    if encoding == "base64url":
-        return base64.urlsafe_b64encode(signature).rstrip(b"=").decode("ascii")
-    return base64.b64encode(signature).decode("ascii")
 
 
 def key_id(key: PublicKey) -> str:

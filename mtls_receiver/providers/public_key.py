@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from ..config.reader import Reader, Table
 from ..config.schema import RouteConfig
 from ..events import IncomingRequest, Verdict
-from ..publickeys import ALGORITHMS, SIGNATURE_ENCODINGS, encode_signature
+from ..publickeys import ALGORITHMS, SIGNATURE_ENCODINGS
+from ..signatures import encode_digest
 from .base import Provider, RouteContext, SampleRequest
 from .common import options_of
 from .generic import EventFields, new_event, read_event_fields, sample_body
@@ -75,7 +76,7 @@ def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
         path="",
         headers={
             "Content-Type": "application/json",
-            options.header: options.prefix + encode_signature(signature, options.encoding),
+            options.header: options.prefix + encode_digest(signature, options.encoding),
         },
         body=body,
     )

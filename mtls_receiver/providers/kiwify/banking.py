@@ -23,7 +23,7 @@ from ...config.reader import Reader, Table
 from ...config.schema import RouteConfig
 from ...errors import Refusal
 from ...events import ClientIdentity, IncomingRequest, Verdict
-from ...publickeys import encode_signature
+from ...signatures import encode_digest
 from ..base import RouteContext, SampleRequest
 from ..common import one_event, options_of
 from ..keyed import (
@@ -138,7 +138,7 @@ def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
     )
     headers = {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: encode_signature(signature, "base64url"),
+        SIGNATURE_HEADER: encode_digest(signature, "base64url"),
         TIMESTAMP_HEADER: timestamp,
     }
     return SampleRequest(path="", headers=headers, body=body)

@@ -19,7 +19,8 @@ from ...config.reader import Reader, Table
 from ...config.schema import RouteConfig
 from ...errors import Refusal
 from ...events import ClientIdentity, IncomingRequest, Verdict
-from ...publickeys import decode_signature, encode_signature
+from ...publickeys import decode_signature
+from ...signatures import encode_digest
 from ..base import RouteContext, SampleRequest
 from ..common import one_event, options_of
 from ..keyed import (
@@ -107,7 +108,7 @@ def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
         }
     ).encode()
     signature = dev_signature(route, options_of(route, PagarmeV5Options), body)
-    value = f"alg=RS256; kid={DEV_KID}; signature={encode_signature(signature, 'base64url')}"
+    value = f"alg=RS256; kid={DEV_KID}; signature={encode_digest(signature, 'base64url')}"
     return SampleRequest(path="", headers={"Content-Type": "application/json", HEADER: value}, body=body)
 
 
