@@ -24,6 +24,8 @@ from types import ModuleType
 import pytest
 from support import Pki
 
+from mtls_receiver.providers import PROVIDER_NAMES
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -253,3 +255,34 @@ def test_receiver_python_names_the_checkout_or_fails_in_one_line(tmp_path: Path)
         run.receiver_version("/nonexistent/python")
     checkout = str(BENCH.parent)
     assert run.receiver_version(sys.executable).startswith(f"{metadata.version('mtls-receiver')} ({checkout}")
+
+
+def test_verifiers_bench_verifies_every_providers_sample(tmp_path: Path) -> None:
+    """Tiny counts: every registered sender has a route whose own sample its verifier accepts."""
+    command = [
+        sys.executable,
+        str(BENCH / "verifiers.py"),
+        "--iterations",
+        "5",
+        "--repeat",
+        "1",
+        "--no-write",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    labels = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
+    for name in PROVIDER_NAMES:
+        assert any(label == name or label.startswith(f"{name} (") for label in labels), name
+    assert "The signature check alone" in result.stdout
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_verifiers_report_replaces_only_its_own_section(tmp_path: Path) -> None:
+    verifiers = _bench_module("verifiers")
+    report = tmp_path / "BENCHMARKS.md"
+    kept = "# Benchmarks\n\n| a |\n\n<!-- marker -->\n\n## notes\n"
+    report.write_text(kept, encoding="utf-8")
+    verifiers.write_report(report, [verifiers.BEGIN, "first", verifiers.END])
+    verifiers.write_report(report, [verifiers.BEGIN, "second", verifiers.END])
+    text = report.read_text(encoding="utf-8")
+    assert text == kept + f"\n{verifiers.BEGIN}\nsecond\n{verifiers.END}\n"
