@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support import Pki
 from support.senders import NOW, accepted, config_error, flipped, load_routes, refused, request
@@ -138,6 +139,29 @@ def test_standard_webhooks_v1a(tmp_path: Path, pki: Pki) -> None:
         assert refused(route, request(sw_headers(V5_SIGNATURE), changed, now=V4_NOW)).status == 401
     bad = text.replace(V5_PUBLIC, "whpk_" + base64.b64encode(b"x" * 31).decode())
     assert config_error(tmp_path, pki, bad).key == "routes[0].public_keys[0]"
+
+
+def test_standard_webhooks_v1a_dev_signing_key(tmp_path: Path, pki: Pki) -> None:
+    """send-test on a v1a-only route signs with a local key the route also trusts, loudly."""
+    dev = tmp_path / "dev-ed25519.pem"
+    private = Ed25519PrivateKey.generate()
+    dev.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    text = (
+        f'[[routes]]\npath = "/hooks"\nprovider = "standard-webhooks"\npublic_keys = ["{V5_PUBLIC}"]\n'
+        f'dev_signing_key = "{dev}"\n'
+    )
+    (route,) = load_routes(tmp_path, pki, text).routes
+    accepted(route, request(sw_headers(V5_SIGNATURE), V4_BODY, now=V4_NOW))  # the provider's key still
+    message = b"msg_1." + str(int(NOW)).encode() + b"." + V4_BODY  # signed as the spec says, by the dev key
+    signature = "v1a," + base64.b64encode(private.sign(message)).decode()
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(NOW)), "webhook-signature": signature}
+    accepted(route, request(headers, V4_BODY))
+    assert any("TRUSTS A LOCAL DEV SIGNING KEY" in warning for warning in route.options.warnings())
+    sample_accepted(route)
 
 
 # --- Mercado Pago ----------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ __all__ = [
     "KeyedOptions",
     "admit",
     "check_signature",
+    "dev_key_warnings",
+    "dev_public_key",
+    "dev_sign",
     "dev_signature",
     "key_signature_verified",
     "read_keys",
@@ -89,12 +92,17 @@ class KeyedOptions(ProviderOptions):
         return f"{self.algorithm}, public keys from {self.keys.description}"
 
     def warnings(self) -> tuple[str, ...]:
-        if self.dev_signing_key is None:
-            return ()
-        return (
-            f"TRUSTS A LOCAL DEV SIGNING KEY ({self.dev_signing_key}): anyone holding that file can post"
-            " accepted events here; remove dev_signing_key before production",
-        )
+        return dev_key_warnings(self.dev_signing_key)
+
+
+def dev_key_warnings(dev_signing_key: Path | None) -> tuple[str, ...]:
+    """What check-config says of a route that trusts a local dev signing key."""
+    if dev_signing_key is None:
+        return ()
+    return (
+        f"TRUSTS A LOCAL DEV SIGNING KEY ({dev_signing_key}): anyone holding that file can post"
+        " accepted events here; remove dev_signing_key before production",
+    )
 
 
 def read_keys(reader: Reader, raw: Table, key: str, defaults: KeyDefaults) -> dict[str, Any]:
@@ -118,7 +126,7 @@ def read_keys(reader: Reader, raw: Table, key: str, defaults: KeyDefaults) -> di
             f"{key}.public_key_file", "the sender's public key is needed: public_key_file or public_key_url"
         )
     dev_file = reader.optional_path(raw, key, "dev_signing_key", must_exist=True)
-    dev_key = _dev_key(reader, f"{key}.dev_signing_key", dev_file, algorithm) if dev_file else None
+    dev_key = dev_public_key(reader, f"{key}.dev_signing_key", dev_file, algorithm) if dev_file else None
     return {"algorithm": algorithm, "keys": source, "dev_key": dev_key, "dev_signing_key": dev_file}
 
 
@@ -158,7 +166,8 @@ def _url_source(
     )
 
 
-def _dev_key(reader: Reader, where: str, path: Path, algorithm: str) -> NamedKey:
+def dev_public_key(reader: Reader, where: str, path: Path, algorithm: str) -> NamedKey:
+    """The public half of a route's ``dev_signing_key``, which the route then also trusts."""
     try:
         public = load_private_key(path.read_bytes()).public_key()
     except (OSError, KeyDocumentError) as exc:
@@ -233,13 +242,18 @@ def key_signature_verified(route: RouteConfig, client: ClientIdentity | None) ->
 
 def dev_signature(route: RouteConfig, options: KeyedOptions, message: bytes) -> bytes:
     """``message`` signed with the route's local dev signing key, as the sender would sign it."""
-    if options.dev_signing_key is None:
+    return dev_sign(route, options.dev_signing_key, options.algorithm, message)
+
+
+def dev_sign(route: RouteConfig, dev_signing_key: Path | None, algorithm: str, message: bytes) -> bytes:
+    """``message`` signed with ``dev_signing_key`` (``send-test``); a clear error for a route without one."""
+    if dev_signing_key is None:
         raise ReceiverError(
             f"route {route.path} has no dev_signing_key: send-test signs {route.provider} requests with a"
             " local key the route also trusts (dev-certs writes one); the sender's own key is never ours"
         )
     try:
-        private = load_private_key(options.dev_signing_key.read_bytes())
+        private = load_private_key(dev_signing_key.read_bytes())
     except (OSError, KeyDocumentError) as exc:
-        raise ReceiverError(f"route {route.path}: dev_signing_key {options.dev_signing_key}: {exc}") from None
-    return sign(options.algorithm, private, message)
+        raise ReceiverError(f"route {route.path}: dev_signing_key {dev_signing_key}: {exc}") from None
+    return sign(algorithm, private, message)

@@ -14,8 +14,10 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..config.reader import Reader, Table
@@ -33,6 +35,7 @@ from .common import (
     require_json,
     require_post,
 )
+from .keyed import dev_key_warnings, dev_public_key, dev_sign
 
 __all__ = ["PROVIDER", "StandardWebhooksOptions", "hmac_key", "public_key_bytes", "verify"]
 
@@ -62,11 +65,15 @@ def public_key_bytes(key: str) -> bytes:
 @dataclass(frozen=True)
 class StandardWebhooksOptions(ProviderOptions):
     secrets: tuple[str, ...] = field(default=(), repr=False)  # "whsec_..." for v1 (rotation: several)
-    public_keys: tuple[str, ...] = ()  # "whpk_..." for v1a
+    public_keys: tuple[str, ...] = ()  # "whpk_..." for v1a (with the dev signing key's, when one is set)
+    dev_signing_key: Path | None = None  # a LOCAL Ed25519 private key the route also trusts (send-test)
 
     def describe(self) -> str:
         versions = [name for name, keys in (("v1", self.secrets), ("v1a", self.public_keys)) if keys]
         return "signatures " + " and ".join(versions)
+
+    def warnings(self) -> tuple[str, ...]:
+        return dev_key_warnings(self.dev_signing_key)
 
 
 def _secret_problem(secret: str) -> str | None:
@@ -85,12 +92,17 @@ def parse_options(reader: Reader, raw: Table, route: RouteContext) -> StandardWe
             public_key_bytes(key)
         except ValueError as exc:
             reader.fail(f"{route.key}.public_keys[{i}]", str(exc))
+    dev_file = reader.optional_path(raw, route.key, "dev_signing_key", must_exist=True)
+    if dev_file is not None:
+        dev_key = dev_public_key(reader, f"{route.key}.dev_signing_key", dev_file, "ed25519").key
+        raw_key = dev_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        public_keys = (*public_keys, "whpk_" + base64.b64encode(raw_key).decode())
     if not secrets and not public_keys:
         reader.fail(
             f"{route.key}.secrets",
             'the endpoint secret ([{ env = "WEBHOOK_SECRET" }], whsec_...) or public_keys (whpk_...)',
         )
-    return StandardWebhooksOptions(secrets=secrets, public_keys=public_keys)
+    return StandardWebhooksOptions(secrets=secrets, public_keys=public_keys, dev_signing_key=dev_file)
 
 
 def _header(request: IncomingRequest, name: str) -> str | None:
@@ -145,16 +157,21 @@ def _ed25519_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
 
 
 def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
+    """Signed ``v1`` with the route's first secret; on a v1a-only route, ``v1a`` with its dev signing key."""
     options = options_of(route, StandardWebhooksOptions)
-    if not options.secrets:
-        raise ValueError("a route with only public_keys (v1a) cannot sign a sample: it has no private key")
     msg_id = f"msg_test_{int(now)}"
     body = json.dumps({"type": event or "test.event", "timestamp": int(now), "data": {}}).encode()
+    if options.secrets:
+        signature = standard_webhook_signature(options.secrets[:1], msg_id, int(now), body)
+    else:
+        message = f"{msg_id}.{int(now)}.".encode() + body
+        signed = dev_sign(route, options.dev_signing_key, "ed25519", message)
+        signature = "v1a," + base64.b64encode(signed).decode()
     headers = {
         "Content-Type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now)),
-        "webhook-signature": standard_webhook_signature(options.secrets[:1], msg_id, int(now), body),
+        "webhook-signature": signature,
     }
     return SampleRequest(path="", headers=headers, body=body)
 
@@ -162,7 +179,7 @@ def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:
 PROVIDER = Provider(
     name="standard-webhooks",
     modes=("hmac",),
-    keys=frozenset({"secrets", "public_keys"}),
+    keys=frozenset({"secrets", "public_keys", "dev_signing_key"}),
     parse_options=parse_options,
     verify=verify,
     sample=sample,
