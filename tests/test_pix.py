@@ -122,6 +122,17 @@ def test_malformed_pix_is_400_with_reason(body: object, reason: str) -> None:
     assert refused.status == 400 and reason in refused.reason
 
 
+@pytest.mark.parametrize("horario", ["2020-12-21T13:40:34", "2020-12-21", "21/12/2020 13:40:34"])
+def test_a_horario_in_another_format_is_stored_not_refused(horario: str) -> None:
+    """docs/senders/pix.md: horario's format is not checked, a bank's variant is stored (only a
+    missing, empty or non-string horario is a 400)."""
+    verdict = pix_provider.verify(ROUTE, request("/bank/pix", {"pix": [pix("EH1", horario=horario)]}))
+    assert [e.payload["horario"] for e in verdict.events] == [horario]
+    for bad in ("", 123):
+        refused = refusal(ROUTE, request("/bank/pix", {"pix": [pix("EH1", horario=bad)]}))
+        assert refused.status == 400 and "pix[0].horario" in refused.reason
+
+
 @pytest.mark.parametrize("path", ["/bank/rec", "/bank/cobr", "/bank/pixx", "/bank/pix/more", "/bankpix"])
 def test_other_suffixes_are_404(path: str) -> None:
     refused = refusal(ROUTE, request(path, {"pix": [pix("E1")]}))
