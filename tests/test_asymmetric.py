@@ -524,7 +524,7 @@ def test_public_key_provider_hex_ed25519_with_dedup(
     body = b'{"data": {"id": "d-1"}}'
     headers = {"X-Sig": "ed25519=" + key.sign(body).hex(), "X-Event": "thing.done"}
     verdict = public_key.verify(route, request(headers, body))
-    assert (verdict.kind, verdict.events[0].dedup_key) == ("thing.done", "d-1")
+    assert (verdict.kind, verdict.events[0].dedup_key) == ("thing.done", "/hooks|d-1")
     assert (
         "does not start with"
         in refused(public_key.verify, route, request({"X-Sig": key.sign(body).hex()}, body)).reason

@@ -148,7 +148,7 @@ def test_dedup_and_event_from_the_body_or_a_form(tmp_path: Path, pki: Pki) -> No
         f'secrets = {SECRETS}\ndedup = ["/id"]\nevent = "/type"\n[routes.signature]\nheader = "X-Sig"\n',
     )
     verdict = accepted(hook, request({"X-Sig": mac("sha256", SECRET, BODY).hex()}, BODY))
-    assert (verdict.kind, verdict.events[0].dedup_key) == ("thing.done", "evt_1")
+    assert (verdict.kind, verdict.events[0].dedup_key) == ("thing.done", "/hooks|evt_1")
     form = b"id=evt_2&type=form.sent"
     headers = {
         "X-Sig": mac("sha256", SECRET, form).hex(),
@@ -215,7 +215,7 @@ def test_static_tokens(
         'secrets = [{ file = "secret" }, { file = "old" }]\ndedup = ["/id"]\n'
     )
     (hook,) = load_routes(tmp_path, pki, text, **secrets).routes
-    assert accepted(hook, request(good, BODY)).events[0].dedup_key == "evt_1"
+    assert accepted(hook, request(good, BODY)).events[0].dedup_key == "/hooks|evt_1"
     assert verification_method(hook, None) == verified_by
     wrong = {
         name: value.replace(SECRET, "x" + SECRET[1:]).replace(OLD, "x" + OLD[1:])

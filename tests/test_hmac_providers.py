@@ -376,8 +376,9 @@ def generic_route(
 def test_generic_expresses_firebanking(tmp_path: Path, pki, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     route = generic_route(GENERIC_FIREBANKING, FIRE_SECRET, tmp_path, pki, monkeypatch)
     verdict = generic.verify(route, request(fire_headers(), FIRE_BODY))
-    assert verdict.events[0].dedup_key == "pix.received:tx_123456789:completed"
-    assert verdict.events[0].dedup_key == fire_verify(request(fire_headers(), FIRE_BODY)).events[0].dedup_key
+    assert verdict.events[0].dedup_key == "/hooks|pix.received:tx_123456789:completed"  # scoped to the route
+    fire_key = fire_verify(request(fire_headers(), FIRE_BODY)).events[0].dedup_key
+    assert verdict.events[0].dedup_key == f"{route.path}|{fire_key}"
     for body in flipped(FIRE_BODY):
         assert refused(lambda r: generic.verify(route, r), request(fire_headers(), body)).status == 401
 
@@ -386,7 +387,7 @@ def test_generic_expresses_infi(tmp_path: Path, pki, monkeypatch: pytest.MonkeyP
     route = generic_route(GENERIC_INFI, INFI_SECRET, tmp_path, pki, monkeypatch)
     assert (
         generic.verify(route, request(infi_headers(), INFI_BODY)).events[0].dedup_key
-        == "evt_1715000000000_abcdef12"
+        == "/hooks|evt_1715000000000_abcdef12"
     )
     for ts in flipped_text(TS):
         changed = request({**infi_headers(), "X-Infi-Timestamp": ts}, INFI_BODY)

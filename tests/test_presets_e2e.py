@@ -229,3 +229,23 @@ async def test_each_sender_end_to_end(
     (event,) = await receiver.store.list_events()
     assert event.route == path.partition("?")[0] or make is iugu
     assert event.verified_by == VERIFIED_BY.get(make.__name__, "hmac-signature")
+
+
+async def test_two_generic_routes_with_the_same_dedup_value_both_store(
+    secrets_env: None,
+    write_config: Callable[..., Config],
+    start_receiver: Callable[[Config], Awaitable[Receiver]],
+    pki: Pki,
+) -> None:
+    """Two unrelated senders on two token routes may both send {"id": "t-1"}: the second is not a
+    duplicate of the first (the store deduplicates per provider; a generic key is scoped to its route)."""
+    second = '[[routes]]\npath = "/token-b"\nprovider = "token"\nmode = "header"\nheader = "X-Token"\n'
+    routes = ROUTES + second + 'secrets = [{ env = "T_E2E_SECRET" }]\ndedup = ["/id"]\n'
+    receiver = await start_receiver(write_config(client_certs="none", routes=routes))
+    port, context = receiver.port(), client_context(pki)
+    _, body, headers = token(False)
+    for path in ("/token", "/token-b", "/token-b"):
+        answer = await https_post(port, path, body, context, headers=headers)
+        assert answer.status == 200, answer.body
+    stored = await receiver.store.list_events()
+    assert sorted(event.route for event in stored) == ["/token", "/token-b"]

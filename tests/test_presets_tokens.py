@@ -88,7 +88,7 @@ def test_basic_and_bearer_senders(tmp_path: Path, pki: Pki, name: str) -> None:
     route = route_of(tmp_path, pki, text, t="issued-token-1")
     assert (
         accepted(route, request({"Authorization": "Bearer issued-token-1"}, CELCOIN_BODY)).events[0].dedup_key
-        == "c0ffee"
+        == "/hooks|c0ffee"  # a dedup you name is scoped to the route
     )
     assert refused(route, request({"Authorization": "Bearer issued-token-2"}, CELCOIN_BODY)).status == 401
     assert verification_method(route, None) == "bearer-token"

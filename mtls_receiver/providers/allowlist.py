@@ -48,7 +48,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     options = options_of(route, AllowlistOptions)
     require_post(request, "the sender")
     check_unsigned_allowlist(route, request)
-    return new_event(options.fields, request_fields(request), request)
+    return new_event(route, options.fields, request_fields(request), request)
 
 
 def verified_by(route: RouteConfig, client: ClientIdentity | None) -> str:

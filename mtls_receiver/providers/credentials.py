@@ -82,7 +82,7 @@ def credential_provider(name: str, sender: str, modes: tuple[str, ...], guess: E
             check_static_auth(route.mode, request, "Authorization", options.secrets)
         body = request_fields(request)
         if options.fields.dedup or options.fields.event:
-            return new_event(options.fields, body, request)
+            return new_event(route, options.fields, body, request)
         kind, dedup = guess(body)
         return one_event(kind, dedup or f"sha256:{content_digest(request.body)}", body)
 

@@ -145,16 +145,22 @@ def _carrier(reader: Reader, table: Table, where: str) -> tuple[str, str]:
 def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     options = options_of(route, HmacOptions)
     verified_request(route, request, "the sender", options.signature, options.secrets)
-    return new_event(EventFields(options.dedup, options.event), request_fields(request), request)
+    return new_event(route, EventFields(options.dedup, options.event), request_fields(request), request)
 
 
-def new_event(fields: EventFields, body: dict[str, Any], request: IncomingRequest) -> Verdict:
+def new_event(
+    route: RouteConfig, fields: EventFields, body: dict[str, Any], request: IncomingRequest
+) -> Verdict:
     """The one event of a generic route's request: its dedup key from ``fields.dedup`` (a digest
-    of the body when none is configured) and its type from ``fields.event``."""
+    of the body when none is configured) and its type from ``fields.event``.
+
+    The key starts with the route's path: the store deduplicates per provider, and two unrelated
+    senders on two generic routes may well both send ``{"id": "1"}``."""
     if fields.dedup:
         dedup = ":".join(str(resolve_field(ref, body, request)) for ref in fields.dedup)
     else:
         dedup = f"sha256:{content_digest(request.body)}"
+    dedup = f"{route.path}|{dedup}"
     kind = str(resolve_field(fields.event, body, request)) if fields.event else "event"
     return Verdict(kind=kind, events=(NewEvent(kind, dedup, body),), body=b"")
 

@@ -64,7 +64,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     admit(route, request, "the sender")
     signature = signature_bytes(request, options.header, options.encoding, options.prefix)
     body = verified_keyed_json(options, request, signature, (request.body,))
-    return new_event(options.fields, body, request)
+    return new_event(route, options.fields, body, request)
 
 
 def sample(route: RouteConfig, event: str | None, now: float) -> SampleRequest:

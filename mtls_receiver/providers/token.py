@@ -60,7 +60,7 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
     require_post(request, "the sender")
     check_allowlist(route, request)
     check_static_auth(route.mode, request, options.header, options.secrets)
-    return new_event(options.fields, request_fields(request), request)
+    return new_event(route, options.fields, request_fields(request), request)
 
 
 def verified_by(route: RouteConfig, client: ClientIdentity | None) -> str:
