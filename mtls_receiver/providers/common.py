@@ -178,7 +178,7 @@ def check_static_auth(mode: str, request: IncomingRequest, header: str, secrets:
     if mode == "header":
         require_token(request.header(header), secrets, f"{header} header")
     elif mode == "basic":
-        require_token(basic_credentials(authorization), secrets, "Authorization: Basic credentials")
+        require_token(basic_credentials(authorization), secrets, "Authorization: Basic user:password")
     elif mode == "bearer":
         require_token(bearer_token(authorization), secrets, "Authorization: Bearer token")
     else:
