@@ -126,7 +126,7 @@ def parse_items(body: bytes, list_key: str, shapes: Collection[str]) -> list[dic
     """The notification's items, in any of ``shapes``; Refusal(400) names the first problem."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise Refusal(400, "body is not valid JSON") from None
     if ROOT_ARRAY in shapes and isinstance(document, list):
         document = {list_key: document}
@@ -149,7 +149,7 @@ def looks_like_pix(body: bytes) -> bool:
     (empty, not JSON, ``{"pix": []}``) is the registration test, whose body nobody documents."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         return False
     items = document.get("pix") if isinstance(document, dict) else document
     return bool(items) and isinstance(items, (list, dict))

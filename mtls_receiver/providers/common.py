@@ -104,7 +104,7 @@ def check_allowlist(route: RouteConfig, request: IncomingRequest) -> None:
 def json_object(body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise Refusal(400, "body is not valid JSON") from None
     if not isinstance(document, dict):
         raise Refusal(400, "body must be a JSON object")

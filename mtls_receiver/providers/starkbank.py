@@ -59,7 +59,7 @@ def signed_messages(body: bytes) -> tuple[bytes, ...]:
     """What the SDK accepts a signature over: the raw body, then its sorted-keys re-dump."""
     try:
         redump = json.dumps(json.loads(body), sort_keys=True).encode("ascii")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         return (body,)
     return (body,) if redump == body else (body, redump)
 
