@@ -430,10 +430,13 @@ def test_send_test_signs_with_the_dev_keys_dev_certs_writes(tmp_path: Path, serv
     config.write_text(SEND_TEST_ROUTES, encoding="utf-8")
     checked = run_cli("check-config", "--config", str(config))
     assert checked.stdout.count("TRUSTS A LOCAL DEV SIGNING KEY") == 5, checked.stdout + checked.stderr
-    _, port = serve(config)
+    server, port = serve(config)
     for path in ("/stark", "/woovi", "/pagarme", "/kiwify", "/other"):
         sent = run_cli("send-test", path, "--config", str(config), "--url", f"https://127.0.0.1:{port}{path}")
         assert sent.returncode == 0 and "< 200 OK" in sent.stdout, sent.stdout + sent.stderr
+    # the server running with them says so in its log too, not only check-config
+    warned = [line for line in server.output if "TRUSTS A LOCAL DEV SIGNING KEY" in line]
+    assert len(warned) == 5 and all("WARNING route /" in line for line in warned), server.output
 
 
 async def test_a_document_arriving_in_pieces_is_read_whole_and_its_size_bounded() -> None:
