@@ -494,10 +494,10 @@ def _events_list(args: argparse.Namespace) -> int:
         print(f"no events in {config.store.description}{_filtered(args.status, args.route)}")
         return 0
     print(f"{'RECEIVED (UTC)':<29}  {'ID':<36}  {'STATUS':<9}  SENDER/KIND  ROUTE  DEDUP KEY  CLIENT")
-    for event in events:  # what a sender wrote is escaped: a dedup key or subject cannot drive the terminal
+    for event in events:  # what a sender wrote is escaped: kind, dedup key, subject cannot drive the terminal
         client = escape(event.client.subject) if event.client else "-"
         print(
-            f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{event.kind}"
+            f"{event.received_at}  {event.id}  {event.status:<9}  {event.provider}/{escape(event.kind)}"
             f"  {event.route}  {escape(event.dedup_key)}  {client}"
         )
     return 0

@@ -144,7 +144,7 @@ class KeySource:
             ):
                 if response.status != 200:
                     raise KeyFetchError(f"HTTP {response.status}")
-                document = await response.content.read(MAX_KEY_DOCUMENT + 1)
+                document = await _read_at_most(response.content, MAX_KEY_DOCUMENT + 1)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise KeyFetchError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         if len(document) > MAX_KEY_DOCUMENT:
@@ -157,6 +157,20 @@ class KeySource:
         if not usable:
             raise KeyFetchError(f"none of its {len(keys)} key(s) is a key for {self.algorithm}")
         return usable
+
+
+async def _read_at_most(body: aiohttp.StreamReader, limit: int) -> bytes:
+    """A body to its end, or its first ``limit`` bytes: one ``read(n)`` returns only what has arrived
+    so far (a document sent in two pieces would be cut at the first)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await body.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _fingerprint(named: NamedKey) -> tuple[str | None, bytes]:

@@ -124,6 +124,7 @@ class Receiver:
     async def start(self, inherited: dict[str, socket.socket] | None = None) -> None:
         contexts = self._contexts(self.config)
         self._certificates_changed()
+        self._warn_of_routes()
         await self.store.open()
         self._session = aiohttp.ClientSession()
         try:
@@ -150,6 +151,15 @@ class Receiver:
         except BaseException:
             await self.stop()
             raise
+
+    def _warn_of_routes(self) -> None:
+        """What check-config warns of (an unsigned route, a trusted local dev signing key), in the log
+        of the server running with it; once, by the supervisor or the single process."""
+        if self.role is WORKER:
+            return
+        for route in self.config.routes:
+            for warning in route.options.warnings():
+                log.warning("route %s: %s", route.path, warning)
 
     def _certificates_changed(self) -> None:
         try:
@@ -312,6 +322,7 @@ class Receiver:
         if self.forwarder is not None:
             self.forwarder.config = config
         self._certificates_changed()
+        self._warn_of_routes()
         log.info("reloaded %s", config.source)
         return True
 

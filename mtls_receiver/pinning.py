@@ -78,8 +78,10 @@ def common_names(subject: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _cn_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` is one or more characters other than a dot (one DNS label, or part of one); case-insensitive."""
-    return re.compile("[^.]+".join(re.escape(part) for part in pattern.split("*")), re.IGNORECASE)
+    """``*`` is one or more characters other than a dot (one DNS label, or part of one); ASCII letters
+    case-insensitive, others exact: Unicode case folding would let the Kelvin sign pass for ``k``
+    (``*.ban\u212a.com.br`` for ``*.bank.com.br``)."""
+    return re.compile("[^.]+".join(re.escape(part) for part in pattern.split("*")), re.IGNORECASE | re.ASCII)
 
 
 def subject_problem(subject: str) -> str | None:

@@ -179,7 +179,7 @@ def parse_key_document(document: bytes, key_format: str, origin: str) -> tuple[N
     else:
         try:
             parsed = json.loads(document)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
             raise KeyDocumentError("not valid JSON") from None
         keys = _jwks(parsed, origin) if key_format == "jwks" else _key_list(parsed, origin)
     if not keys:

@@ -174,7 +174,7 @@ def describe_request(route: RouteConfig, sample: SampleRequest, target: Target) 
     """What was sent, without a secret or a whole signature: the route's secrets are masked wherever
     they appear, sensitive headers show only their first word, long values only their start."""
     secrets = _secret_strings(route.options)
-    lines = [f"> POST {_mask(target.url, secrets)}"]
+    lines = [f"> POST {_short_query(_mask(target.url, secrets))}"]
     for name, value in sample.headers.items():
         lines.append(f"> {name}: {_shown_header(name, value, secrets)}")
     certificate = f", client certificate {target.cert}" if target.cert else ""
@@ -186,8 +186,22 @@ def _shown_header(name: str, value: str, secrets: tuple[str, ...]) -> str:
     if _SENSITIVE_HEADER.search(name):
         scheme = value.split(" ", 1)[0] if " " in value else ""
         return f"{scheme} …".lstrip()
-    masked = _mask(value, secrets)
-    return masked if len(masked) <= 40 else masked[:20] + "…"
+    return _shown_value(_mask(value, secrets))
+
+
+def _short_query(url: str) -> str:
+    """A URL whose query values show only their start past 16 characters: a signature carried in a
+    query parameter (Kiwify's 40 hex digits in ``?signature=``) is never printed whole."""
+    path, question, query = url.partition("?")
+    fields = [
+        name + equals + _shown_value(value, 16)
+        for name, equals, value in (f.partition("=") for f in query.split("&"))
+    ]
+    return path + question + "&".join(fields) if question else url
+
+
+def _shown_value(value: str, longest: int = 40) -> str:
+    return value if len(value) <= longest else value[: longest // 2] + "…"
 
 
 def _mask(text: str, secrets: tuple[str, ...]) -> str:

@@ -136,6 +136,19 @@ def test_v1_stark_bank_vector_is_high_s_and_verifies(
         assert refused(starkbank.verify, route, request(headers, body)).status == 401
 
 
+def test_a_body_nested_too_deep_is_refused(make_route: Callable[[str], RouteConfig]) -> None:
+    """Stark Bank's second signed message is the body re-dumped: parsed before any signature is checked,
+    so anyone could send it. Nested too deep for the parser, it is refused (was: RecursionError, 500)."""
+    route = make_route(
+        f'[[routes]]\npath = "/hooks"\nprovider = "starkbank"\npublic_key_file = "{VECTORS / "sb_pub.pem"}"\n'
+    )
+    deep = b"[" * 100_000 + b"]" * 100_000
+    headers = {"Digital-Signature": b64(b"\x30\x06\x02\x01\x01\x02\x01\x01")}
+    assert refused(starkbank.verify, route, request(headers, deep)).status == 401
+    with pytest.raises(publickeys.KeyDocumentError, match="not valid JSON"):
+        publickeys.parse_key_document(b'{"keys":' * 100_000, "jwks", "a key URL")
+
+
 def test_v2_woovi_vector_with_the_built_in_key(make_route: Callable[[str], RouteConfig]) -> None:
     payload, signature = (
         (VECTORS / "woovi_payload.txt").read_bytes(),
@@ -546,6 +559,7 @@ def test_config_errors_name_the_key(tmp_path: Path, make_route: Callable[[str], 
         'public_key_file = "absent.pem"': "routes[0].public_key_file: file not found",
         'public_key_file = "rsa.pem"\npublic_key_url = "https://x"': "public_key_url: give public_key_file",
         'public_key_url = "http://keys.example.com/k"': "routes[0].public_key_url: must be an https:// URL",
+        'public_key_url = "https://u:pw@keys.example.com/k"': "routes[0].public_key_url: holds credentials",
         'public_key_url = "https://k/x"\nrefetch_interval = 0': "refetch_interval: must be a number >= 1",
         'dev_signing_key = "rsa.pem"': "routes[0].dev_signing_key: ",
         'environment = "staging"': "routes[0].environment: must be one of",

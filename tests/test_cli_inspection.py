@@ -242,3 +242,22 @@ def test_events_list_has_a_header_and_says_when_empty(inbox: Path, tmp_path: Pat
         and "no events in SQLite" in empty.stdout
         and "matching the filters" in empty.stdout
     )
+
+
+def test_events_list_escapes_what_a_sender_wrote(tmp_path: Path, pki: Pki) -> None:
+    """A kind taken from the payload (a route's ``event = "/type"``) cannot set the terminal's title
+    or colours: it is escaped as the dedup key and subject are."""
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(pki, store=str(tmp_path / "inbox.db")))
+    hostile = "\x1b]0;owned\x07\x1b[2Jkind"
+
+    async def fill() -> None:
+        store = open_store(load_config(config, read_secrets=False).store)
+        await store.open()
+        await store.record("token", "/webhook", [NewEvent(hostile, hostile, {})], row(status=200, reason=""))
+        await store.close()
+
+    asyncio.run(fill())
+    listed = run_cli("events", "list", "--config", str(config))
+    assert listed.returncode == 0 and "\x1b" not in listed.stdout and "\x07" not in listed.stdout
+    assert "token/\\x1b]0;owned\\x07\\x1b[2Jkind" in listed.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -489,3 +490,27 @@ def test_workers_must_be_a_whole_number_of_at_least_one(dev: DevCerts, tmp_path:
     error = config_error(write_config(tmp_path, f"workers = {value}\n" + dev.config.read_text()))
     assert (error.key, error.problem.split(",")[0]) == ("workers", "must be a whole number >= 1")
     assert load_config(write_config(tmp_path, "workers = 3\n" + dev.config.read_text())).workers == 3
+
+
+@pytest.mark.usefixtures("forward_secrets")
+def test_check_config_never_prints_a_urls_credentials(
+    dev: DevCerts, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forwarding URL may carry ``user:password@`` or a token before ``@``; a PostgreSQL DSN a
+    password in its authority (``@`` inside it) or libpq's ``?password=``: none is printed."""
+    text = dev.config.read_text(encoding="utf-8")
+    forward = (
+        '\n[forward]\nurl = "https://app:fwd-pass-1@app.example/hooks"\n'
+        'secrets = [{ env = "T_FORWARD_SECRET" }]\n'
+    )
+    route = 'mode = "mtls"\nforward_url = "https://fwd-token-2@other.example/x"\n'
+    dev.config.write_text(text.replace('mode = "mtls"\n', route) + forward, encoding="utf-8")
+    assert main(["check-config", "--config", str(dev.config)]) == 0
+    out = capsys.readouterr().out
+    assert "https://***@app.example/hooks" in out and "https://***@other.example/x" in out
+    assert "fwd-pass-1" not in out and "fwd-token-2" not in out
+    config = load_config(dev.config)
+    assert "fwd-token-2" not in config.destination("/webhook").label  # type: ignore[union-attr]
+    for dsn in ("postgresql://u:p@ss-3@db/x", "postgresql://u@db/x?sslmode=require&password=pass-4"):
+        shown = dataclasses.replace(config.store, url=dsn).description
+        assert "ss-3" not in shown and "pass-4" not in shown and "db/x" in shown

@@ -334,3 +334,53 @@ async def test_two_workers_on_postgresql(  # type: ignore[no-untyped-def]
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{worker_admin}/") as answer:
                 assert answer.status == 404  # a worker's admin port serves only its supervisor
+
+
+async def test_without_a_token_a_dns_name_pointed_here_is_refused(  # type: ignore[no-untyped-def]
+    app: App, write_config, start_receiver, pki: Pki
+) -> None:
+    """DNS rebinding: another site's name resolving to 127.0.0.1 is the console's origin to a browser,
+    so its page could read every page and post the replay form with the session's token."""
+    app.up = False
+    receiver: Receiver = await start_receiver(
+        with_extra(write_config, forward_table(app.url, max_attempts=1))
+    )
+    assert await post(receiver, pki, {"pix": [pix("E2EREBIND1")]}) == 200
+    await events_with(receiver, "dead", 1)
+    port = receiver.admin_port
+    base = f"http://127.0.0.1:{port}"
+    rebound = {"Host": f"rebind.attacker.example:{port}"}
+    async with aiohttp.ClientSession() as session:
+        for path in ("/", "/events", "/dead", "/config"):
+            async with session.get(base + path, headers=rebound, allow_redirects=False) as answer:
+                assert answer.status == 421 and "E2EREBIND1" not in await answer.text()
+        async with session.get(f"{base}/dead") as answer:  # as the operator's browser sees it
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', await answer.text())
+            assert answer.status == 200 and csrf is not None
+        origin = {**rebound, "Origin": f"http://rebind.attacker.example:{port}"}
+        form = {"csrf": csrf[1], "all": "dead"}
+        async with session.post(f"{base}/replay", data=form, headers=origin, allow_redirects=False) as a:
+            assert a.status == 421
+        for host in (f"localhost:{port}", f"[::1]:{port}"):  # this machine's own names still answer
+            async with session.get(f"{base}/dead", headers={"Host": host}) as answer:
+                assert answer.status == 200
+    assert [event.status for event in await receiver.store.find_events(EventQuery())] == ["dead"]
+
+
+async def test_signing_in_never_sends_the_browser_to_another_site(  # type: ignore[no-untyped-def]
+    write_config, start_receiver, tmp_path: Path
+) -> None:
+    """URL parsers drop a tab or newline in ``next``: ``/<TAB>/evil.example`` is ``//evil.example``."""
+    (tmp_path / "admin-token").write_text(TOKEN + "\n", encoding="utf-8")
+    admin = f'[admin]\naddress = "127.0.0.1:0"\ntoken = {{ file = "{tmp_path / "admin-token"}" }}\n'
+    receiver: Receiver = await start_receiver(with_extra(write_config, "", admin=admin))
+    base = f"http://127.0.0.1:{receiver.admin_port}"
+    async with aiohttp.ClientSession() as session:
+        for target in ("/\t/evil.example/", "/\n/evil.example/", "/\r\n/evil.example/", "//evil.example/"):
+            form = {"token": TOKEN, "next": target}
+            async with session.post(f"{base}/login", data=form, allow_redirects=False) as answer:
+                assert answer.status == 303 and answer.headers["Location"] == "/", target
+        async with session.post(
+            f"{base}/login", data={"token": TOKEN, "next": "/events?q=E2E"}, allow_redirects=False
+        ) as answer:
+            assert answer.headers["Location"] == "/events?q=E2E"

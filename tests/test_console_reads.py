@@ -11,7 +11,7 @@ import pytest
 
 from mtls_receiver.errors import StoreUnavailable
 from mtls_receiver.events import AuditRecord, NewEvent
-from mtls_receiver.store import Store, sqlite
+from mtls_receiver.store import Store, postgres, sqlite
 from mtls_receiver.store.reads import EventQuery
 
 NOW = datetime.now(UTC)
@@ -105,4 +105,27 @@ async def test_a_long_search_holds_up_no_commit_and_is_stopped(
             await search
         assert len(await store.find_events(EventQuery())) == 1  # the reads' connection still serves
     finally:
+        await store.close()
+
+
+async def test_postgresql_searches_never_take_the_commits_connections(pg_dsn: str) -> None:
+    """PostgreSQL: console reads share the pool with commits. Six long searches at once (more than
+    the pool holds) used to take every connection, so a sender's commit waited for them (503 past the
+    pool's 5 s); now they run one at a time, each stopped by the server after QUERY_TIMEOUT, not by
+    the pool's shorter command timeout."""
+    store = postgres.PostgresStore(pg_dsn, pool_size=4)
+    await store.open()
+    try:
+        searches = [asyncio.create_task(store.select("SELECT pg_sleep(6)")) for _ in range(6)]
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(
+            store.record("efi", "/webhook", [pix("E1")], request(200, "accepted pix")), 2.0
+        )
+        assert not any(search.done() for search in searches)  # the commit did not wait for them
+        first = await asyncio.wait_for(searches[0], 10)  # 6 s: past the pool's 5 s command timeout
+        assert len(first) == 1
+    finally:
+        for search in searches:
+            search.cancel()
+        await asyncio.gather(*searches, return_exceptions=True)
         await store.close()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from support import Pki, Serve, client_context, config_text, https_post, run_cli
@@ -35,7 +36,7 @@ from test_asymmetric import KIWIFY_EVENT, PAGARME_EVENT, STARK_EVENT, WOOVI_CHAR
 from mtls_receiver.config import Config
 from mtls_receiver.config import load_config as read_config
 from mtls_receiver.errors import StaleKeys
-from mtls_receiver.keysource import KeyFetchError, KeySource
+from mtls_receiver.keysource import MAX_KEY_DOCUMENT, KeyFetchError, KeySource
 from mtls_receiver.lifecycle import Receiver
 from mtls_receiver.publickeys import NamedKey
 
@@ -429,7 +430,45 @@ def test_send_test_signs_with_the_dev_keys_dev_certs_writes(tmp_path: Path, serv
     config.write_text(SEND_TEST_ROUTES, encoding="utf-8")
     checked = run_cli("check-config", "--config", str(config))
     assert checked.stdout.count("TRUSTS A LOCAL DEV SIGNING KEY") == 5, checked.stdout + checked.stderr
-    _, port = serve(config)
+    server, port = serve(config)
     for path in ("/stark", "/woovi", "/pagarme", "/kiwify", "/other"):
         sent = run_cli("send-test", path, "--config", str(config), "--url", f"https://127.0.0.1:{port}{path}")
         assert sent.returncode == 0 and "< 200 OK" in sent.stdout, sent.stdout + sent.stderr
+    # the server running with them says so in its log too, not only check-config
+    warned = [line for line in server.output if "TRUSTS A LOCAL DEV SIGNING KEY" in line]
+    assert len(warned) == 5 and all("WARNING route /" in line for line in warned), server.output
+
+
+async def test_a_document_arriving_in_pieces_is_read_whole_and_its_size_bounded() -> None:
+    """A key document sent in several pieces (chunked, a slow link) is read to its end; one larger than
+    MAX_KEY_DOCUMENT is refused as such however it arrives."""
+    held = ecdsa_key()
+    whole = stark_document(held).encode()
+    sent: dict[str, bytes] = {"document": whole}
+
+    async def in_pieces(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        document = sent["document"]
+        piece = 40 if len(document) < MAX_KEY_DOCUMENT else 100_000
+        for start in range(0, len(document), piece):
+            await response.write(document[start : start + piece])
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/keys", in_pieces)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        keys = source(f"http://127.0.0.1:{runner.addresses[0][1]}/keys")
+        await keys.load()
+        assert [pem_of(named) for named in keys.keys] == [pem(held)]
+        sent["document"] = whole + b" " * MAX_KEY_DOCUMENT
+        with pytest.raises(KeyFetchError, match="larger than"):
+            await keys.load()
+        assert [pem_of(named) for named in keys.keys] == [pem(held)]
+    finally:
+        await runner.cleanup()

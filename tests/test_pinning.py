@@ -49,6 +49,8 @@ def test_exact_subject() -> None:
     [
         ("*.psp.com.br", "webhook.psp.com.br", True),
         ("*.psp.com.br", "WEBHOOK.PSP.COM.BR", True),  # names are compared case-insensitively
+        ("*.bank.com.br", "webhook.ban\u212a.com.br", False),  # ... but a Kelvin sign is not a k
+        ("*.psp.com.br", "webhook.p\u017fp.com.br", False),  # nor a long s an s
         ("*.psp.com.br", "a.b.psp.com.br", False),  # * is one label
         ("*.psp.com.br", "psp.com.br", False),  # ... and not an empty one
         ("*.psp.com.br", "webhook.psp.com.br.evil.example", False),  # the whole CN must match

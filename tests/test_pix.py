@@ -106,6 +106,7 @@ def test_a_pix_on_the_base_path_is_stored_not_taken_for_a_test(body: object) -> 
     ("body", "reason"),
     [
         (b"{", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),  # nested too deep to parse: 400, not 500
         (b'"text"', "JSON object"),
         ({"pix": []}, "non-empty 'pix' list"),
         ([], "non-empty 'pix' list"),

@@ -56,6 +56,9 @@ def test_asaas(tmp_path: Path, pki: Pki) -> None:
     assert refused(route, elsewhere).status == 403  # the published production addresses by default
     assert verification_method(route, None) == "static-token"
     sample_accepted(route, ASAAS_PEER)
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000  # nested too deep to parse: 400, never a 500
+    nested = refused(route, request({"asaas-access-token": ASAAS_TOKEN}, deep, peer=ASAAS_PEER))
+    assert (nested.status, nested.reason) == (400, "body is not valid JSON")
 
 
 def test_asaas_sandbox_overrides_the_addresses(tmp_path: Path, pki: Pki) -> None:

@@ -122,7 +122,7 @@ def test_what_is_printed_holds_no_secret_and_no_whole_signature(tmp_path: Path) 
     """A secret in the URL (Efí skip-mTLS's ``?hmac=``) or a header, a token header, a long signature."""
     signature = "sha256=" + "ab" * 32
     made = SampleRequest(
-        path=f"/pix?hmac={INFI_SECRET}",
+        path=f"/pix?hmac={INFI_SECRET}&signature={signature}&a=1",
         headers={"X-Echo": f"x{INFI_SECRET}x", "Authorization": "Bearer tok-123456", "X-Sig": signature},
         body=b"{}",
     )
@@ -130,7 +130,7 @@ def test_what_is_printed_holds_no_secret_and_no_whole_signature(tmp_path: Path) 
     target = resolve_target(INFI_ROUTE, listener, made, None, None, None, None)
     shown = describe_request(INFI_ROUTE, made, target)
     assert INFI_SECRET not in shown and "tok-123456" not in shown and signature not in shown
-    assert "> POST https://127.0.0.1:8443/webhooks/infi/pix?hmac=…" in shown
+    assert "> POST https://127.0.0.1:8443/webhooks/infi/pix?hmac=…&signature=sha256=a…&a=1" in shown
     assert (
         "> Authorization: Bearer …" in shown and "> X-Sig: sha256=ababababababa…" in shown
     )  # its first 20 characters

@@ -26,6 +26,7 @@ from .schema import (
     RouteConfig,
     StoreConfig,
     redact_dsn,
+    redact_userinfo,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "redact_dsn",
+    "redact_userinfo",
 ]

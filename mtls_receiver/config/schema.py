@@ -233,14 +233,14 @@ class Destination:
     def describe(self) -> str:
         if self.broker is not None:
             return self.broker.describe()
-        return self.url or f"handler {self.handler}"
+        return redact_userinfo(self.url) if self.url else f"handler {self.handler}"
 
     @property
     def label(self) -> str:
         """The destination's name in metrics: the broker's name, the URL (no password) or the handler."""
         if self.broker is not None:
             return self.broker.name
-        return redact_dsn(self.url) if self.url else f"handler {self.handler}"
+        return redact_userinfo(self.url) if self.url else f"handler {self.handler}"
 
     @property
     def signed(self) -> bool:
@@ -316,13 +316,16 @@ class StoreConfig:
 
 
 def redact_userinfo(url: str) -> str:
-    """A broker URL without what comes before its ``@``: a password, or a NATS token in the user place."""
-    return re.sub(r"^([a-z]+://)[^/@]*@", r"\1***@", url)
+    """A URL without what comes before its host's ``@``: a password, or a token in the user place
+    (a NATS token, ``https://TOKEN@host``); an ``@`` inside the password hides nothing."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
 
 
 def redact_dsn(dsn: str) -> str:
-    """A database URL without its password, for messages and logs."""
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", dsn)
+    """A database URL without its password (in the authority, or libpq's ``?password=``), for messages
+    and logs."""
+    shown = re.sub(r"(//[^:/?#@]+):[^/?#]*@", r"\1:***@", dsn)
+    return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", shown)
 
 
 @dataclass(frozen=True)

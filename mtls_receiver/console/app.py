@@ -10,18 +10,23 @@ Writes (replay, sign-out) are POSTs that must come from the console's own pages:
 session (an HMAC under a key made at start), which another site cannot read. The session cookie
 is ``SameSite=Strict`` and ``HttpOnly``. A bearer request needs no form token: a browser never
 adds that header by itself.
+
+Without a token, a request must name the console by an IP address or ``localhost`` (its ``Host``):
+another site's page whose DNS name is made to point at 127.0.0.1 (DNS rebinding) is the same origin
+as the console to the browser, so it could otherwise read every page and post the forms.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -108,6 +113,14 @@ class Console:
         ends = self._sessions.get(sid or "")
         return ends is not None and ends > time.monotonic()
 
+    def _check_host(self, request: web.Request) -> None:
+        """Without a token, refuse a page or form reached by a DNS name (DNS rebinding, see above)."""
+        if self.token is None and not _names_this_machine(request.host):
+            raise web.HTTPMisdirectedRequest(
+                text="refused: without [admin] token the console answers only to an IP address or"
+                " localhost in the address bar (another name may be a site pointed at this machine)\n"
+            )
+
     def _allowed(self, request: web.Request, sid: str | None) -> bool:
         return self.token is None or self._bearer(request) or self._signed_in(sid)
 
@@ -128,6 +141,7 @@ class Console:
         """A GET page: signed in (when a token is set), rendered, with a session for its forms."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
+            self._check_host(request)
             sid = self._session(request)
             if not self._allowed(request, sid):
                 raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
@@ -176,6 +190,7 @@ class Console:
         """A POST from the console's own page: not cross-site, signed in, with the session's form token."""
 
         async def guarded(request: web.Request) -> web.StreamResponse:
+            self._check_host(request)
             if self.cross_site(request):
                 raise web.HTTPForbidden(text="refused: a request from another site\n")
             if not self._bearer(request):
@@ -252,5 +267,23 @@ class Console:
 
 
 def _local(target: str) -> str:
-    """A path on this site to go back to after signing in (never another site's address)."""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+    """A path on this site to go back to after signing in (never another site's address). Control
+    characters are refused too: URL parsers drop a tab or newline, so ``/<TAB>/evil`` is ``//evil``."""
+    local = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if local and target.isprintable() else "/"
+
+
+def _names_this_machine(host: str) -> bool:
+    """A ``Host`` header naming this machine whatever DNS says: an IP address, or localhost (which
+    browsers resolve to loopback themselves)."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

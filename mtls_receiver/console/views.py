@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..config import Config, Destination, ListenerConfig, redact_dsn
+from ..config import Config, Destination, ListenerConfig, redact_userinfo
 from ..errors import StoreUnavailable
 from ..store.reads import EVENT_STATUSES, EventQuery, RouteTraffic
 from ..tls import read_certificates
@@ -253,8 +253,8 @@ async def refusals(host: ConsoleHost, request: web.Request) -> Page:
 
 
 def _redacted(url: str | None) -> str:
-    """A URL without the password it may carry."""
-    return redact_dsn(url) if url else ""
+    """A URL without the password or token it may carry before its host."""
+    return redact_userinfo(url) if url else ""
 
 
 def _destination(destination: Destination) -> str:

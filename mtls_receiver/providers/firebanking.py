@@ -119,7 +119,10 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
         return _verify_headers(route, request)
     options = options_of(route, FireBankingOptions)
     body = verified_json(route, request, "FireBanking", SCHEME, options.secrets)
-    event = request.header("X-Fire-Event") or body.get("event")
+    # the body's event is signed, X-Fire-Event is not: a captured request re-sent with another header
+    # would otherwise be a new event (a new dedup key) of the attacker's choosing (pix.refunded ...)
+    signed_event = body.get("event")
+    event = signed_event if isinstance(signed_event, str) and signed_event else request.header("X-Fire-Event")
     if not isinstance(event, str) or not event:
         raise Refusal(400, "no event type: X-Fire-Event header and body 'event' are both missing")
     if options.families and family_of(event) not in options.families:

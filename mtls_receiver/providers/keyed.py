@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.reader import Reader, Table
-from ..config.schema import ProviderOptions, RefreshableKeys, RouteConfig
+from ..config.schema import ProviderOptions, RefreshableKeys, RouteConfig, redact_userinfo
 from ..errors import ReceiverError, Refusal, StaleKeys
 from ..events import ClientIdentity, IncomingRequest
 from ..keysource import KeySource, loopback_url
@@ -148,6 +148,12 @@ def _url_source(
 ) -> KeySource:
     if not url.startswith("https://") and not (url.startswith("http://") and loopback_url(url)):
         reader.fail(f"{key}.public_key_url", f"must be an https:// URL, got {url[:80]!r}")
+    if redact_userinfo(url) != url:  # it is logged and shown: credentials go in a header from a secret
+        reader.fail(
+            f"{key}.public_key_url",
+            'holds credentials (before "@"): send them in a header,'
+            ' key_fetch_headers = { Authorization = { env = "..." } }',
+        )
     headers_table = reader.as_table(
         raw.get("key_fetch_headers", {}),
         f"{key}.key_fetch_headers",

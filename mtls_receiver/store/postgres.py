@@ -233,6 +233,9 @@ class PostgresStore(ConsoleReads):
         self.dsn, self.pool_size, self.timeout, self.access = dsn, pool_size, timeout, access
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()  # one new pool at a time after a failure dropped the old one
+        #: the console's reads one at a time (as SQLite's one reads thread): however many searches are
+        #: asked for, they hold one of the pool's connections, never all of those the commits need
+        self._console_reads = asyncio.Semaphore(1)
         self.group_commit = GroupCommit(self._commit_batch, commit_delay, repair=self._after_failure)
 
     async def open(self) -> None:
@@ -564,15 +567,17 @@ class PostgresStore(ConsoleReads):
         return await self.group_commit.probe()
 
     async def select(self, sql: str, *params: Any) -> list[asyncpg.Record]:
-        """A shared read statement (the console's, store/reads.py) with PostgreSQL's placeholders."""
+        """A shared read statement (the console's, store/reads.py) with PostgreSQL's placeholders,
+        stopped by the server after QUERY_TIMEOUT (the pool's shorter command timeout lifted for it)."""
         text = numbered(sql)
 
         async def select(conn: asyncpg.Connection) -> list[asyncpg.Record]:
             await conn.execute(f"SET LOCAL statement_timeout = {int(QUERY_TIMEOUT * 1000)}")
-            rows: list[asyncpg.Record] = await conn.fetch(text, *params)
+            rows: list[asyncpg.Record] = await conn.fetch(text, *params, timeout=QUERY_TIMEOUT + 5)
             return rows
 
-        return await self._transaction(select)
+        async with self._console_reads:
+            return await self._transaction(select)
 
 
 async def _in_transaction(conn: asyncpg.Connection, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
