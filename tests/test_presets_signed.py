@@ -210,6 +210,18 @@ def test_mercadopago(tmp_path: Path, pki: Pki) -> None:
     sample_accepted(route)
 
 
+def test_mercadopago_body_must_name_the_signed_resource(tmp_path: Path, pki: Pki) -> None:
+    """Mercado Pago signs the query's data.id, not the body: a captured signature re-sent with a body
+    about another resource is refused."""
+    route = loaded(tmp_path, pki, "mercadopago", a=MP_SECRET)
+    signature = mp_signature(MP_SECRET, MP_DATA_ID, MP_REQUEST, MP_TS)
+    other = MP_BODY.replace(MP_DATA_ID.encode(), b"ORD01OTHERRESOURCE0000000000")
+    headers = {"x-signature": f"ts={MP_TS},v1={signature}", "x-request-id": MP_REQUEST}
+    path = f"/hooks?data.id={MP_DATA_ID}&type=order"
+    assert "signed ?data.id" in refused(route, request(headers, other, path)).reason
+    accepted(route, request(headers, MP_BODY.replace(MP_DATA_ID.encode(), MP_DATA_ID.lower().encode()), path))
+
+
 def test_mercadopago_tolerance_only_when_the_route_sets_one(tmp_path: Path, pki: Pki) -> None:
     route = loaded(tmp_path, pki, "mercadopago", "tolerance = 300\n", a=MP_SECRET)
     ts = str(int(NOW) - 301)

@@ -106,8 +106,13 @@ def verify(route: RouteConfig, request: IncomingRequest) -> Verdict:
 
 
 def _kind_and_dedup(body: dict[str, object], query_id: str | None) -> tuple[str, str, dict[str, object]]:
+    """The body is not signed: its ``data.id`` must be the signed one (the query's), so a captured
+    signature cannot carry another resource's id."""
     data = body.get("data")
-    data_id = first_text(data.get("id") if isinstance(data, dict) else None, query_id)
+    body_id = first_text(data.get("id") if isinstance(data, dict) else None)
+    if query_id and body_id and body_id.lower() != query_id.lower():
+        raise Refusal(401, "signature: the body's data.id is not the signed ?data.id")
+    data_id = first_text(query_id, body_id)
     kind = first_text(body.get("action"), body.get("type")) or "event"
     notification = first_text(body.get("id"))
     if notification is not None:
