@@ -245,6 +245,18 @@ def test_off_loopback_the_admin_listener_requires_a_token(write_config: Callable
     assert "admin.token" in str(inline.value) and "not accepted inline" in str(inline.value)
 
 
+def test_a_short_token_is_refused(
+    write_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign-in has no rate limit of its own: a token short enough to guess online is a config error."""
+    monkeypatch.setenv("T_ADMIN_TOKEN", "guessable")
+    with pytest.raises(ConfigError) as short:
+        admin = '[admin]\naddress = "0.0.0.0:0"\ntoken = { env = "T_ADMIN_TOKEN" }\n'
+        with_extra(write_config, "", admin=admin)
+    assert "admin.token" in str(short.value) and "too short" in str(short.value)
+    assert "guessable" not in str(short.value)
+
+
 def test_a_token_comes_from_the_environment_and_is_never_shown(
     write_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:

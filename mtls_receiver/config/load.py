@@ -186,7 +186,7 @@ def _store(reader: Reader, raw: Table) -> StoreConfig:
 def _admin(reader: Reader, raw: Table) -> AdminConfig:
     reader.only_keys(raw, "admin", {"address", "enabled", "token"})
     enabled = reader.boolean(raw, "admin", "enabled", default=True)
-    token = reader.secret(raw, "admin", "token")
+    token = reader.secret(raw, "admin", "token", check=_weak_admin_token)
     source = _secret_source(raw["token"]) if token is not None else ""
     host, port = _address(reader, raw, "admin") if "address" in raw else (AdminConfig.host, AdminConfig.port)
     admin = AdminConfig(host=host, port=port, enabled=enabled, token=token, token_source=source)
@@ -620,3 +620,13 @@ def _unique(reader: Reader, values: list[str], key: str, what: str) -> None:
         if value in seen:
             reader.fail(f"{key}[{i}]", f"duplicate {what}: {value!r}")
         seen.add(value)
+
+
+MIN_ADMIN_TOKEN_LENGTH = 24
+
+
+def _weak_admin_token(token: str) -> str | None:
+    """The console's sign-in has no rate limit of its own: a token must not be guessable online."""
+    if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        return f"too short: use at least {MIN_ADMIN_TOKEN_LENGTH} random characters (openssl rand -hex 16)"
+    return None
