@@ -141,6 +141,17 @@ def test_the_timestamp_header_and_path_parts_keep_working(tmp_path: Path, pki: P
     accepted(hook, request({"X-Sig": mac("sha256", SECRET, message).hex(), "X-Ts": TS}, BODY, "/hooks?x=1"))
 
 
+def test_an_unsigned_dedup_header_is_warned_about(tmp_path: Path, pki: Pki) -> None:
+    """check-config warns when a dedup/event header is not among the signed bytes (a replay may vary it)."""
+    text = 'dedup = ["header:X-Id"]\nevent = "header:X-Type"\n[routes.signature]\nheader = "X-Sig"\n'
+    unsigned = route(tmp_path, pki, f"secrets = {SECRETS}\n{text}")
+    assert [w.split(" ")[0] for w in unsigned.options.warnings()] == ["header:X-Id", "header:X-Type"]
+    covered = route(
+        tmp_path, pki, f'secrets = {SECRETS}\n{text}signed = ["header:x-id", "header:X-Type", "body"]\n'
+    )
+    assert covered.options.warnings() == ()
+
+
 def test_dedup_and_event_from_the_body_or_a_form(tmp_path: Path, pki: Pki) -> None:
     hook = route(
         tmp_path,

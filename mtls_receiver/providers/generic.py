@@ -68,6 +68,16 @@ class HmacOptions(ProviderOptions):
         carrier = {"query": "query parameter ", "fields": "fields of "}.get(self.signature.carrier, "")
         return f"HMAC-{self.signature.algorithm.upper()} in {carrier}{self.signature.header}"
 
+    def warnings(self) -> tuple[str, ...]:
+        """A dedup or event header the signature does not cover: a replay may change it at will."""
+        signed = {part.removeprefix("lower:").lower() for part in self.signature.signed}
+        return tuple(
+            f"{ref} (dedup/event) is not signed: anyone re-sending a captured request can change it;"
+            " take it from the body or add it to signature.signed"
+            for ref in (*self.dedup, *([self.event] if self.event else []))
+            if ref.startswith("header:") and ref.lower() not in signed
+        )
+
 
 def read_event_fields(reader: Reader, raw: Table, key: str) -> EventFields:
     dedup = reader.string_list(raw, key, "dedup")
