@@ -12,7 +12,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config.schema import RefreshableKeys
 
-__all__ = ["ReceiverError", "ConfigError", "ConfigErrors", "Refusal", "StaleKeys", "StoreUnavailable"]
+__all__ = [
+    "EXIT_BUG",
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "ConfigError",
+    "ConfigErrors",
+    "ReceiverError",
+    "Refusal",
+    "StaleKeys",
+    "StoreUnavailable",
+]
+
+#: the command line's exit statuses: a failure it reports, a mistake in what was asked, a bug (EX_SOFTWARE)
+EXIT_FAILURE, EXIT_CONFIG, EXIT_BUG = 1, 2, 70
 
 
 class ReceiverError(Exception):
