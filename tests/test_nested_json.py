@@ -87,4 +87,4 @@ def test_deep_but_decodable_json_is_still_accepted(tmp_path: Path, pki: Pki) -> 
     (route,) = load_routes(tmp_path, pki, routes, token="a-static-token-value").routes
     body = json.dumps({"id": "nested-200", "a": json.loads(b"[" * 200 + b"]" * 200)}).encode()
     verdict = accepted(route, request({"X-Webhook-Token": "a-static-token-value"}, body))
-    assert verdict.events[0].dedup_key == "nested-200"
+    assert verdict.events[0].dedup_key == "/hooks|nested-200"
