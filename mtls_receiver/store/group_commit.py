@@ -25,7 +25,7 @@ from ..errors import StoreUnavailable
 from ..events import AuditRecord, NewEvent
 from .base import Receipt, Write
 
-__all__ = ["IDLE_AFTER", "PROBE_TIMEOUT", "Commit", "GroupCommit", "Repair"]
+__all__ = ["IDLE_AFTER", "PROBE_TIMEOUT", "Commit", "GroupCommit", "GroupCommitted", "Repair"]
 
 log = logging.getLogger("mtls_receiver")
 
@@ -192,3 +192,27 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, StoreUnavailable):
         return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class GroupCommitted:
+    """What both backends do alike through their :class:`GroupCommit`: a request's writes, and the
+    readiness probe's, go through the one writer."""
+
+    group_commit: GroupCommit
+
+    async def record(
+        self,
+        provider: str,
+        route: str,
+        events: Sequence[NewEvent],
+        audit: AuditRecord,
+        verified_by: str = "",
+        queue: bool = False,
+    ) -> Receipt:
+        return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
+
+    async def check_writable(self) -> bool:
+        """Can this process commit to the inbox now? A real (in SQLite fsynced) commit of the health row
+        through the writer: a dead or stuck writer, a full disk, a locked file or an unreachable
+        database all say False."""
+        return await self.group_commit.probe()

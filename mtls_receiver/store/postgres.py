@@ -26,7 +26,7 @@ from ..config import redact_dsn
 from ..errors import StoreUnavailable
 from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
 from .base import Access, AuditCount, AuditQuery, AuditRepeats, Receipt, Write
-from .group_commit import GroupCommit
+from .group_commit import GroupCommit, GroupCommitted
 from .reads import QUERY_TIMEOUT, ConsoleReads
 from .rows import (
     ADD_REPEATS,
@@ -221,7 +221,7 @@ async def migrate(dsn: str) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore(ConsoleReads):
+class PostgresStore(ConsoleReads, GroupCommitted):
     def __init__(
         self,
         dsn: str,
@@ -330,17 +330,6 @@ class PostgresStore(ConsoleReads):
             return self._pool
 
     # --- receiving: group commit ---------------------------------------------------------------
-
-    async def record(
-        self,
-        provider: str,
-        route: str,
-        events: Sequence[NewEvent],
-        audit: AuditRecord,
-        verified_by: str = "",
-        queue: bool = False,
-    ) -> Receipt:
-        return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
         receipts: list[Receipt] = await self._transaction(self._insert_batch, batch)
@@ -560,11 +549,6 @@ class PostgresStore(ConsoleReads):
             return {name: count for name, count in rows}
 
         return await self._transaction(select)
-
-    async def check_writable(self) -> bool:
-        """Can this process commit to the inbox now? A real commit of the health row through the
-        group-commit writer: a dead or stuck writer or an unreachable database say False."""
-        return await self.group_commit.probe()
 
     async def select(self, sql: str, *params: Any) -> list[asyncpg.Record]:
         """A shared read statement (the console's, store/reads.py) with PostgreSQL's placeholders,

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
-from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, NewEvent, StoredAnswer, StoredEvent
+from ..events import AttemptOutcome, AuditRecord, Claim, DeliveryAttempt, StoredAnswer, StoredEvent
 from ..files import make_directories
 from .base import Access, AuditCount, AuditQuery, AuditRepeats, Receipt, Write
-from .group_commit import GroupCommit
+from .group_commit import GroupCommit, GroupCommitted
 from .reads import QUERY_TIMEOUT, ConsoleReads
 from .rows import (
     ADD_REPEATS,
@@ -240,7 +240,7 @@ def _insert_events_sql(rows: int) -> str:
     )
 
 
-class SQLiteStore(ConsoleReads):
+class SQLiteStore(ConsoleReads, GroupCommitted):
     def __init__(
         self,
         path: Path,
@@ -422,17 +422,6 @@ class SQLiteStore(ConsoleReads):
         self._executor.shutdown(wait=True)
 
     # --- receiving: group commit ---------------------------------------------------------------
-
-    async def record(
-        self,
-        provider: str,
-        route: str,
-        events: Sequence[NewEvent],
-        audit: AuditRecord,
-        verified_by: str = "",
-        queue: bool = False,
-    ) -> Receipt:
-        return await self.group_commit.enqueue(provider, route, events, audit, verified_by, queue)
 
     async def _commit_batch(self, batch: list[Write]) -> list[Receipt]:
         """One transaction, one fsync, for every write queued since the last commit.
@@ -651,11 +640,6 @@ class SQLiteStore(ConsoleReads):
         """Inbox size and outbox depth by status, for metrics."""
         rows = await self._run(self._select, STATS)
         return {name: count for name, count in rows}
-
-    async def check_writable(self) -> bool:
-        """Can this process commit to the inbox now? A real, fsynced commit of the health row through
-        the group-commit writer: a dead or stuck writer, a full disk or a locked file all say False."""
-        return await self.group_commit.probe()
 
     async def list_events(
         self, limit: int = 50, status: str | None = None, route: str | None = None
